@@ -1,0 +1,1 @@
+"""spkit.widgets"""
