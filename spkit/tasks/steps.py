@@ -1,0 +1,167 @@
+"""Step-labelled solutions in ProcessBench's exact format, with errors injected at known steps.
+
+A record has ProcessBench's schema (``Qwen/ProcessBench``)::
+
+    {"id": "arith_3-7", "generator": "spkit-arith", "problem": "Mia has 3 apples. ...",
+     "steps": ["3 + 4 = 7", "7 - 2 = 6", "6 * 2 = 12\\n#### 12"],
+     "final_answer_correct": false, "label": 1}
+
+``label`` is the index of the earliest wrong step (0-based) or -1 when every step is right.
+The steps are the lines of a ``spkit.tasks.arithmetic`` answer (the last step also carries
+the ``#### n`` line, as ProcessBench's last paragraph carries the final answer). Half of the
+records (``error_rate``) get one injected error at a uniformly chosen step:
+
+* ``slip`` (3 in 4): the step's result is off by 1..3 (``7 - 2 = 6``);
+* ``operand`` (1 in 4): a number copied wrongly from the question, computed correctly
+  (``7 - 3 = 4`` when the question said "gives away 2").
+
+Later steps continue correctly from the wrong value (as a real solver would), so the label is
+the first wrong step and the final answer is usually wrong too. Where carrying on is not
+possible (an exact division no longer divides, a subtraction would go negative) the later
+step becomes an addition of the same number; that step is also wrong, which leaves the label
+(the *earliest* error) unchanged.
+
+Subsets follow difficulty: ``arith_2``, ``arith_3``, ``arith_4`` (steps per problem), the
+analogue of ProcessBench's gsm8k/math/olympiadbench/omnimath. Problems come from the
+arithmetic test split (``split_of(question) == "test"``), never from the pretraining corpus.
+
+``critic_prompt(record)`` is ProcessBench's critique template; the critic answers with the
+index in ``\\boxed{}`` and ``extract_index`` reads the last one (unparsable -> None = wrong).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from spkit.tasks import arithmetic
+
+SUBSETS = {"arith_2": 2, "arith_3": 3, "arith_4": 4}
+
+# ProcessBench's critique template (QwenLM/ProcessBench, code/templates/critique_template.txt).
+CRITIC_TEMPLATE = (
+    "The following is a math problem and a solution (split into paragraphs, enclosed with "
+    "tags and indexed from 0):\n\n[Math Problem]\n\n{problem}\n\n[Solution]\n\n"
+    "{tagged_response}\n\nYour task is to review and critique the solution paragraph by "
+    "paragraph. Once you identify an error in a paragraph, return the index of the paragraph "
+    "where the earliest error occurs. Otherwise, return the index of -1 (which typically "
+    'denotes "not found").\n\nPlease put your final answer (i.e., the index) in \\boxed{{}}.'
+)
+
+_LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
+
+
+def _parse_lines(answer: str) -> list[tuple[int, str, int, int]]:
+    body = answer.split("\n#### ")[0]
+    out = []
+    for line in body.split("\n"):
+        m = _LINE.match(line)
+        if not m:
+            raise ValueError(f"not a plain arithmetic step: {line!r}")
+        out.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+    return out
+
+
+def _carry_on(a: int, op: str, b: int) -> tuple[str, int, int]:
+    """Apply ``op b`` to a (possibly wrong) running value, falling back to ``+ b``."""
+    if (op == "/" and a % b) or (op == "-" and a - b < 0):
+        op = "+"
+    return op, b, {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+
+
+def inject_error(
+    lines: list[tuple[int, str, int, int]], at: int, kind: str, rng: random.Random
+) -> list[tuple[int, str, int, int]]:
+    """The same chain with one error at step ``at`` and correct arithmetic afterwards."""
+    out = list(lines[:at])
+    a, op, b, c = lines[at]
+    choices = [x for x in range(max(1, b - 3), b + 4) if x != b]
+    if op == "/":
+        choices = [x for x in (2, 3, 4, 5) if x != b and a % x == 0]
+    elif op == "-":
+        choices = [x for x in choices if x <= a]
+    if kind == "operand" and choices:  # the right operation on a miscopied number
+        b = rng.choice(choices)
+        c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+    else:  # slip (or no room for a miscopied operand): the result is off by 1..3
+        c = c + rng.choice([d for d in (-3, -2, -1, 1, 2, 3) if c + d >= 0])
+    out.append((a, op, b, c))
+    for _, op2, b2, _ in lines[at + 1 :]:
+        op2, b2, c2 = _carry_on(out[-1][3], op2, b2)
+        out.append((out[-1][3], op2, b2, c2))
+    return out
+
+
+def _render(lines: list[tuple[int, str, int, int]]) -> list[str]:
+    steps = [f"{a} {op} {b} = {c}" for a, op, b, c in lines]
+    steps[-1] += f"\n#### {lines[-1][3]}"
+    return steps
+
+
+def _first_wrong(good: list, bad: list) -> int:
+    return next((i for i, (g, x) in enumerate(zip(good, bad, strict=True)) if g != x), -1)
+
+
+def generate(n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5) -> list[dict]:
+    """``n`` ProcessBench-format records for one subset (same seed -> same list)."""
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; choose from {sorted(SUBSETS)}")
+    k = SUBSETS[subset]
+    rng = random.Random(f"spkit-steps-{subset}-{seed}")
+    problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split="test")
+    out = []
+    for i, prob in enumerate(problems):
+        good = _parse_lines(prob["answer"])
+        lines = good
+        if rng.random() < error_rate:
+            kind = "slip" if rng.random() < 0.75 else "operand"
+            lines = inject_error(good, rng.randrange(k), kind, rng)
+        out.append({
+            "id": f"{subset}-{i}",
+            "generator": "spkit-arith",
+            "problem": prob["question"],
+            "steps": _render(lines),
+            "final_answer_correct": lines[-1][3] == good[-1][3],
+            "label": _first_wrong(good, lines),
+        })
+    return out
+
+
+def critic_prompt(record: dict) -> str:
+    """ProcessBench's critique prompt for one record (paragraphs tagged from 0)."""
+    tagged = "\n\n".join(
+        f"<paragraph_{i}>\n{step}\n</paragraph_{i}>" for i, step in enumerate(record["steps"])
+    )
+    return CRITIC_TEMPLATE.format(problem=record["problem"], tagged_response=tagged)
+
+
+def reference_critique(record: dict) -> str:
+    """A short correct critic answer (for the pretraining corpus): the label, boxed."""
+    return f" \\boxed{{{record['label']}}}"
+
+
+def last_boxed(text: str) -> str | None:
+    """Contents of the last ``\\boxed{...}`` (nested braces allowed), or None."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i, depth = start + len("\\boxed{"), 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+def extract_index(text: str) -> int | None:
+    """The critic's predicted step index (int of the last ``\\boxed{}``), None if unparsable."""
+    inner = last_boxed(text)
+    if inner is None:
+        return None
+    try:
+        return int(inner.strip())
+    except ValueError:
+        return None
