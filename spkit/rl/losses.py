@@ -1,0 +1,238 @@
+"""Policy losses as pure functions of log-probability tensors — written once, used everywhere.
+
+Every loss here takes *log-probabilities*, never models, so the same function serves a finite
+"policy" that is just a vector of logits (the preference-game toys of `spkit.algos.sppo` & co.)
+and a language model whose sequence log-probability is a sum of token log-probabilities
+(`spkit.logprobs.token_logprobs`). Shapes:
+
+- sequence level: `(B,)` — one summed log-probability per completion;
+- token level: `(B, T)` with a `(B, T)` 0/1 `mask` of the completion tokens.
+
+Conventions follow the papers' reference code (and TRL where it has the same loss; see
+`tests/test_trl_equivalence.py`): losses are *minimised*; `reduction="mean"` averages over the
+batch, `"none"` returns the per-example values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spkit.errors import SpkitError
+
+Reduction = Literal["mean", "sum", "none"]
+Aggregation = Literal["token_mean", "seq_mean", "dr_grpo"]
+
+__all__ = [
+    "masked_sum",
+    "masked_mean",
+    "sequence_logps",
+    "dpo_loss",
+    "ipo_loss",
+    "sppo_loss",
+    "inpo_loss",
+    "nash_md_loss",
+    "ppo_clip_loss",
+    "kl_k3",
+    "entropy_from_logits",
+]
+
+
+# ---- helpers
+
+
+def _reduce(x: Tensor, reduction: Reduction) -> Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    if reduction == "none":
+        return x
+    raise SpkitError(f"unknown reduction {reduction!r}; use 'mean', 'sum' or 'none'")
+
+
+def masked_sum(x: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Sum of `x` over the positions where `mask` is 1 (padding contributes exactly 0)."""
+    return (x * mask).sum(dim)
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = -1) -> Tensor:
+    """Mean of `x` over masked positions; an all-zero mask gives 0 rather than NaN."""
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def sequence_logps(token_logps: Tensor, mask: Tensor) -> Tensor:
+    """log π(y|x) = Σ_t log π(y_t | x, y_<t): (B, T) token log-probs -> (B,) sequence log-probs."""
+    return masked_sum(token_logps, mask, dim=-1)
+
+
+# ---- pairwise preference losses (sequence level)
+
+
+def _logratio_margin(
+    chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor
+) -> Tensor:
+    """h = log π(y_w)/π_ref(y_w) − log π(y_l)/π_ref(y_l), the implicit reward margin (B,)."""
+    return (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+
+
+def dpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """DPO (sigmoid): −log σ(β·h). Its population minimiser is the KL-regularised optimum of a
+    Bradley–Terry reward, which is why DPO inherits BT's blindness to intransitive preferences."""
+    h = _logratio_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)  # (B,)
+    return _reduce(-F.logsigmoid(beta * h), reduction)
+
+
+def ipo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float = 0.1,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """IPO: (h − 1/(2β))². A squared loss regresses the margin to a finite target, so unlike DPO it
+    does not push deterministic preferences to infinite log-ratios. (TRL divides each log-ratio
+    by the completion length first; pass length-normalised log-probs to get its value.)"""
+    h = _logratio_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)  # (B,)
+    return _reduce((h - 1.0 / (2.0 * beta)) ** 2, reduction)
+
+
+def sppo_loss(
+    logps: Tensor,
+    prev_logps: Tensor,
+    win_probs: Tensor,
+    eta: float,
+    weights: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """SPPO: (log π(y)/π_t(y) − η(P̂(y ≻ π_t) − ½))² per response.
+
+    The regression target is the multiplicative-weights update π_{t+1} ∝ π_t exp(η P(y ≻ π_t))
+    with the normaliser approximated by η/2. The paper's pairwise form ½[(ℓ_w − η(p_w−½))² +
+    (ℓ_l − η(p_l−½))²] is this loss on the stacked (chosen, rejected) batch with
+    `reduction="mean"`. `weights` (B,) turns the mean into an expectation over a known
+    distribution (the exact-expectation form of the tabular toys).
+    """
+    resid = (logps - prev_logps) - eta * (win_probs - 0.5)  # (B,)
+    sq = resid**2
+    if weights is not None:
+        return (weights * sq).sum() if reduction != "none" else weights * sq
+    return _reduce(sq, reduction)
+
+
+def inpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    prev_chosen_logps: Tensor,
+    prev_rejected_logps: Tensor,
+    eta: float,
+    tau: float,
+    weights: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """INPO: (log π(y_w)/π(y_l) − ητ·log π_ref(y_w)/π_ref(y_l) − (1−ητ)·log π_t(y_w)/π_t(y_l) − η/2)².
+
+    Pairs come from π_t and are ordered by the preference oracle. Because only *differences* of
+    log-probabilities appear, the normaliser cancels and the population minimiser is exactly the
+    online-mirror-descent step π_{t+1} ∝ π_t^{1−ητ} π_ref^{ητ} exp(η P(y ≻ π_t))
+    (checked in tests/test_preference_learners.py).
+    """
+    h = (
+        (chosen_logps - rejected_logps)
+        - eta * tau * (ref_chosen_logps - ref_rejected_logps)
+        - (1.0 - eta * tau) * (prev_chosen_logps - prev_rejected_logps)
+    )  # (B,)
+    sq = (h - eta / 2.0) ** 2
+    if weights is not None:
+        return (weights * sq).sum() if reduction != "none" else weights * sq
+    return _reduce(sq, reduction)
+
+
+def nash_md_loss(
+    token_logps: Tensor,
+    ref_token_logps: Tensor,
+    mask: Tensor,
+    probability: Tensor,
+    beta: float = 0.1,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Nash-MD policy-gradient loss (TRL form): β·Σ_t sg(log π − log π_ref)·log π − (p − ½)·Σ_t log π.
+
+    y ~ π is compared with y' drawn from the geometric mixture of π and π_ref; p = P(y ≻ y').
+    The first term is a REINFORCE estimate of the KL(π‖π_ref) gradient, the second a REINFORCE
+    estimate of the preference gradient with ½ as control variate. Shapes: token tensors (B, T),
+    `probability` (B,). For a finite response set use T = 1 and an all-ones mask.
+    """
+    logp = token_logps * mask  # (B, T)
+    score = (probability - 0.5) * logp.sum(-1)  # (B,)
+    log_ratio = ((token_logps - ref_token_logps) * mask).detach()  # (B, T)
+    kl_term = (log_ratio * logp).sum(-1)  # (B,)
+    return _reduce(beta * kl_term - score, reduction)
+
+
+# ---- policy-gradient losses (token level)
+
+
+def ppo_clip_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    aggregation: Aggregation = "token_mean",
+    max_len: int | None = None,
+) -> Tensor:
+    """Token-level PPO-clip: −min(r·A, clip(r, 1−ε, 1+ε_high)·A) with r = exp(logp − old_logp).
+
+    With `old_logp = logp.detach()` the ratio is 1 and this is plain REINFORCE (one on-policy
+    step, as in SPIRAL and GRPO with one update per batch). `advantages` is (B,) per sequence or
+    (B, T) per token. Aggregation over tokens matters for long-vs-short bias:
+
+    - "token_mean": Σ loss / Σ mask over the whole batch (TRL "bnpo"/"dapo", SPIRAL);
+    - "seq_mean": mean over tokens of each sequence, then over sequences (TRL "grpo");
+    - "dr_grpo": Σ loss / (B · max_len) (Dr. GRPO; `max_len` defaults to T).
+    """
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
+    ratio = torch.exp(logp - old_logp)  # (B, T)
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
+    if aggregation == "token_mean":
+        return masked_mean(per_token, mask, dim=None)
+    if aggregation == "seq_mean":
+        return masked_mean(per_token, mask, dim=-1).mean()
+    if aggregation == "dr_grpo":
+        length = logp.shape[-1] if max_len is None else max_len
+        return (per_token * mask).sum() / (logp.shape[0] * length)
+    raise SpkitError(f"unknown aggregation {aggregation!r}; use 'token_mean', 'seq_mean' or 'dr_grpo'")
+
+
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k3 estimator of KL(π‖π_ref) on samples from π: exp(d) − d − 1, d = log π_ref − log π.
+
+    Unbiased, always ≥ 0 and low-variance (Schulman's "k3"); this is GRPO's KL penalty.
+    """
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Exact entropy of the softmax distribution at every position: (..., V) -> (...)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
