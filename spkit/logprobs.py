@@ -1,0 +1,92 @@
+"""Log-probabilities of given completions under a model: the quantity every loss is built on.
+
+    lp = token_logprobs(model, prompt_ids, completion_ids)   # list of (len_i,) tensors
+    scores = score_continuations(model, tok, prompt, ["bet}", "check}"])  # (2,) summed
+
+`token_logprobs` is differentiable when grad is enabled (PPO/GRPO/DPO losses call it inside
+the training step) and returns exactly what `Sampler` reports as `Completion.logprobs` (the
+untempered log-softmax), so importance ratios start at 1 for on-policy data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from spkit.errors import SpkitError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def token_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    batch_size: int | None = None,
+) -> list[torch.Tensor]:
+    """log p(completion_ids[i][t] | prompt_ids[i] + completion_ids[i][:t]) for every i, t.
+
+    One forward per batch of right-padded sequences [prompt][completion][pad] with an
+    attention mask (positions count from 0 in every row, so no position ids are needed).
+    Returns one float32 tensor of shape (len(completion_ids[i]),) per row, on the model's
+    device. `batch_size` bounds memory (default: all rows at once).
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise SpkitError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise SpkitError("every prompt needs at least one token (e.g. BOS) to score from")
+    n = len(prompt_ids)
+    bs = batch_size or max(n, 1)
+    out: list[torch.Tensor] = []
+    for i in range(0, n, bs):
+        out.extend(_batch_logprobs(model, prompt_ids[i:i + bs], completion_ids[i:i + bs]))
+    return out
+
+
+def _batch_logprobs(model, prompt_ids, completion_ids) -> list[torch.Tensor]:
+    dev = next(model.parameters()).device
+    lens = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    if max(len(c) for c in completion_ids) == 0:
+        return [torch.zeros(0, device=dev) for _ in completion_ids]
+    L = max(lens)
+    ids = torch.zeros(len(lens), L, dtype=torch.long)
+    mask = torch.zeros(len(lens), L, dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for r, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+        ids[r, : lens[r]] = torch.tensor(list(p) + list(c))
+        mask[r, : lens[r]] = 1
+        rows += [r] * len(c)
+        cols += range(len(p) - 1, len(p) + len(c) - 1)  # position t predicts token t + 1
+        targets += list(c)
+    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+    picked = logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (N, V)
+    lp = torch.log_softmax(picked.float(), dim=-1)
+    lp = lp.gather(1, torch.tensor(targets, device=dev)[:, None]).squeeze(1)  # (N,)
+    return list(lp.split([len(c) for c in completion_ids]))
+
+
+def score_continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    continuations: list[str],
+) -> torch.Tensor:
+    """Summed log p(continuation | prompt) for each continuation: a (len(continuations),) tensor.
+
+    Used by direct-mode game policies, p(action + "}" | prompt ending in "\\boxed{"). The prompt
+    is tokenized on its own (with the tokenizer's usual special tokens, as `Sampler` does) and
+    each continuation on its own without special tokens; the ids are concatenated. This makes
+    the prompt's tokens identical for every continuation, so scores compare fairly; it differs
+    from lm-eval only where a BPE merge would cross the prompt/continuation boundary.
+    """
+    p = tokenizer(prompt)["input_ids"]
+    if not p:
+        start = tokenizer.bos_token_id
+        p = [start if start is not None else tokenizer.eos_token_id]
+    conts = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    if not continuations:
+        return torch.zeros(0)
+    lps = token_logprobs(model, [p] * len(conts), conts)
+    return torch.stack([x.sum() for x in lps])
