@@ -180,3 +180,15 @@ def test_critic_prompt_and_index_extraction():
     assert S.extract_index("no box") is None
     assert S.extract_index("\\boxed{3") is None
     assert S.extract_index(S.reference_critique(rec)) == rec["label"]
+
+
+def test_documents_and_train_test_disjoint_steps():
+    rec = A.generate(1, seed=0)[0]
+    assert A.document(rec) == f"Question: {rec['question']}\nAnswer: {rec['answer']}"
+    test = {r["problem"] for r in S.generate(200, seed=0, subset="arith_2")}
+    train = {r["problem"] for r in S.generate(2000, seed=0, subset="arith_2", split="train")}
+    assert not test & train
+    r = I.generate(1, seed=0, split="train")[0]
+    prompt, response = I.document(r, random.Random(0)).split("\n", 1)
+    assert prompt == r["prompt"] and all(I.check(r, response))
+    assert I._topic_of("Write a short note about winter. Please refrain from commas.") == "winter"

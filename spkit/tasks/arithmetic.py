@@ -173,6 +173,12 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
+def document(record: dict) -> str:
+    """The pretraining text of one record: exactly what lm-eval shows in a few-shot example
+    (``prompt`` + its default target delimiter ``" "`` + the answer)."""
+    return f"{prompt(record['question'])} {record['answer']}"
+
+
 def target(record: dict) -> str:
     """The gold integer as a string (text after ``#### ``)."""
     return record["answer"].split("#### ")[-1].strip()

@@ -130,8 +130,10 @@ def generate(n: int, seed: int, split: str | None = "test") -> list[dict]:
 
 
 def _topic_of(prompt: str) -> str:
-    for t in TOPICS:
-        if t in prompt:
+    """The topic named in the prompt's first sentence (whole words: "rain" is not "refrain")."""
+    first = prompt.split(". ")[0]
+    for t in sorted(TOPICS, key=len, reverse=True):
+        if re.search(rf"\b{re.escape(t)}\b", first):
             return t
     return "it"
 
@@ -180,6 +182,15 @@ def reference_response(record: dict, rng: random.Random) -> str:
         if all(check(record, text)):
             return text
     raise RuntimeError(f"no reference response satisfies record {record['key']}")
+
+
+def document(record: dict, rng: random.Random) -> str:
+    """The pretraining text of one record: the prompt, a newline, a reference response.
+
+    lm-eval's IFEval feeds the bare prompt (no chat template for a base model), so the model
+    learns to start its response after the prompt's last sentence.
+    """
+    return f"{record['prompt']}\n{reference_response(record, rng)}"
 
 
 # ---- checking (IFEval strict semantics)

@@ -102,13 +102,21 @@ def _first_wrong(good: list, bad: list) -> int:
     return next((i for i, (g, x) in enumerate(zip(good, bad, strict=True)) if g != x), -1)
 
 
-def generate(n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5) -> list[dict]:
-    """``n`` ProcessBench-format records for one subset (same seed -> same list)."""
+def generate(
+    n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5, split: str = "test"
+) -> list[dict]:
+    """``n`` ProcessBench-format records for one subset (same seed -> same list).
+
+    ``split`` picks the arithmetic split the problems come from: ``"test"`` for the
+    ``spkit_steps`` eval, ``"train"`` for pretraining corpora (never overlapping).
+    """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; choose from {sorted(SUBSETS)}")
     k = SUBSETS[subset]
-    rng = random.Random(f"spkit-steps-{subset}-{seed}")
-    problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split="test")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    rng = random.Random(f"spkit-steps-{subset}-{split}-{seed}")
+    problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split=split)
     out = []
     for i, prob in enumerate(problems):
         good = _parse_lines(prob["answer"])
@@ -117,7 +125,7 @@ def generate(n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5
             kind = "slip" if rng.random() < 0.75 else "operand"
             lines = inject_error(good, rng.randrange(k), kind, rng)
         out.append({
-            "id": f"{subset}-{i}",
+            "id": f"{subset}-{i}" if split == "test" else f"train-{subset}-{i}",
             "generator": "spkit-arith",
             "problem": prob["question"],
             "steps": _render(lines),
@@ -138,6 +146,11 @@ def critic_prompt(record: dict) -> str:
 def reference_critique(record: dict) -> str:
     """A short correct critic answer (for the pretraining corpus): the label, boxed."""
     return f" \\boxed{{{record['label']}}}"
+
+
+def document(record: dict) -> str:
+    """The pretraining text of one record: critic prompt + the correct boxed index."""
+    return critic_prompt(record) + reference_critique(record)
 
 
 def last_boxed(text: str) -> str | None:
