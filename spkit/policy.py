@@ -1,0 +1,178 @@
+r"""A language model seen as a game policy, so exact solvers can measure it.
+
+`LLMPolicy` implements the policy protocol of `spkit.games.policies`
+(``action_probabilities(state)``, ``sample_action(state, rng)``), so
+``nash_conv(game, LLMPolicy(model, tok))`` is the exact exploitability of the model on Kuhn
+Poker (12 information sets -> 12 prompts).
+
+Two views of the same model:
+
+* ``mode="direct"``: the prompt ends with ``Move: \boxed{`` (see `spkit.games.prompts`).
+  π(a | s) = p(a + "}" | prompt) / Σ_{b legal} p(b + "}" | prompt) — an exact distribution,
+  renormalised over legal actions. ``legal_mass`` (the unnormalised sum) says how much of the
+  model's probability went to legal answers at all. ``sample_action`` samples this
+  distribution, so a direct-mode policy never plays an invalid move.
+* ``mode="reasoning"``: N completions are sampled (``spkit.generation.Sampler``), each parsed
+  with `parse_action`; π is the empirical distribution over the valid answers, with the
+  invalid rate and Wilson 95% intervals alongside (``last_stats``). If every sample is invalid
+  the distribution falls back to uniform (and ``last_stats.invalid_rate`` is 1), because a
+  solver needs *some* distribution; ``sample_action`` returns the parsed move or an
+  `InvalidMove`, which rollouts count.
+
+Free-text moves (Who-is-the-Spy clues) cannot be enumerated, so in either mode they are
+sampled from the prompt and validated by the game.
+
+Sampling is seeded: ``action_probabilities`` derives its seed from (``seed``, prompt text), so
+the same model, state and seed give the same distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from spkit.errors import SpkitError
+from spkit.games.base import InvalidMove, State
+from spkit.games.policies import Policy, wilson_interval
+from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
+from spkit.games.spy import CLUE
+
+
+@dataclass
+class SampleStats:
+    """What N reasoning samples at one state produced."""
+
+    n: int
+    counts: dict[str, int]  # legal action -> number of samples that chose it
+    n_invalid: int
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def invalid_rate(self) -> float:
+        return self.n_invalid / max(self.n, 1)
+
+    def invalid_interval(self) -> tuple[float, float]:
+        """Wilson 95% interval of the invalid-answer rate."""
+        return wilson_interval(self.n_invalid, self.n)
+
+    def action_interval(self, action: str) -> tuple[float, float]:
+        """Wilson 95% interval of π(action) among the valid samples."""
+        return wilson_interval(self.counts.get(action, 0), self.n - self.n_invalid)
+
+
+def _stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "replace")).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+class LLMPolicy(Policy):
+    """A causal LM as a game policy (see the module docstring for the two modes)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        mode: str = "direct",
+        n_samples: int = 16,
+        temperature: float = 1.0,
+        max_new_tokens: int = 96,
+        seed: int = 0,
+        sampler=None,
+    ) -> None:
+        if mode not in ("direct", "reasoning"):
+            raise SpkitError(f"LLMPolicy mode must be 'direct' or 'reasoning', got {mode!r}")
+        if n_samples < 1:
+            raise SpkitError(f"n_samples must be >= 1, got {n_samples}")
+        self.model, self.tokenizer, self.mode = model, tokenizer, mode
+        self.n_samples, self.temperature = n_samples, temperature
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self._sampler = sampler
+        self.last_stats: SampleStats | None = None
+        self.legal_mass: float | None = None  # direct mode: Σ p(a + "}") over legal a
+        self.last_completion: str | None = None
+
+    # ---- plumbing --------------------------------------------------------------------------
+    @property
+    def sampler(self):
+        if self._sampler is None:
+            from spkit.generation import Sampler
+
+            self._sampler = Sampler(self.model, self.tokenizer)
+        return self._sampler
+
+    def prompt(self, state: State) -> str:
+        return format_prompt(state, state.current_player(), self.mode)
+
+    def _params(self):
+        from spkit.generation import SamplingParams
+
+        # Direct mode only needs the rest of one box; reasoning needs room to think.
+        if self.mode == "direct":
+            return SamplingParams(
+                max_new_tokens=24, temperature=self.temperature, stop=("}",), include_stop=True
+            )
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+
+    def _as_answer(self, text: str) -> str:
+        # A direct completion continues "\boxed{", so re-attach it before parsing.
+        return ANSWER_PREFIX + text if self.mode == "direct" else text
+
+    # ---- protocol --------------------------------------------------------------------------
+    def action_probabilities(self, state: State) -> dict[str, float]:
+        legal = state.legal_actions()
+        if not legal:
+            raise SpkitError("action_probabilities called at a terminal or chance node")
+        if self.mode == "direct" and legal != [CLUE]:
+            return self._direct(state, legal)
+        return self._sampled(state, legal)
+
+    def sample_action(self, state: State, rng: random.Random) -> str | InvalidMove:
+        legal = state.legal_actions()
+        if self.mode == "direct" and legal != [CLUE]:
+            return super().sample_action(state, rng)
+        completion = self.sampler.generate(
+            [self.prompt(state)], self._params(), seed=rng.getrandbits(62)
+        )[0]
+        self.last_completion = completion.text
+        return parse_action(self._as_answer(completion.text), legal, state=state)
+
+    # ---- the two views ---------------------------------------------------------------------
+    def _direct(self, state: State, legal: list[str]) -> dict[str, float]:
+        from spkit.logprobs import score_continuations
+
+        with torch.no_grad():
+            logp = score_continuations(
+                self.model, self.tokenizer, self.prompt(state), [a + "}" for a in legal]
+            ).double()
+        self.legal_mass = float(torch.logsumexp(logp, 0).exp())
+        probs = torch.softmax(logp, 0).tolist()
+        return dict(zip(legal, probs, strict=True))
+
+    def _sampled(self, state: State, legal: list[str]) -> dict[str, float]:
+        prompt = self.prompt(state)
+        seed = _stable_seed(self.seed, self.mode, prompt)
+        outs = self.sampler.generate([prompt] * self.n_samples, self._params(), seed=seed)
+        counts: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        for c in outs:
+            parsed = parse_action(self._as_answer(c.text), legal, state=state)
+            if isinstance(parsed, InvalidMove):
+                reasons[parsed.reason] = reasons.get(parsed.reason, 0) + 1
+            else:
+                counts[parsed] = counts.get(parsed, 0) + 1
+        n_invalid = sum(reasons.values())
+        self.last_stats = SampleStats(
+            self.n_samples, counts, n_invalid, reasons, [c.text for c in outs]
+        )
+        valid = self.n_samples - n_invalid
+        if valid == 0:
+            if legal == [CLUE]:
+                return {}
+            return {a: 1.0 / len(legal) for a in legal}
+        if legal == [CLUE]:
+            return {a: k / valid for a, k in counts.items()}
+        return {a: counts.get(a, 0) / valid for a in legal}
