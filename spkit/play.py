@@ -1,0 +1,428 @@
+r"""Play a game against a model: the UI-free session logic, and the terminal front end.
+
+    spkit play tictactoe --model spkit-tiny
+    spkit play kuhn_poker --model runs/spiral/final --mode reasoning --temperature 0.7
+    spkit play negotiation --first model
+
+Both front ends (this terminal one and the notebook boards in `spkit.widgets`) drive the same
+`GameSession`, so the rules below hold in both:
+
+* The human holds one seat; the opponent (a language model, or any policy) plays every other
+  seat. Chance (card deals, item pools) is resolved from ``seed + game index``.
+* A model move is one `ModelMove`: the action, the model's text (its reasoning in reasoning
+  mode) and, in direct mode, its probabilities over the legal moves, p(action + "}" | prompt)
+  renormalised over the legal actions (`spkit.games.prompts`). Temperature T samples from
+  p^(1/T) (T = 0: the most likely move), so the probabilities shown are the model's own.
+* **Invalid model output** (no ``\boxed{}`` answer, an illegal move, a bad Spy clue) follows
+  SPIRAL's convention: the game ends at once, the offender scores −1.5 and everybody else +0.5
+  (`spkit.games.policies.INVALID_PENALTY`); the move is counted in the tally's ``invalid``.
+* Human input is matched case-insensitively, and a unique prefix is enough (``b`` = bet);
+  anything else is refused with a message naming the legal moves, and nothing is played.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from spkit.errors import SpkitError
+from spkit.games import Game, InvalidMove, State, load_game
+from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
+from spkit.games.prompts import ANSWER_PREFIX, format_prompt, normalize, parse_action
+from spkit.games.spy import CLUE
+
+MODES = ("direct", "reasoning")
+CLI_GAMES = ("tictactoe", "kuhn_poker", "negotiation")
+
+
+# ---- Model moves ---------------------------------------------------------------------------
+@dataclass
+class ModelMove:
+    """What the opponent did at one decision: shown to the human, then applied."""
+
+    player: int
+    action: str | None  # the legal action played, or None for an invalid output
+    text: str = ""  # the model's own words (reasoning mode) or its boxed answer (direct)
+    probs: dict[str, float] | None = None  # direct mode: p over the legal actions
+    invalid_reason: str | None = None
+
+    @property
+    def invalid(self) -> bool:
+        return self.action is None
+
+
+class Player(Protocol):
+    """Anything that can move for the seat to play: a language model, a policy, a script."""
+
+    def move(self, state: State, seed: int) -> ModelMove: ...
+
+
+def _tempered_choice(probs: dict[str, float], temperature: float, rng: random.Random) -> str:
+    """Sample from p^(1/T) (renormalised); T = 0 takes the most likely action."""
+    actions = list(probs)
+    if temperature <= 0:
+        return max(actions, key=lambda a: probs[a])
+    top = max(probs.values())
+    weights = [(probs[a] / top) ** (1.0 / temperature) if top > 0 else 1.0 for a in actions]
+    return rng.choices(actions, weights=weights)[0]
+
+
+class LMPlayer:
+    r"""A causal LM playing through spkit's prompt formats (`spkit.games.prompts`).
+
+    direct: exact probabilities of each legal move, then a tempered sample (free-text Spy clues
+    are sampled after the ``\boxed{`` prefix instead). reasoning: sample a short reasoning that
+    ends in ``\boxed{move}`` and parse it; a missing or illegal answer is an invalid move.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        mode: str = "direct",
+        temperature: float = 1.0,
+        max_new_tokens: int = 96,
+    ) -> None:
+        from spkit.generation import Sampler
+
+        if mode not in MODES:
+            raise SpkitError(f"mode must be one of {MODES}, got {mode!r}")
+        self.model, self.tokenizer = model, tokenizer
+        self.mode, self.temperature, self.max_new_tokens = mode, temperature, max_new_tokens
+        self.sampler = Sampler(model, tokenizer)
+
+    def move(self, state: State, seed: int) -> ModelMove:
+        player, legal = state.current_player(), state.legal_actions()
+        if self.mode == "direct" and legal != [CLUE]:
+            probs = self.action_probabilities(state)
+            action = _tempered_choice(probs, self.temperature, random.Random(seed))
+            return ModelMove(player, action, ANSWER_PREFIX + action + "}", probs)
+        text = self._generate(format_prompt(state, player, self.mode), seed)
+        if self.mode == "direct":  # the prompt ended in the answer prefix
+            text = ANSWER_PREFIX + text + "}"
+        parsed = parse_action(text, legal, state=state)
+        if isinstance(parsed, InvalidMove):
+            return ModelMove(player, None, text, None, parsed.reason)
+        return ModelMove(player, parsed, text)
+
+    def action_probabilities(self, state: State) -> dict[str, float]:
+        """p(action + "}" | direct prompt), renormalised over the legal actions."""
+        import torch
+
+        from spkit.logprobs import score_continuations
+
+        legal = state.legal_actions()
+        prompt = format_prompt(state, state.current_player(), "direct")
+        with torch.no_grad():
+            scores = score_continuations(self.model, self.tokenizer, prompt, [a + "}" for a in legal])
+        probs = torch.softmax(scores.float(), dim=0).tolist()
+        return dict(zip(legal, probs, strict=True))
+
+    def _generate(self, prompt: str, seed: int) -> str:
+        from spkit.generation import SamplingParams
+
+        stop = ("}",) if self.mode == "direct" else ()
+        params = SamplingParams(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, stop=stop
+        )
+        return self.sampler.generate([prompt], params, seed=seed)[0].text
+
+
+class PolicyPlayer:
+    """Any `spkit.games.policies` policy as an opponent (e.g. random, minimax)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def move(self, state: State, seed: int) -> ModelMove:
+        player = state.current_player()
+        action = self.policy.sample_action(state, random.Random(seed))
+        if isinstance(action, InvalidMove):
+            return ModelMove(player, None, "", None, action.reason)
+        probs = None
+        if state.legal_actions() != [CLUE]:
+            probs = dict(self.policy.action_probabilities(state))
+        return ModelMove(player, action, "", probs)
+
+
+def as_player(
+    model: Any = "spkit-tiny",
+    tokenizer: Any = None,
+    mode: str = "direct",
+    temperature: float = 1.0,
+) -> Player:
+    """A `Player` from a model name/checkpoint dir, a (model, tokenizer) pair, a loaded model +
+    `tokenizer`, a policy (has `action_probabilities`), or anything with a `move` method."""
+    if hasattr(model, "move"):
+        return model
+    if hasattr(model, "action_probabilities") and not hasattr(model, "generate"):
+        return PolicyPlayer(model)
+    if isinstance(model, tuple) and len(model) == 2:
+        model, tokenizer = model
+    if tokenizer is None:
+        from spkit.models import load_model
+
+        model, tokenizer = load_model(model, device="cpu")
+    return LMPlayer(model, tokenizer, mode=mode, temperature=temperature)
+
+
+# ---- Session -------------------------------------------------------------------------------
+def match_human_input(state: State, text: str) -> str | InvalidMove:
+    """The legal action the human meant, or `InvalidMove` with a message to show them.
+
+    Case and spacing do not matter, and a unique prefix is enough (``b`` -> ``bet``). In the
+    Spy clue phase the text is the clue, checked by the game (it must not contain your word).
+    """
+    legal = state.legal_actions()
+    if not legal:
+        return InvalidMove("the game is over")
+    if legal == [CLUE]:
+        problem = state.clue_problem(text)  # type: ignore[attr-defined]
+        return problem if problem is not None else " ".join(text.split())
+    key = normalize(text)
+    if not key:
+        return InvalidMove("empty input; legal moves: " + ", ".join(legal))
+    exact = [a for a in legal if normalize(a) == key]
+    prefix = [a for a in legal if normalize(a).startswith(key)]
+    if exact or len(prefix) == 1:
+        return (exact or prefix)[0]
+    shown = text.strip()[:40]
+    return InvalidMove(f"{shown!r} is not a legal move; legal moves: " + ", ".join(legal))
+
+
+@dataclass
+class Tally:
+    """Results across games, from the human's point of view."""
+
+    games: int = 0
+    wins: int = 0
+    losses: int = 0
+    draws: int = 0
+    model_invalid: int = 0  # invalid outputs by the model (each ended a game)
+    human_return: float = 0.0  # sum of the human's payoffs
+
+    def text(self) -> str:
+        return (
+            f"You {self.wins} – {self.losses} model, {self.draws} draws "
+            f"({self.games} games, your total {self.human_return:+.2f}, "
+            f"model invalid moves {self.model_invalid})"
+        )
+
+
+@dataclass
+class GameSession:
+    """One human seat against a `Player`, game after game, with a running tally."""
+
+    game: Game
+    opponent: Player
+    human_seat: int = 0
+    seed: int = 0
+    tally: Tally = field(default_factory=Tally)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.human_seat < self.game.num_players:
+            raise SpkitError(f"human seat must be 0..{self.game.num_players - 1}")
+        self.game_index = -1
+        self.new_game()
+
+    def new_game(self, human_seat: int | None = None) -> None:
+        """Deal a fresh game (seed + game index); the old one is dropped unscored."""
+        if human_seat is not None:
+            self.human_seat = human_seat
+        self.game_index += 1
+        self.state = self.game.new_initial_state(seed=self.seed + self.game_index)
+        self.moves: list[ModelMove] = []  # the opponent's moves in this game
+        self.forfeit: int | None = None  # seat that made an invalid move
+        self.scored = False
+
+    # -- whose turn --
+    @property
+    def over(self) -> bool:
+        return self.forfeit is not None or self.state.is_terminal()
+
+    @property
+    def human_turn(self) -> bool:
+        return not self.over and self.state.current_player() == self.human_seat
+
+    # -- moves --
+    def human_move(self, text: str) -> str | None:
+        """Play the human's move; returns an error message (nothing played) if it is invalid."""
+        if not self.human_turn:
+            return "it is not your turn" if not self.over else "the game is over"
+        action = match_human_input(self.state, text)
+        if isinstance(action, InvalidMove):
+            return action.reason
+        self.state.apply_action(action)
+        self._score_if_over()
+        return None
+
+    def model_move(self) -> ModelMove:
+        """One opponent move at the current seat; invalid output ends the game (SPIRAL rule)."""
+        if self.over or self.human_turn:
+            raise SpkitError("it is not the model's turn")
+        seed = (self.seed * 1_000_003 + self.game_index) * 1_000 + len(self.moves)
+        move = self.opponent.move(self.state, seed)
+        if move.action is not None and move.action not in self.state.legal_actions():
+            legal = self.state.legal_actions()
+            if legal != [CLUE] or self.state.clue_problem(move.action) is not None:  # type: ignore[attr-defined]
+                move.invalid_reason = f"not a legal move: {move.action[:40]!r}"
+                move.action = None
+        self.moves.append(move)
+        if move.action is None:
+            self.forfeit = move.player
+            self.tally.model_invalid += 1
+        else:
+            self.state.apply_action(move.action)
+        self._score_if_over()
+        return move
+
+    def play_until_human(self, on_move: Callable[[ModelMove], None] | None = None) -> None:
+        """Let the opponent move until it is the human's turn or the game is over."""
+        while not self.over and not self.human_turn:
+            move = self.model_move()
+            if on_move is not None:
+                on_move(move)
+
+    # -- results --
+    def returns(self) -> list[float]:
+        if self.forfeit is not None:
+            n = self.game.num_players
+            return [INVALID_PENALTY if p == self.forfeit else INVALID_BONUS for p in range(n)]
+        return self.state.returns()
+
+    def outcome(self) -> str:
+        """"win" / "loss" / "draw" for the human (only meaningful once over)."""
+        r = self.returns()[self.human_seat]
+        return "win" if r > 0 else "loss" if r < 0 else "draw"
+
+    def _score_if_over(self) -> None:
+        if self.over and not self.scored:
+            self.scored = True
+            t = self.tally
+            t.games += 1
+            t.human_return += self.returns()[self.human_seat]
+            kind = self.outcome()
+            t.wins += kind == "win"
+            t.losses += kind == "loss"
+            t.draws += kind == "draw"
+
+
+# ---- Terminal front end --------------------------------------------------------------------
+def board_renderable(session: GameSession):
+    """A rich renderable of what the human sees (TicTacToe as a grid, others as text)."""
+    from rich import box
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    state, seat = session.state, session.human_seat
+    if session.game.name == "tictactoe":
+        grid = Table(show_header=False, show_lines=True, box=box.SQUARE)
+        for _ in range(3):
+            grid.add_column(justify="center", width=3)
+        for r in range(3):
+            cells = []
+            for i in range(r * 3, r * 3 + 3):
+                c = state.board[i]  # type: ignore[attr-defined]
+                style = "bold cyan" if c == "X" else "bold magenta" if c == "O" else "dim"
+                cells.append(Text(c if c != "." else str(i + 1), style=style))
+            grid.add_row(*cells)
+        mark = "X" if seat == 0 else "O"
+        return Panel(grid, title=f"TicTacToe — you play {mark}", expand=False)
+    return Panel(Text(state.observation_text(seat)), title=session.game.name, expand=False)
+
+
+def _read(stdin: IO[str], console, prompt: str) -> str | None:
+    console.print(prompt, end="")
+    line = stdin.readline()
+    if not line:  # EOF
+        return None
+    return line.rstrip("\n")
+
+
+def _show_move(console, session: GameSession, move: ModelMove, show_text: bool) -> None:
+    from rich.text import Text
+
+    who = "Model" if session.game.num_players == 2 else f"Model (player {move.player})"
+    if show_text and move.text and not move.probs:
+        console.print(Text(f"{who} wrote: {move.text.strip()[:400]}", style="dim"))
+    if move.probs:
+        top = sorted(move.probs.items(), key=lambda kv: -kv[1])[:5]
+        console.print(Text(f"{who} probabilities: " + ", ".join(f"{a} {p:.2f}" for a, p in top), style="dim"))
+    if move.invalid:
+        console.print(Text(f"{who} made an invalid move ({move.invalid_reason}) and forfeits.", style="bold red"))
+    else:
+        console.print(Text(f"{who} plays: {move.action}", style="bold"))
+
+
+def run_terminal(
+    session: GameSession, stdin: IO[str], console, max_games: int | None = None, show_text: bool = True
+) -> int:
+    """The interactive loop: board, prompt, validate, model reply; returns games finished.
+
+    Ends on EOF, on ``quit``/``q``, on "n" at the play-again prompt, or after `max_games`.
+    """
+    from rich.text import Text
+
+    while True:
+        console.print(board_renderable(session))
+        if session.over:
+            r = session.returns()[session.human_seat]
+            console.print(Text(f"Game over: you {session.outcome()} ({r:+.2f}).", style="bold green"))
+            console.print(Text(session.tally.text()))
+            if max_games is not None and session.tally.games >= max_games:
+                return session.tally.games
+            answer = _read(stdin, console, "Play again? [Y/n] ")
+            if answer is None or answer.strip().lower() in ("n", "no", "q", "quit"):
+                return session.tally.games
+            session.new_game()
+            continue
+        if not session.human_turn:
+            console.print(Text("Model is thinking…", style="italic"))
+            session.play_until_human(lambda m: _show_move(console, session, m, show_text))
+            continue
+        legal = session.state.legal_actions()
+        hint = "a short clue" if legal == [CLUE] else ", ".join(legal)
+        line = _read(stdin, console, f"Your move ({hint}; q to quit): ")
+        if line is None or line.strip().lower() in ("q", "quit", "exit"):
+            return session.tally.games
+        error = session.human_move(line)
+        if error is not None:
+            console.print(Text(f"Invalid input: {error}. Try again.", style="bold red"))
+
+
+# ---- Entry ---------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from spkit.cli import add_common_arguments
+
+    p.add_argument("game", choices=CLI_GAMES, help="which game to play")
+    add_common_arguments(p)
+    p.add_argument("--mode", choices=MODES, default="direct", help="how the model answers")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = best move)")
+    p.add_argument("--first", choices=("human", "model"), default="human", help="who moves first")
+    p.add_argument("--games", type=int, default=None, help="stop after this many games")
+    p.add_argument("--hide-reasoning", action="store_true", help="do not print the model's text")
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    if args.temperature < 0:
+        raise SpkitError(f"--temperature must be >= 0, got {args.temperature}")
+    game = load_game(args.game)
+    console.print(f"Loading {args.model} …")
+    player = as_player(args.model, mode=args.mode, temperature=args.temperature)
+    seat = 0 if args.first == "human" else 1
+    session = GameSession(game, player, human_seat=seat, seed=args.seed)
+    try:
+        run_terminal(session, sys.stdin, console, args.games, not args.hide_reasoning)
+    except KeyboardInterrupt:
+        console.print("\nInterrupted.")
+    console.print(session.tally.text())
+    console.print("Bye.")
+    return 0
