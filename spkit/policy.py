@@ -37,8 +37,7 @@ import torch
 from spkit.errors import SpkitError
 from spkit.games.base import InvalidMove, State
 from spkit.games.policies import Policy, wilson_interval
-from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
-from spkit.games.spy import CLUE
+from spkit.games.prompts import ANSWER_PREFIX, format_prompt, is_free_text, parse_action
 
 
 @dataclass
@@ -126,13 +125,13 @@ class LLMPolicy(Policy):
         legal = state.legal_actions()
         if not legal:
             raise SpkitError("action_probabilities called at a terminal or chance node")
-        if self.mode == "direct" and legal != [CLUE]:
+        if self.mode == "direct" and not is_free_text(legal):
             return self._direct(state, legal)
         return self._sampled(state, legal)
 
     def sample_action(self, state: State, rng: random.Random) -> str | InvalidMove:
         legal = state.legal_actions()
-        if self.mode == "direct" and legal != [CLUE]:
+        if self.mode == "direct" and not is_free_text(legal):
             return super().sample_action(state, rng)
         completion = self.sampler.generate(
             [self.prompt(state)], self._params(), seed=rng.getrandbits(62)
@@ -170,9 +169,9 @@ class LLMPolicy(Policy):
         )
         valid = self.n_samples - n_invalid
         if valid == 0:
-            if legal == [CLUE]:
+            if is_free_text(legal):
                 return {}
             return {a: 1.0 / len(legal) for a in legal}
-        if legal == [CLUE]:
+        if is_free_text(legal):
             return {a: k / valid for a, k in counts.items()}
         return {a: counts.get(a, 0) / valid for a in legal}

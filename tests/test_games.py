@@ -343,3 +343,57 @@ def test_parse_action_fuzz_never_raises(name):
 def test_parse_action_caps_answer_length():
     long = "\\boxed{" + "b" * (MAX_ANSWER_CHARS + 1) + "}"
     assert "longer" in parse_action(long, ["bet"]).reason
+
+
+# ---- TextArena adapter ----------------------------------------------------------------------
+def test_textarena_tictactoe_adapter():
+    pytest.importorskip("textarena")
+    from spkit.games.policies import UniformRandomPolicy, play_match
+
+    game = load_game("textarena:TicTacToe-v0")
+    assert game.num_players == 2 and game.name == "textarena:TicTacToe-v0"
+    s = game.new_initial_state(seed=0)
+    assert s.legal_actions() == [str(i) for i in range(9)]
+    prompt = format_prompt(s, s.current_player(), "direct")
+    assert "Legal moves: 0, 1, 2" in prompt and prompt.endswith(ANSWER_PREFIX)
+    c = s.clone()
+    c.apply_action(parse_action(r"\boxed{4}", c.legal_actions(), state=c))
+    assert "4" not in c.legal_actions() and "4" in s.legal_actions()  # clones are independent
+    stats = play_match(game, [UniformRandomPolicy()] * 2, 10, seed=0)
+    assert stats.wins[0] + stats.draws[0] + stats.losses[0] == 10
+    assert stats.wins[0] == stats.losses[1]
+    a = play_match(game, [UniformRandomPolicy()] * 2, 5, seed=3)
+    assert a == play_match(game, [UniformRandomPolicy()] * 2, 5, seed=3)
+
+
+def test_textarena_single_player_puzzles():
+    pytest.importorskip("textarena")
+    from spkit.games.prompts import FREE_TEXT
+    from spkit.games.textarena import listed_moves
+
+    lake = load_game("textarena:FrozenLake-v0")
+    assert lake.num_players == 1
+    s = lake.new_initial_state(seed=0)
+    assert {"up", "down", "left", "right"} <= set(s.legal_actions())
+    rng = random.Random(0)
+    steps = 0
+    while not s.is_terminal() and steps < 200:
+        s.apply_action(rng.choice(s.legal_actions()))
+        steps += 1
+    assert s.is_terminal() and len(s.returns()) == 1
+
+    mines = load_game("textarena:Minesweeper-v0-small")
+    s = mines.new_initial_state(seed=0)
+    assert s.legal_actions() == [FREE_TEXT]  # no move list: the boxed text goes to the env
+    assert isinstance(parse_action(r"\boxed{ }", s.legal_actions(), state=s), InvalidMove)
+    move = parse_action(r"I start in a corner: \boxed{[0 0]}", s.legal_actions(), state=s)
+    s.apply_action(move)
+    assert "revealed the cell at (0, 0)" in s.observation_text(0)
+    assert listed_moves("Available Moves: '[1]', '[2]'\nAvailable Moves: '[2]'") == ["2"]
+    assert listed_moves("no list here") is None
+
+
+def test_textarena_unknown_env():
+    pytest.importorskip("textarena")
+    with pytest.raises(SpkitError, match="similar: .*TicTacToe-v0"):
+        load_game("textarena:TicTacToe-v9")

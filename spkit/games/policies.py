@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from spkit.errors import SpkitError
 from spkit.games.base import Game, InvalidMove, State
-from spkit.games.spy import CLUE
+from spkit.games.prompts import is_free_text
 
 #: SPIRAL's rule for an invalid move: the game ends, offender −1.5, every other player +0.5.
 INVALID_PENALTY = -1.5
@@ -64,7 +64,7 @@ def free_text_options(state: State) -> list[str]:
 
 def _options(state: State) -> list[str]:
     legal = state.legal_actions()
-    return free_text_options(state) if legal == [CLUE] else legal
+    return free_text_options(state) if is_free_text(legal) else legal
 
 
 class UniformRandomPolicy(Policy):

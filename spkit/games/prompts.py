@@ -16,7 +16,9 @@ Mode line:
     probability is p(action + "}" | prompt) — exact, no sampling.
 
 In Who-is-the-Spy's clue phase the legal "move" is free text; the moves line then reads
-``Legal moves: a short clue (1-5 words) that does not contain your word``.
+``Legal moves: a short clue (1-5 words) that does not contain your word``. A TextArena game
+whose observation lists no moves has the marker `FREE_TEXT`; its moves line reads
+``Legal moves: any move in the format the game asks for``.
 
 `parse_action` never raises: it returns the legal action (canonical spelling) or an
 `InvalidMove` with a reason, which rollouts count.
@@ -35,6 +37,9 @@ REASONING_INSTRUCTION = "Think briefly, then give your move as \\boxed{move}."
 ANSWER_PREFIX = "\\boxed{"
 DIRECT_SUFFIX = "Move: " + ANSWER_PREFIX
 CLUE_MOVES = f"a short clue (1-{MAX_CLUE_WORDS} words) that does not contain your word"
+#: Marker legal action of a free-text move that the game itself judges (TextArena).
+FREE_TEXT = "<text>"
+FREE_TEXT_MOVES = "any move in the format the game asks for"
 
 #: Only the last MAX_SCAN characters of a model output are searched (bounds the work).
 MAX_SCAN = 20_000
@@ -42,10 +47,17 @@ MAX_SCAN = 20_000
 MAX_ANSWER_CHARS = 200
 
 
+def is_free_text(legal: list[str]) -> bool:
+    """True if the legal "actions" are a free-text marker (Spy clue, TextArena text)."""
+    return list(legal) in ([CLUE], [FREE_TEXT])
+
+
 def moves_line(legal: list[str]) -> str:
     """``Legal moves: ...`` for a list of legal actions (or the clue marker)."""
     if legal == [CLUE]:
         return "Legal moves: " + CLUE_MOVES
+    if legal == [FREE_TEXT]:
+        return "Legal moves: " + FREE_TEXT_MOVES
     return "Legal moves: " + ", ".join(legal)
 
 
@@ -113,15 +125,17 @@ def parse_action(
     r"""The legal action named in the last ``\boxed{}`` of `text`, else `InvalidMove`.
 
     Matching is exact after `normalize` (case-insensitive, whitespace-insensitive) and returns
-    the canonical legal spelling. For a free-text phase (``legal_actions == [CLUE]``) the
-    clue itself is returned; pass `state` so the game can check it (e.g. the secret word).
+    the canonical legal spelling. For a free-text move (``legal_actions`` is ``[CLUE]`` or
+    ``[FREE_TEXT]``) the text itself is returned, whitespace collapsed; pass `state` so the
+    game can check it (``state.clue_problem`` / ``state.free_text_problem``, e.g. Spy's
+    secret word).
     Never raises.
     """
     boxed = extract_boxed(text)
     if isinstance(boxed, InvalidMove):
         return boxed
-    if list(legal_actions) == [CLUE]:
-        return _parse_clue(boxed, state)
+    if is_free_text(legal_actions):
+        return _parse_free_text(boxed, state)
     key = normalize(boxed)
     if not key:
         return InvalidMove("empty answer")
@@ -131,9 +145,9 @@ def parse_action(
     return InvalidMove(f"not a legal move: {key[:40]!r}")
 
 
-def _parse_clue(boxed: str, state: State | None) -> str | InvalidMove:
+def _parse_free_text(boxed: str, state: State | None) -> str | InvalidMove:
     clue = " ".join(boxed.split())
-    checker = getattr(state, "clue_problem", None)
+    checker = getattr(state, "clue_problem", None) or getattr(state, "free_text_problem", None)
     if checker is not None:
         try:
             problem = checker(clue)
@@ -142,5 +156,5 @@ def _parse_clue(boxed: str, state: State | None) -> str | InvalidMove:
         if problem is not None:
             return problem
     elif not clue:
-        return InvalidMove("empty clue")
+        return InvalidMove("empty move")
     return clue
