@@ -32,7 +32,7 @@ from typing import IO, Any, Protocol
 from spkit.errors import SpkitError
 from spkit.games import Game, InvalidMove, State, load_game
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
-from spkit.games.prompts import ANSWER_PREFIX, format_prompt, normalize, parse_action
+from spkit.games.prompts import ANSWER_PREFIX, normalize
 from spkit.games.spy import CLUE
 
 MODES = ("direct", "reasoning")
@@ -72,11 +72,11 @@ def _tempered_choice(probs: dict[str, float], temperature: float, rng: random.Ra
 
 
 class LMPlayer:
-    r"""A causal LM playing through spkit's prompt formats (`spkit.games.prompts`).
+    r"""A causal LM playing through `spkit.policy.LLMPolicy` (spkit's prompt formats).
 
-    direct: exact probabilities of each legal move, then a tempered sample (free-text Spy clues
-    are sampled after the ``\boxed{`` prefix instead). reasoning: sample a short reasoning that
-    ends in ``\boxed{move}`` and parse it; a missing or illegal answer is an invalid move.
+    direct: the exact probabilities of each legal move, then a tempered sample (free-text Spy
+    clues are sampled after the ``\boxed{`` prefix instead). reasoning: one sampled reasoning
+    that ends in ``\boxed{move}``, parsed; a missing or illegal answer is an invalid move.
     """
 
     def __init__(
@@ -87,49 +87,38 @@ class LMPlayer:
         temperature: float = 1.0,
         max_new_tokens: int = 96,
     ) -> None:
-        from spkit.generation import Sampler
+        from spkit.policy import LLMPolicy
 
         if mode not in MODES:
             raise SpkitError(f"mode must be one of {MODES}, got {mode!r}")
-        self.model, self.tokenizer = model, tokenizer
-        self.mode, self.temperature, self.max_new_tokens = mode, temperature, max_new_tokens
-        self.sampler = Sampler(model, tokenizer)
+        self.mode = mode
+        self.policy = LLMPolicy(
+            model, tokenizer, mode=mode, temperature=temperature, max_new_tokens=max_new_tokens
+        )
+
+    @property
+    def temperature(self) -> float:
+        return self.policy.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.policy.temperature = float(value)
 
     def move(self, state: State, seed: int) -> ModelMove:
         player, legal = state.current_player(), state.legal_actions()
+        rng = random.Random(seed)
         if self.mode == "direct" and legal != [CLUE]:
-            probs = self.action_probabilities(state)
-            action = _tempered_choice(probs, self.temperature, random.Random(seed))
+            probs = self.policy.action_probabilities(state)
+            action = _tempered_choice(probs, self.temperature, rng)
             return ModelMove(player, action, ANSWER_PREFIX + action + "}", probs)
-        text = self._generate(format_prompt(state, player, self.mode), seed)
-        if self.mode == "direct":  # the prompt ended in the answer prefix
-            text = ANSWER_PREFIX + text + "}"
-        parsed = parse_action(text, legal, state=state)
+        self.policy.last_completion = None
+        parsed = self.policy.sample_action(state, rng)
+        text = self.policy.last_completion or ""
+        if self.mode == "direct":  # the completion continued the answer prefix
+            text = ANSWER_PREFIX + text
         if isinstance(parsed, InvalidMove):
             return ModelMove(player, None, text, None, parsed.reason)
         return ModelMove(player, parsed, text)
-
-    def action_probabilities(self, state: State) -> dict[str, float]:
-        """p(action + "}" | direct prompt), renormalised over the legal actions."""
-        import torch
-
-        from spkit.logprobs import score_continuations
-
-        legal = state.legal_actions()
-        prompt = format_prompt(state, state.current_player(), "direct")
-        with torch.no_grad():
-            scores = score_continuations(self.model, self.tokenizer, prompt, [a + "}" for a in legal])
-        probs = torch.softmax(scores.float(), dim=0).tolist()
-        return dict(zip(legal, probs, strict=True))
-
-    def _generate(self, prompt: str, seed: int) -> str:
-        from spkit.generation import SamplingParams
-
-        stop = ("}",) if self.mode == "direct" else ()
-        params = SamplingParams(
-            max_new_tokens=self.max_new_tokens, temperature=self.temperature, stop=stop
-        )
-        return self.sampler.generate([prompt], params, seed=seed)[0].text
 
 
 class PolicyPlayer:
