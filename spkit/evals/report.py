@@ -1,0 +1,215 @@
+"""Tables and plots of eval runs; `spkit report RUN_DIR...` compares checkpoints.
+
+    spkit report runs/eval/step0 runs/eval/step200 runs/eval/step400 --out runs/eval/report
+
+prints (and writes to ``--out/report.md``) one table — a row per headline metric, a column per
+run, ordered by training step — and draws ``score_vs_step.png`` (one line per metric; runs
+without a step are placed by their order on the command line). Scores are percentages.
+
+Headline metrics: GSM8K/spkit_arith strict and flexible exact match; MATH-500 math_verify and
+exact match; IFEval's four accuracies; ProcessBench/spkit_steps average F1 over subsets (the
+per-subset accuracy on erroneous and correct items and F1 are in each run's ``table.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from spkit.errors import SpkitError
+
+_GSM = [("exact_match,strict-match", "strict EM"), ("exact_match,flexible-extract", "flexible EM")]
+_IFEVAL = [("prompt_level_strict_acc,none", "prompt strict"),
+           ("inst_level_strict_acc,none", "inst strict"),
+           ("prompt_level_loose_acc,none", "prompt loose"),
+           ("inst_level_loose_acc,none", "inst loose")]
+_PB = [("f1,none", "avg F1"), ("acc_error,none", "avg acc erroneous"),
+       ("acc_correct,none", "avg acc correct")]
+HEADLINE: dict[str, list[tuple[str, str]]] = {
+    "gsm8k_local": _GSM, "spkit_arith": _GSM,
+    "math500_local": [("math_verify,none", "math_verify"), ("exact_match,none", "exact match")],
+    "ifeval_local": _IFEVAL, "spkit_ifeval_lite": _IFEVAL,
+    "processbench_local": _PB, "spkit_steps": _PB,
+}
+PROCESS_GROUPS = ("processbench_local", "spkit_steps")
+SKIP_KEYS = ("alias", "name", "sample_len", "sample_count")
+
+
+def _all_scores(res: dict) -> dict[str, dict]:
+    scores = {k: dict(v) for k, v in res.get("results", {}).items()}
+    for k, v in res.get("groups", {}).items():
+        scores.setdefault(k, {}).update(v)
+    return scores
+
+
+def headline(res: dict) -> dict[str, float]:
+    """``{"task · metric": value}`` for the run's headline metrics (fractions)."""
+    scores = _all_scores(res)
+    tasks = res.get("spkit", {}).get("tasks") or list(res.get("results", {}))
+    out: dict[str, float] = {}
+    for task in tasks:
+        s = scores.get(task, {})
+        pairs = HEADLINE.get(task) or [(k, k.replace(",none", "")) for k in s
+                                       if k not in SKIP_KEYS and "_stderr" not in k]
+        for key, name in pairs:
+            v = s.get(key)
+            if isinstance(v, (int, float)):
+                out[f"{task.removesuffix('_local')} · {name}"] = float(v)
+    return out
+
+
+def pct(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _run_name(res: dict) -> str:
+    info = res.get("spkit", {})
+    step = info.get("step")
+    return f"{info.get('label', 'run')}" + (f" (step {step})" if step is not None else "")
+
+
+def headline_markdown(runs: list[dict]) -> str:
+    """One table: headline metrics (rows) x runs (columns), in percent."""
+    heads = [headline(r) for r in runs]
+    keys = list(dict.fromkeys(k for h in heads for k in h))
+    lines = ["| metric (%) | " + " | ".join(_run_name(r) for r in runs) + " |",
+             "|---|" + "---:|" * len(runs)]
+    lines += [f"| {k} | " + " | ".join(pct(h.get(k)) for h in heads) + " |" for k in keys]
+    return "\n".join(lines)
+
+
+def processbench_markdown(res: dict, group: str) -> str:
+    """ProcessBench's table for one group: per subset acc (erroneous), acc (correct), F1."""
+    scores = _all_scores(res)
+    subtasks = res.get("group_subtasks", {}).get(group, [])
+    n = res.get("n-samples", {})
+    lines = [f"**{group}** (ProcessBench metrics, %)", "",
+             "| subset | n | acc erroneous | acc correct | F1 | unparsable |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for t in sorted(subtasks):
+        s = scores.get(t, {})
+        lines.append(f"| {t.removeprefix(group + '_')} | "
+                     f"{n.get(t, {}).get('effective', '')} | {pct(s.get('acc_error,none'))} | "
+                     f"{pct(s.get('acc_correct,none'))} | {pct(s.get('f1,none'))} | "
+                     f"{pct(s.get('unparsable,none'))} |")
+    g = scores.get(group, {})
+    lines.append(f"| **average** | | {pct(g.get('acc_error,none'))} | "
+                 f"{pct(g.get('acc_correct,none'))} | **{pct(g.get('f1,none'))}** | |")
+    return "\n".join(lines)
+
+
+def arith_levels_markdown(res: dict) -> str:
+    scores = _all_scores(res)
+    rows = ["**spkit_arith by difficulty** (exact match, %)", "",
+            "| steps | strict | flexible |", "|---:|---:|---:|"]
+    for t in sorted(res.get("group_subtasks", {}).get("spkit_arith", [])):
+        s = scores.get(t, {})
+        rows.append(f"| {t.rsplit('_', 1)[-1]} | {pct(s.get('exact_match,strict-match'))} | "
+                    f"{pct(s.get('exact_match,flexible-extract'))} |")
+    return "\n".join(rows)
+
+
+def run_markdown(res: dict) -> str:
+    """The full ``table.md`` of one run."""
+    from lm_eval.utils import make_table
+
+    info = res.get("spkit", {})
+    parts = [f"# Eval: {info.get('model', '?')}",
+             f"backend `{info.get('backend')}`, step {info.get('step')}, limit "
+             f"{info.get('limit')}, seed {info.get('seed')}, {info.get('samples')} samples in "
+             f"{info.get('seconds')} s ({info.get('samples_per_s')} samples/s)",
+             "", headline_markdown([res])]
+    tasks = info.get("tasks", [])
+    if "spkit_arith" in tasks:
+        parts += ["", arith_levels_markdown(res)]
+    for g in PROCESS_GROUPS:
+        if g in tasks:
+            parts += ["", processbench_markdown(res, g)]
+    parts += ["", "## lm-eval table", "", make_table(res)]
+    if res.get("groups"):
+        parts += ["", make_table(res, "groups")]
+    return "\n".join(parts) + "\n"
+
+
+def plot_run(res: dict, png: Path) -> None:
+    """Horizontal bars of the headline metrics of one run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = {k: v for k, v in headline(res).items() if not math.isnan(v)}
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(h) + 1.2))
+    ax.barh(list(h)[::-1], [100 * v for v in h.values()][::-1], color="#4c72b0")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("score (%)")
+    ax.set_title(_run_name(res), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# ---- comparing runs
+
+
+def load_run(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise SpkitError(f"{path} not found; point `spkit report` at `spkit eval --out` dirs")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SpkitError(f"{path} is not valid JSON ({e.msg}); re-run `spkit eval`") from None
+
+
+def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
+    """Table (returned, and written to ``out/report.md``) and ``out/score_vs_step.png``."""
+    runs = [load_run(d) for d in run_dirs]
+    order = sorted(range(len(runs)), key=lambda i: (runs[i].get("spkit", {}).get("step") is None,
+                                                   runs[i].get("spkit", {}).get("step") or 0, i))
+    runs = [runs[i] for i in order]
+    table = headline_markdown(runs)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(table + "\n")
+        plot_steps(runs, out / "score_vs_step.png")
+    return table
+
+
+def plot_steps(runs: list[dict], png: Path) -> None:
+    """Score vs training step, one line per headline metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r.get("spkit", {}).get("step") for r in runs]
+    use_steps = all(s is not None for s in steps) and len(set(steps)) == len(steps)
+    xs = steps if use_steps else list(range(len(runs)))
+    heads = [headline(r) for r in runs]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in dict.fromkeys(k for h in heads for k in h):
+        ax.plot(xs, [100 * h.get(key, math.nan) for h in heads], marker="o", label=key)
+    ax.set_xlabel("training step" if use_steps else "run")
+    if not use_steps:
+        ax.set_xticks(xs, [_run_name(r) for r in runs], rotation=20, fontsize=8)
+    ax.set_ylabel("score (%)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="`spkit eval --out` directories")
+    p.add_argument("--out", default=None, help="write report.md and score_vs_step.png here")
+
+
+def main(args: argparse.Namespace) -> int:
+    print(compare(args.runs, args.out))
+    if args.out:
+        print(f"\nwrote {args.out}/report.md and {args.out}/score_vs_step.png")
+    return 0

@@ -1,0 +1,232 @@
+"""`spkit eval`: run lm-eval on local data with spkit's tasks, write results, tables and plots.
+
+    spkit eval --model spkit-tiny --tasks spkit_arith,spkit_steps,spkit_ifeval_lite --out runs/eval
+    spkit eval --model runs/spiral/checkpoints/step_0000200 --tasks spkit --out runs/eval/step200
+    spkit eval --model Qwen/Qwen3-0.6B --backend vllm --data-dir data/ \\
+        --tasks gsm8k,math500,ifeval,processbench --out runs/eval/qwen3-0.6b
+
+Task names: ``gsm8k``, ``math500``, ``ifeval``, ``processbench`` are the real benchmarks read
+from ``--data-dir`` (lm-eval tasks ``gsm8k_local`` ... in ``evals/``); ``spkit_arith``,
+``spkit_steps``, ``spkit_ifeval_lite`` are generated (``spkit`` = all three); any other name
+is passed to lm-eval unchanged. Backends: ``spkit`` (default; spkit's Sampler, fastest on
+CPU), ``hf`` (lm-eval's stock transformers backend), ``vllm`` (lm-eval's vLLM backend, GPU).
+
+Writes to ``--out``: ``results.json`` (lm-eval's results + the run's settings and speed),
+``samples/<task>.jsonl`` (every prompt, response, extracted answer and score), ``table.md``
+(headline table, ProcessBench-style tables, lm-eval's full table) and ``scores.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from spkit.errors import SpkitError
+
+EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
+ALIASES = {
+    "gsm8k": "gsm8k_local",
+    "math500": "math500_local",
+    "ifeval": "ifeval_local",
+    "processbench": "processbench_local",
+}
+SPKIT_TASKS = ["spkit_arith", "spkit_steps", "spkit_ifeval_lite"]
+NEEDS_DATA = {"gsm8k_local": "gsm8k", "math500_local": "math500", "ifeval_local": "ifeval",
+              "processbench_local": "processbench"}
+DEFAULT_TASKS = ",".join(SPKIT_TASKS)
+
+
+def resolve_tasks(spec: str | list[str]) -> list[str]:
+    """User task names -> lm-eval task/group names (aliases expanded, order kept, no dups)."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for n in (x.strip() for x in names if x.strip()):
+        for t in SPKIT_TASKS if n == "spkit" else [ALIASES.get(n, n)]:
+            if t not in out:
+                out.append(t)
+    if not out:
+        raise SpkitError("no tasks given; e.g. --tasks spkit_arith,gsm8k")
+    return out
+
+
+def step_of(model: str) -> int | None:
+    """Training step of a checkpoint directory (trainer_state.json, else 'step_N' in the path)."""
+    p = Path(model)
+    state = p / "trainer_state.json"
+    if state.is_file():
+        try:
+            return int(json.loads(state.read_text())["step"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    m = re.search(r"(?:step|checkpoint)[_-]?(\d+)", str(model))
+    return int(m.group(1)) if m else None
+
+
+def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtype: str | None,
+             seed: int, max_length: int | None = None) -> tuple[Any, dict | None]:
+    """(model object or lm-eval model name, model_args) for simple_evaluate."""
+    from spkit.models import pick_device, resolve_model_path
+
+    path = resolve_model_path(model)
+    if backend == "spkit":
+        from spkit.evals.lm import SpkitLM
+
+        return SpkitLM(pretrained=model, batch_size=batch_size, device=device, dtype=dtype,
+                       seed=seed, max_length=max_length), None
+    if backend == "hf":
+        dev = str(pick_device(device))  # lm-eval's hf asserts on CUDA unless told the device
+        args = {"pretrained": path, "device": dev, "dtype": dtype or "float32"}
+        if max_length:
+            args["max_length"] = max_length
+        return "hf", args
+    if backend == "vllm":
+        args = {"pretrained": path, "dtype": dtype or "auto", "seed": seed,
+                "gpu_memory_utilization": 0.85}
+        if max_length:
+            args["max_model_len"] = max_length
+        return "vllm", args
+    raise SpkitError(f"unknown backend {backend!r}; use spkit, hf or vllm")
+
+
+def run(
+    model: str = "spkit-tiny",
+    tasks: str | list[str] = DEFAULT_TASKS,
+    data_dir: str | None = None,
+    out: str | os.PathLike | None = None,
+    limit: float | None = None,
+    backend: str = "spkit",
+    batch_size: int = 64,
+    max_gen_toks: int | None = None,
+    num_fewshot: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    seed: int = 0,
+    step: int | None = None,
+    label: str | None = None,
+    max_length: int | None = None,
+) -> dict:
+    """Evaluate ``model`` on ``tasks``; return lm-eval's results dict (+ ``"spkit"`` run info).
+
+    Checks every needed data file before loading the model, so a missing or malformed file
+    costs a second, not a model load.
+    """
+    from spkit.evals.nltk_data import ensure_punkt_tab
+
+    ensure_punkt_tab()  # before lm-eval imports its IFEval code
+    names = resolve_tasks(tasks)
+    from spkit.evals import data
+
+    root = None
+    needed = [NEEDS_DATA[t] for t in names if t in NEEDS_DATA]
+    if needed:
+        root = data.data_dir(data_dir)
+        data.check_dir(needed, root)
+    if all(t in NEEDS_DATA or t in SPKIT_TASKS for t in names):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing here needs the hub
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    meta = {"data_dir": str(root)} if root else {}
+    tm = TaskManager(include_path=str(EVALS_DIR), metadata=meta)
+    unknown = [t for t in names if t not in tm.all_tasks]
+    if unknown:
+        raise SpkitError(f"unknown task(s) {unknown}; spkit tasks: "
+                         f"{', '.join([*ALIASES, *SPKIT_TASKS])}, or any lm-eval task name")
+    lm, model_args = build_lm(model, backend, batch_size, device, dtype, seed, max_length)
+    t0 = time.perf_counter()
+    res = lm_eval.simple_evaluate(
+        model=lm, model_args=model_args, tasks=names, task_manager=tm, limit=limit,
+        num_fewshot=num_fewshot, batch_size=batch_size if backend != "vllm" else "auto",
+        gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+        log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+        fewshot_random_seed=seed, bootstrap_iters=1000,
+    )
+    seconds = time.perf_counter() - t0
+    if res is None:  # non-zero ranks in distributed runs
+        return {}
+    n = sum(v.get("effective", 0) for v in res.get("n-samples", {}).values())
+    res["spkit"] = {
+        "model": str(model), "backend": backend, "tasks": names, "limit": limit,
+        "data_dir": str(root) if root else None, "seed": seed,
+        "step": step if step is not None else step_of(str(model)),
+        "label": label or Path(str(model)).name, "seconds": round(seconds, 2),
+        "samples": n, "samples_per_s": round(n / seconds, 3) if seconds else None,
+    }
+    if out is not None:
+        write_run(res, Path(out))
+    return res
+
+
+# ---- outputs
+
+
+def write_run(res: dict, out: Path) -> None:
+    """results.json, samples/<task>.jsonl, table.md and scores.png in ``out``."""
+    from spkit.evals import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    samples = res.pop("samples", {}) or {}
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+    (out / "samples").mkdir(exist_ok=True)
+    for task, rows in samples.items():
+        with open(out / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+    res["samples"] = samples
+    (out / "table.md").write_text(report.run_markdown(res))
+    report.plot_run(res, out / "scores.png")
+
+
+# ---- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from spkit.cli import add_common_arguments
+
+    add_common_arguments(p, out="runs/eval")
+    p.add_argument("--tasks", default=DEFAULT_TASKS,
+                   help="comma-separated: gsm8k, math500, ifeval, processbench (need "
+                        "--data-dir), spkit_arith, spkit_steps, spkit_ifeval_lite, spkit (all "
+                        f"three), or any lm-eval task (default: {DEFAULT_TASKS})")
+    p.add_argument("--data-dir", default=None,
+                   help="benchmark data directory (see `spkit data prepare`; default: "
+                        "$SPKIT_EVAL_DATA; evals/fixtures is a tiny test set)")
+    p.add_argument("--limit", type=float, default=None,
+                   help="at most N examples per task (or a fraction if < 1)")
+    p.add_argument("--backend", choices=["spkit", "hf", "vllm"], default="spkit")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-gen-toks", type=int, default=None,
+                   help="override every task's generation length (tiny models: e.g. 128)")
+    p.add_argument("--num-fewshot", type=int, default=None, help="override few-shot count")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="context length (default: the model's max_position_embeddings)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16")
+    p.add_argument("--step", type=int, default=None,
+                   help="training step for `spkit report` (default: read from the checkpoint)")
+    p.add_argument("--label", default=None, help="name of this run in reports")
+
+
+def main(args: argparse.Namespace) -> int:
+    limit = args.limit
+    if limit is not None and limit >= 1:
+        limit = int(limit)
+    res = run(model=args.model, tasks=args.tasks, data_dir=args.data_dir, out=args.out,
+              limit=limit, backend=args.backend, batch_size=args.batch_size,
+              max_gen_toks=args.max_gen_toks, num_fewshot=args.num_fewshot, device=args.device,
+              dtype=args.dtype, seed=args.seed, step=args.step, label=args.label,
+              max_length=args.max_length)
+    if res:
+        from spkit.evals import report
+
+        print(report.headline_markdown([res]))
+        info = res["spkit"]
+        print(f"\n{info['samples']} samples in {info['seconds']} s "
+              f"({info['samples_per_s']} samples/s); wrote {args.out}/")
+    return 0
