@@ -298,7 +298,8 @@ def main(args: argparse.Namespace) -> int:
     if args.data_command == "prepare":
         for name in _names(args.datasets):
             for path in prepare(name, args.out, args.src):
-                print(f"wrote {path} ({sum(1 for _ in open(path, encoding='utf-8'))} records)")
+                n = len(path.read_text(encoding="utf-8").splitlines())
+                print(f"wrote {path} ({n} records)")
         return 0
     for path in check_dir(_names(args.datasets), args.data_dir):
         print(f"ok {path}")
