@@ -17,7 +17,8 @@ Equations (numbered here; the paper's Sec. 6–7):
       y ~ π_θ, y' ~ π^μ — the policy-gradient form TRL implements (`spkit.rl.losses.nash_md_loss`)
 
 Algorithm (one step t):
-  1. exact form: apply (1)–(2) with P(y ≻ π^μ_t) = (P π^μ_t)_y.
+  1. exact form: apply (1)–(2) with P(y ≻ π^μ_t) = (P π^μ_t)_y and η_t = 2/(τ(t+2)) (the
+     paper's schedule; a constant η converges to a point O(η) away from π*_τ).
   2. sampled form: draw K responses y ~ π_t and K opponents y' ~ π^μ_t (mixture coefficient
      ητ), one noisy comparison each, one gradient step of (3) with β = τ.
   3. log exploitability of π_t (the iterate the theory covers) and of the average.
@@ -61,7 +62,8 @@ class Config:
     matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
     mode: str = tb.param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
     steps: int = tb.param(2000, "number of iterations t")
-    eta: float = tb.param(0.5, "η: mirror-descent step size")
+    eta: float = tb.param(0.5, "η: mirror-descent step size (schedule 'constant')")
+    schedule: str = tb.param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'")
     tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ")
     K: int = tb.param(8, "samples per iteration (sampled form)")
     lr: float = tb.param(0.5, "learning rate of the policy-gradient step (sampled form)")
@@ -76,17 +78,24 @@ def mixture(theta: np.ndarray, log_ref: np.ndarray, coef: float) -> np.ndarray:
     return tb.softmax((1.0 - coef) * tb.log_softmax(theta) + coef * log_ref)  # Eq. (1)
 
 
-def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, cfg: Config) -> np.ndarray:
+def step_size(t: int, cfg: Config) -> float:
+    """η_t. With a constant η the fixed point of (1)–(2) is π ∝ μ exp(P π^μ / τ), off π*_τ by
+    O(η); the decreasing η_t = 2/(τ(t+2)) removes that bias (KL(π*_τ‖π_t) = O(1/t))."""
+    return 2.0 / (cfg.tau * (t + 2)) if cfg.schedule == "paper" else cfg.eta
+
+
+def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, t: int, cfg: Config) -> np.ndarray:
     """One Nash-MD step: mirror descent from the mixture against the mixture."""
-    mix = mixture(theta, log_ref, cfg.eta * cfg.tau)  # (n,)
+    eta = step_size(t, cfg)
+    mix = mixture(theta, log_ref, eta * cfg.tau)  # (n,)
     # log π_{t+1} = log π^μ_t + η P(y ≻ π^μ_t) = (1−ητ) log π_t + ητ log μ + η P π^μ_t
-    return tb.mirror_step(tb.log_softmax(theta), P @ mix, cfg.eta, cfg.tau, log_ref)  # Eq. (2)
+    return tb.mirror_step(tb.log_softmax(theta), P @ mix, eta, cfg.tau, log_ref)  # Eq. (2)
 
 
 def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """y ~ π_t against y' ~ mixture, one noisy comparison each, one step of the TRL loss."""
     ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
-    opp = tb.sample(mixture(theta, log_ref, cfg.eta * cfg.tau), cfg.K, rng)  # (K,)
+    opp = tb.sample(mixture(theta, log_ref, min(cfg.eta * cfg.tau, 1.0)), cfg.K, rng)  # (K,)
     p = torch.tensor(oracle(ys, opp))  # (K,) P̂(y ≻ y')
     ref = torch.tensor(log_ref)
     idx = torch.as_tensor(ys)
@@ -108,7 +117,7 @@ def train(cfg: Config, callback=None) -> tb.History:
     rng = np.random.default_rng(cfg.seed)
     oracle = tb.Oracle(P, noisy=True, rng=rng)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, log_ref, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, P, log_ref, t, cfg)  # noqa: E731
     else:
         step = lambda th, t: sampled_step(th, log_ref, oracle, rng, cfg)  # noqa: E731
     hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, ref=ref, tau=cfg.tau, callback=callback)

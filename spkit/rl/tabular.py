@@ -146,8 +146,9 @@ def fit_bradley_terry(wins: np.ndarray, ridge: float = 1e-3, iters: int = 50) ->
         S = 1.0 / (1.0 + np.exp(-(r[:, None] - r[None, :])))
         grad = (W - N * S).sum(1) - ridge * r
         C = N * S * (1 - S)
-        H = -np.diag(C.sum(1)) + C - ridge * np.eye(n)  # (n, n) Hessian, negative definite
-        delta = np.linalg.solve(H, -grad)
+        H = -np.diag(C.sum(1)) + C - ridge * np.eye(n)  # (n, n) Hessian, negative semi-definite
+        # r and r + c·1 fit equally well: −11ᵀ removes that flat direction (grad ⟂ 1 at ridge 0)
+        delta = np.linalg.solve(H - np.ones((n, n)), -grad)
         r = r + delta
         if np.abs(delta).max() < 1e-12:
             break
