@@ -116,7 +116,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # safetensors, json, torch and hub errors all mean "cannot load"
         raise SpkitError(_explain_load_error(path, e)) from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id

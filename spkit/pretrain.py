@@ -35,16 +35,16 @@ from spkit.train_utils import ensure_writable_dir, plot_metrics, progress, seed_
 @dataclass
 class PretrainConfig:
     seed: int = 0  # one seed drives corpus, tokenizer, init and batch order
-    docs: int = 60_000  # synthetic documents generated (the corpus is ~9M tokens)
+    docs: int = 60_000  # synthetic documents generated (~6M tokens; training sees ~4M)
     vocab_size: int = 2048  # BPE vocabulary (byte-level: every string encodes)
-    hidden: int = 256  # model width
+    hidden: int = 192  # model width
     layers: int = 6  # transformer blocks
-    heads: int = 8  # attention heads (head dim = hidden / heads)
-    intermediate: int = 688  # SwiGLU MLP width
+    heads: int = 6  # attention heads (head dim = hidden / heads = 32)
+    intermediate: int = 512  # SwiGLU MLP width
     context: int = 1024  # max positions (prompts + completions fit in 512)
     seq_len: int = 384  # packed training row length
     batch: int = 16  # rows per step
-    steps: int = 600  # optimizer steps
+    steps: int = 700  # optimizer steps
     lr: float = 3e-3  # peak learning rate (small models like large lrs)
     warmup: int = 30  # linear warmup steps
     weight_decay: float = 0.1  # AdamW decoupled weight decay
@@ -167,8 +167,8 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed, steps=args.steps, docs=args.docs, batch=args.batch,
         hidden=args.hidden, layers=args.layers, threads=args.threads,
     )
-    if cfg.hidden % cfg.heads:
-        cfg.heads = max(h for h in (8, 4, 2, 1) if cfg.hidden % h == 0)
+    if cfg.hidden != PretrainConfig.hidden:  # keep the head dimension at 32
+        cfg.heads = max(1, cfg.hidden // 32)
     s = pretrain(cfg, args.out)
     print(f"saved {s['params'] / 1e6:.2f}M-param model to {args.out}: "
           f"final loss {s['final_loss']:.3f} after {cfg.steps} steps in {s['seconds']:.0f}s "

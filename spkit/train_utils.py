@@ -151,7 +151,7 @@ def load_checkpoint(
             model.tie_weights()
         if optimizer is not None:
             optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+    except Exception as e:  # safetensors/json/torch errors all mean "this checkpoint is bad"
         raise SpkitError(f"cannot resume from {path}: {str(e).splitlines()[0]}") from None
     set_rng_state(state["rng"])
     return state
@@ -249,9 +249,9 @@ def plot_metrics(
     cols = min(3, len(keys))
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         pts = [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
-        xs, ys = zip(*pts)
+        xs, ys = zip(*pts, strict=True)
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
         for name, val in (refs or {}).items():
             if name.split(":")[0] == key:

@@ -79,7 +79,7 @@ class State(ABC):
     def sample_chance(self, rng: random.Random) -> None:
         """Resolve consecutive chance nodes by sampling (used by rollouts)."""
         while self.is_chance_node():
-            outcomes, probs = zip(*self.chance_outcomes())
+            outcomes, probs = zip(*self.chance_outcomes(), strict=True)
             self.apply_action(rng.choices(outcomes, weights=probs)[0])
 
     # ---- end of game -------------------------------------------------------------------

@@ -1,0 +1,166 @@
+r"""The synthetic pretraining corpus of spkit-tiny, in the exact formats the rest of spkit uses.
+
+Formats are imported, never restated: game prompts come from `spkit.games.prompts`, arithmetic
+from `spkit.tasks.arithmetic` (GSM8K format, train split only), instructions from
+`spkit.tasks.instructions` (IFEval format, train split only). Change a format there and
+regenerate the model with `spkit pretrain`.
+
+What the model is shown decides what it can later *learn*, so the demonstrations are
+deliberately mediocre:
+- game moves are always legal and in the right format, but chosen by a weak, noisy policy
+  (a card-strength heuristic in Kuhn Poker, half-random play in TicTacToe, greedy offers in
+  Negotiation), so self-play has something to improve;
+- reasoning is one or two short template sentences read off the state, then `\boxed{move}`;
+- arithmetic solutions are correct and step by step, so accuracy grows with training but
+  falls with the number of steps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from spkit.games import load_game
+from spkit.games.base import State
+from spkit.games.prompts import format_prompt
+from spkit.tasks import arithmetic, instructions
+
+#: Share of documents per kind (games split evenly in prompt modes: 60% reasoning, 40% direct).
+MIX = {
+    "kuhn_poker": 0.16,
+    "tictactoe": 0.16,
+    "negotiation": 0.10,
+    "spy": 0.08,
+    "arithmetic": 0.36,
+    "instructions": 0.14,
+}
+DIRECT_SHARE = 0.4
+
+
+def counts(n: int) -> dict[str, int]:
+    """Documents per kind for a corpus of `n` (the remainder goes to arithmetic)."""
+    c = {k: int(n * w) for k, w in MIX.items()}
+    c["arithmetic"] += n - sum(c.values())
+    return c
+
+
+def build(n: int, seed: int = 0) -> list[str]:
+    """`n` documents (prompt + completion), shuffled; same seed -> same corpus."""
+    rng = random.Random(f"spkit-corpus-{seed}")
+    docs: list[str] = []
+    per_kind = counts(n)
+    for game in ("kuhn_poker", "tictactoe", "negotiation", "spy"):
+        docs += game_documents(game, per_kind[game], rng)
+    docs += [
+        arithmetic.prompt(r["question"]) + " " + r["answer"]
+        for r in arithmetic.generate(per_kind["arithmetic"], seed=seed, split="train")
+    ]
+    docs += [
+        r["prompt"] + "\n" + instructions.reference_response(r, rng)
+        for r in instructions.generate(per_kind["instructions"], seed=seed, split="train")
+    ]
+    rng.shuffle(docs)
+    return docs
+
+
+def mix_summary(docs: list[str]) -> dict[str, int]:
+    """How many documents of each kind a corpus of this size holds."""
+    return counts(len(docs))
+
+
+# ---- game transcripts ---------------------------------------------------------------------
+
+
+def game_documents(name: str, n: int, rng: random.Random) -> list[str]:
+    """`n` decision points from whole games: each is one prompt and its demonstration."""
+    game = load_game(name)
+    docs: list[str] = []
+    while len(docs) < n:
+        state = game.new_initial_state(seed=rng.randrange(2**31))
+        while not state.is_terminal() and len(docs) < n:
+            player = state.current_player()
+            move, why = DEMONSTRATORS[name](state, player, rng)
+            if rng.random() < DIRECT_SHARE:
+                docs.append(format_prompt(state, player, "direct") + move + "}")
+            else:
+                docs.append(format_prompt(state, player, "reasoning") + f"{why} \\boxed{{{move}}}")
+            state.apply_action(move)
+    return docs
+
+
+Demonstrator = Callable[[State, int, random.Random], tuple[str, str]]
+_KUHN_STRENGTH = {"J": "the lowest card", "Q": "the middle card", "K": "the highest card"}
+#: Probability of the aggressive move (bet / call) by card: a plausible but exploitable style.
+_KUHN_AGGRESSION = {"J": 0.3, "Q": 0.45, "K": 0.8}
+
+
+def kuhn_demo(state, player: int, rng: random.Random) -> tuple[str, str]:
+    card = state.cards[player]
+    aggressive = rng.random() < _KUHN_AGGRESSION[card]
+    legal = state.legal_actions()  # [check, bet] or [fold, call]
+    move = legal[1] if aggressive else legal[0]
+    facing = "I face a bet." if legal[0] == "fold" else "Nobody has bet yet."
+    return move, f"I have {card}, {_KUHN_STRENGTH[card]}. {facing} I {move}."
+
+
+_LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
+
+
+def _completing_cell(board: list[str], mark: str) -> int | None:
+    """A free cell that completes a line of `mark`, if any."""
+    for line in _LINES:
+        cells = [board[i] for i in line]
+        if cells.count(mark) == 2 and cells.count(".") == 1:
+            return line[cells.index(".")]
+    return None
+
+
+def tictactoe_demo(state, player: int, rng: random.Random) -> tuple[str, str]:
+    """Half the time it sees a win or a block; otherwise it plays a random free cell."""
+    me, them = ("X", "O") if player == 0 else ("O", "X")
+    win, block = _completing_cell(state.board, me), _completing_cell(state.board, them)
+    if win is not None and rng.random() < 0.5:
+        return str(win + 1), f"I play {me}. Cell {win + 1} completes my line."
+    if block is not None and rng.random() < 0.5:
+        return str(block + 1), f"I play {me}. Cell {block + 1} blocks {them}."
+    move = rng.choice(state.legal_actions())
+    return move, f"I play {me}. Cell {move} is free."
+
+
+def _value(values: list[int], items: list[int]) -> int:
+    return sum(v * n for v, n in zip(values, items, strict=True))
+
+
+def negotiation_demo(state, player: int, rng: random.Random) -> tuple[str, str]:
+    """Propose a split worth 5–9 to me; accept an offer worth at least a random threshold."""
+    legal = state.legal_actions()
+    mine = state.values[player]
+    if legal == ["accept", "deny"]:
+        _, take = state.offers[-1]
+        get = _value(mine, [n - t for n, t in zip(state.pool, take, strict=True)])
+        move = "accept" if get >= rng.randint(3, 7) else "deny"
+        return move, f"The offer gives me {get} of 10. I {move}."
+    target = rng.randint(5, 9)
+    offers = sorted(legal, key=lambda o: abs(_value(mine, [int(x) for x in o.split()]) - target))
+    move = offers[0] if rng.random() < 0.7 else rng.choice(legal)
+    worth = _value(mine, [int(x) for x in move.split()])
+    return move, f"Taking {move} is worth {worth} of 10 to me."
+
+
+def spy_demo(state, player: int, rng: random.Random) -> tuple[str, str]:
+    """Clues describe the word's shape; votes go to a random other player."""
+    word = state.words[player]
+    if state.phase() == "clue":
+        clues = [f"starts with {word[0]}", f"{len(word)} letters", f"ends with {word[-1]}"]
+        clues = [c for c in clues if state.clue_problem(c) is None] or [f"{len(word)} letters"]
+        return rng.choice(clues), f"My word is {word}. I hint at it."
+    move = rng.choice(state.legal_actions())
+    return move, f"Player {move} seems different."
+
+
+DEMONSTRATORS: dict[str, Demonstrator] = {
+    "kuhn_poker": kuhn_demo,
+    "tictactoe": tictactoe_demo,
+    "negotiation": negotiation_demo,
+    "spy": spy_demo,
+}

@@ -1,0 +1,37 @@
+"""Test-wide settings: everything runs offline, deterministically, on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("SPKIT_NO_PROGRESS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DIR = ROOT / "assets" / "models" / "spkit-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The embedded spkit-tiny (model, tokenizer), loaded once per test session."""
+    from spkit.models import load_model
+
+    if not (TINY_DIR / "config.json").exists():
+        pytest.skip("assets/models/spkit-tiny not built yet")
+    return load_model("spkit-tiny", device="cpu")
+
+
+@pytest.fixture()
+def random_tiny():
+    """A fresh random-init tiny Llama + tokenizer (mechanics tests)."""
+    from spkit.testing import tiny_random_model
+
+    return tiny_random_model()
