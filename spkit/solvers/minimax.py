@@ -16,6 +16,7 @@ Algorithm (memoised negamax over the reachable positions):
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 from spkit.errors import SpkitError
@@ -104,10 +105,12 @@ def solve(game: Game) -> MinimaxSolution:
     return sol
 
 
+_SOLVED: weakref.WeakKeyDictionary[Game, MinimaxSolution] = weakref.WeakKeyDictionary()
+
+
 def solved(game: Game) -> MinimaxSolution:
-    """`solve`, cached on the game object (TicTacToe is solved once per process)."""
-    sol = getattr(game, "_spkit_minimax", None)
+    """`solve`, cached per game object (TicTacToe is solved once per game instance)."""
+    sol = _SOLVED.get(game)
     if sol is None:
-        sol = solve(game)
-        game._spkit_minimax = sol  # type: ignore[attr-defined]
+        sol = _SOLVED[game] = solve(game)
     return sol
