@@ -165,3 +165,29 @@ def test_oracle_counts_and_noise():
     win = tb.empirical_win_rates(np.array([0, 1, 2, 0]), tb.Oracle(P, noisy=False))
     # y0 vs (y0, y1, y2, y0) = (.5, .8, .3, .5) / 4
     assert win[0] == pytest.approx((0.5 + 0.8 + 0.3 + 0.5) / 4)
+
+
+def test_explorer_widget_state_driven_from_python():
+    from spkit.widgets.preference import PreferenceExplorer, summary_table
+
+    ex = PreferenceExplorer(family="three_cycle", steps=200)
+    assert np.allclose(ex.winner, [1 / 6, 1 / 3, 1 / 2], atol=1e-9)
+    ex.set_entry(0, 1, 0.6)  # margin x: 0.3 -> 0.1, winner ∝ (y, z, x) = (0.1, 0.2, 0.1)
+    assert ex.P[1, 0] == pytest.approx(0.4) and ex.family == "custom"
+    assert np.allclose(ex.winner, [0.25, 0.5, 0.25], atol=1e-9)
+    res = ex.run(learners=("Nash-MP", "RLHF (BT)"))
+    assert set(res) == {"Nash-MP", "RLHF (BT)"} and res["Nash-MP"]["last"].shape[0] == 1
+    table = ex.table_html()
+    assert "von Neumann winner" in table and "Nash-MP (last)" in table
+    rows = {r["learner"]: r for r in summary_table(res)}
+    assert rows["Nash-MP"]["last"] < rows["RLHF (BT)"]["last"]
+    ex.set_family("random", n=6, seed=2)
+    assert ex.P.shape == (6, 6) and ex.results == {}
+    from spkit.errors import SpkitError
+
+    with pytest.raises(SpkitError):
+        ex.set_entry(0, 0, 0.3)
+    with pytest.raises(SpkitError):
+        ex.set_entry(0, 1, 1.3)
+    with pytest.raises(SpkitError):
+        ex.set_family("bogus")
