@@ -1,0 +1,195 @@
+r"""Multi-turn self-play rollouts, batched through the spkit `Sampler` across many games at once.
+
+One call plays `n` games to the end. At every "round" all unfinished games whose player to move
+is a language model are collected, their prompts go to the sampler in **one** batch per model,
+the answers are parsed, and legal moves are applied; non-LLM players (random, CFR, minimax,
+heuristic) move immediately. A game therefore costs about as many sampler calls as its longest
+game has turns, not as many as all its turns together.
+
+    agents = [LMAgent(sampler, "direct", params, learner=True)] * 2      # self-play
+    episodes = play_episodes(game, lambda i: agents, n=64, seed=s)
+    turns = [t for e in episodes for t in e.turns if t.learner]           # training data
+
+Rules that match SPIRAL (and `spkit.games.policies.play_match`):
+* An answer that is not exactly a legal action (`parse_action` returns `InvalidMove`) ends the
+  game: the offender gets −1.5, every other player +0.5.
+* Every turn a player took is credited with that player's final return (episodic reward, no
+  discounting); advantages are computed later from (game, role, return).
+
+Direct mode: the prompt ends with ``\boxed{`` and the model writes ``action}``; generation stops
+at ``}``. Reasoning mode: the model writes free text ending with ``\boxed{action}``; generation
+stops at the ``}`` that closes a box (stop string ``"}"`` after a ``\boxed{``, checked by the
+parser) or at EOS / the token limit.
+
+Determinism: chance in game i uses ``derive_seed(seed, "game", i)``; the sampler call of round r
+for model m uses ``derive_seed(seed, "round", r, m)``; a non-LLM player draws from a
+``random.Random`` seeded by (seed, game, seat). Same seed -> same episodes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spkit.games.base import Game, InvalidMove, State
+from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
+from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
+from spkit.generation import Sampler, SamplingParams
+from spkit.train_utils import derive_seed
+
+__all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates"]
+
+
+@dataclass
+class LMAgent:
+    """A language-model player: which sampler, which prompt mode, how to sample.
+
+    `learner=True` marks turns that become training data (the current policy); a frozen
+    opponent (SPIRAL's "fixed" ablation) is an `LMAgent` with its own sampler and
+    `learner=False`.
+    """
+
+    sampler: Sampler
+    mode: str = "direct"  # "direct" | "reasoning"
+    params: SamplingParams = field(default_factory=SamplingParams)
+    learner: bool = True
+
+
+@dataclass
+class Turn:
+    """One LLM decision: everything the policy-gradient loss needs."""
+
+    game: str
+    role: int  # the seat (player index) that moved
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    old_logprobs: list[float]  # untempered log p(token) under the sampling policy
+    text: str
+    action: str | None  # the legal action played, None for an invalid move
+    learner: bool
+    ret: float = 0.0  # filled in when the game ends: this role's final return
+
+
+@dataclass
+class Episode:
+    """One finished game."""
+
+    game: str
+    seed: int
+    returns: list[float]
+    turns: list[Turn]
+    invalid_by: int | None  # seat that made an invalid move (the game ended there), or None
+    learner_seats: list[int]  # seats played by the learner
+    state: State
+
+
+def _prompt_params(agent: LMAgent) -> SamplingParams:
+    """Both modes stop at the first "}" (it closes the answer box in the trained formats)."""
+    p = agent.params
+    stop = tuple(dict.fromkeys((*p.stop, "}")))
+    return SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
+                          top_k=p.top_k, stop=stop, include_stop=True)
+
+
+def _parse(agent: LMAgent, text: str, state: State) -> str | InvalidMove:
+    answer = ANSWER_PREFIX + text if agent.mode == "direct" else text
+    return parse_action(answer, state.legal_actions(), state)
+
+
+def play_episodes(
+    game: Game,
+    seats: Callable[[int], Sequence[Any]],
+    n: int,
+    seed: int,
+) -> list[Episode]:
+    """Play `n` games of `game`; ``seats(i)`` gives game i's players (LMAgent or Policy).
+
+    A Policy is anything with ``sample_action(state, rng)`` (see `spkit.games.policies`).
+    LMAgents that are the same object share one sampler batch per round.
+    """
+    states = [game.new_initial_state(seed=derive_seed(seed, "game", i)) for i in range(n)]
+    players = [list(seats(i)) for i in range(n)]
+    rngs = [[random.Random(derive_seed(seed, "policy", i, s)) for s in range(len(players[i]))]
+            for i in range(n)]
+    turns: list[list[Turn]] = [[] for _ in range(n)]
+    invalid: list[int | None] = [None] * n
+    done = [False] * n
+    rnd = 0
+    while not all(done):
+        _policy_moves(states, players, rngs, invalid, done)
+        waiting: dict[int, list[int]] = {}  # id(agent) -> games waiting for it
+        agents: dict[int, LMAgent] = {}
+        for i, st in enumerate(states):
+            if not done[i]:
+                agent = players[i][st.current_player()]
+                waiting.setdefault(id(agent), []).append(i)
+                agents[id(agent)] = agent
+        for m, (key, idx) in enumerate(waiting.items()):
+            _lm_moves(agents[key], idx, states, turns, invalid, done, derive_seed(seed, "round", rnd, m))
+        rnd += 1
+    return [_finish(game, i, derive_seed(seed, "game", i), states[i], players[i], turns[i], invalid[i])
+            for i in range(n)]
+
+
+def _policy_moves(states, players, rngs, invalid, done) -> None:
+    """Let every non-LLM player move until an LLM is to move or the game ends."""
+    for i, st in enumerate(states):
+        while not done[i]:
+            if st.is_terminal():
+                done[i] = True
+                break
+            seat = st.current_player()
+            player = players[i][seat]
+            if isinstance(player, LMAgent):
+                break
+            action = player.sample_action(st, rngs[i][seat])
+            if isinstance(action, InvalidMove):
+                invalid[i], done[i] = seat, True
+                break
+            st.apply_action(action)
+
+
+def _lm_moves(agent: LMAgent, idx: list[int], states, turns, invalid, done, seed: int) -> None:
+    """One batched sampler call for every game in `idx` waiting on `agent`."""
+    seats = [states[i].current_player() for i in idx]
+    prompts = [format_prompt(states[i], s, agent.mode) for i, s in zip(idx, seats, strict=True)]
+    outs = agent.sampler.generate(prompts, _prompt_params(agent), seed=seed)
+    for i, seat, out in zip(idx, seats, outs, strict=True):
+        st = states[i]
+        text = out.text
+        action = _parse(agent, text, st)
+        ok = not isinstance(action, InvalidMove)
+        turns[i].append(Turn(st.game.name, seat, list(out.prompt_ids), list(out.token_ids),
+                             list(out.logprobs), text, action if ok else None, agent.learner))
+        if ok:
+            st.apply_action(action)
+            done[i] = st.is_terminal()
+        else:
+            invalid[i], done[i] = seat, True
+
+
+def _finish(game, i, seed, state, players, turns, bad) -> Episode:
+    n_players = game.num_players
+    if bad is None:
+        returns = list(state.returns())
+    else:
+        returns = [INVALID_PENALTY if p == bad else INVALID_BONUS for p in range(n_players)]
+    for t in turns:
+        t.ret = returns[t.role]
+    learner = [s for s, p in enumerate(players) if isinstance(p, LMAgent) and p.learner]
+    return Episode(game.name, seed, returns, turns, bad, learner, state)
+
+
+def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]) -> dict[str, float]:
+    """Win / draw / loss rates, mean return and invalid rate of the seat ``seat_of(ep)``."""
+    n = max(len(episodes), 1)
+    rets = [e.returns[seat_of(e)] for e in episodes]
+    return {
+        "win": sum(r > 0 for r in rets) / n,
+        "draw": sum(r == 0 for r in rets) / n,
+        "loss": sum(r < 0 for r in rets) / n,
+        "return": sum(rets) / n,
+        "invalid": sum(e.invalid_by == seat_of(e) for e in episodes) / n,
+    }
