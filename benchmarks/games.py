@@ -179,7 +179,9 @@ def main() -> None:
         line = f"rollouts {name}: spkit {ours:,.0f} steps/s"
         if os_name:
             theirs = open_spiel_rollouts(os_name, args.rollouts)
-            line += f", open_spiel (C++) {theirs:,.0f} steps/s, throughput ratio {ours / theirs:.2f}"
+            line += (
+                f", open_spiel (C++) {theirs:,.0f} steps/s, throughput ratio {ours / theirs:.2f}"
+            )
         print(line)
     print(f"ratio_nash_conv={r_nc:.3f} ratio_cfr={r_cfr:.3f} ratio_ttt_solve={r_ttt:.3f}")
 
