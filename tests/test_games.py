@@ -397,3 +397,48 @@ def test_textarena_unknown_env():
     pytest.importorskip("textarena")
     with pytest.raises(SpkitError, match="similar: .*TicTacToe-v0"):
         load_game("textarena:TicTacToe-v9")
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_illegal_actions_raise_value_error_only(name):
+    game = load_game(name)
+    rng = random.Random(9)
+    junk = ["", " ", "raise", "10", "-1", "0 0 0 0", "accept", "\\boxed{bet}", "🂡", "J"]
+    for seed in range(20):
+        s = game.new_initial_state(seed=seed)
+        while not s.is_terminal():
+            legal = s.legal_actions()
+            for bad in junk:
+                if bad in legal or (legal == [CLUE] and s.clue_problem(bad) is None):
+                    continue
+                before = s.history()
+                with pytest.raises(ValueError):
+                    s.apply_action(bad)
+                assert s.history() == before  # a rejected move changes nothing
+            s.apply_action("a small clue" if legal == [CLUE] else rng.choice(legal))
+        with pytest.raises(ValueError):
+            s.apply_action("anything")
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_longest_prompts_fit_the_tiny_context(name):
+    from spkit.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    game = load_game(name)
+    longest = 0
+    for seed in range(30):
+        s = game.new_initial_state(seed=seed)
+        rng = random.Random(seed)
+        while not s.is_terminal():
+            prompt = format_prompt(s, s.current_player(), "reasoning")
+            longest = max(longest, len(tok(prompt)["input_ids"]))
+            legal = s.legal_actions()
+            if name == "negotiation" and "deny" in legal:
+                s.apply_action("deny")  # longest games: every offer denied
+            else:
+                s.apply_action(
+                    "a thing that is " + "x" * 20 if legal == [CLUE] else rng.choice(legal)
+                )
+    # A 300-token BPE trained on a few lines is a pessimistic proxy for spkit-tiny's 2048.
+    assert longest < 1024, longest
