@@ -17,15 +17,15 @@ from spkit.errors import SpkitError
 from spkit.solvers.matrix import check_preference_matrix, exploitability, von_neumann_winner
 from spkit.tasks.preference import FAMILIES, make_preference
 
-# name -> (module, the iterate its theory covers)
+# name -> (module, the iterate its theory covers; "none": no claim to reach the winner)
 LEARNERS = {
     "SPO": (spo, "avg"),
     "SPPO": (sppo, "avg"),
     "INPO": (inpo, "last"),
     "Nash-MD": (nash_md, "last"),
     "Nash-MP": (nash_mp, "last"),
-    "online DPO": (online_dpo, "last"),
-    "RLHF (BT)": (rlhf_bt, "last"),
+    "online DPO": (online_dpo, "none"),
+    "RLHF (BT)": (rlhf_bt, "none"),
 }
 
 
