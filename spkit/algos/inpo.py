@@ -64,7 +64,7 @@ class Config:
     tau: float = tb.param(0.01, "τ: strength of the KL regulariser toward π_ref (uniform)")
     K: int = tb.param(8, "samples per iteration (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the INPO loss per iteration (sampled form)")
-    lr: float = tb.param(0.1, "learning rate of those gradient steps (sampled form)")
+    lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
     seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 

@@ -66,7 +66,7 @@ class Config:
     schedule: str = tb.param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'")
     tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ")
     K: int = tb.param(8, "samples per iteration (sampled form)")
-    lr: float = tb.param(0.5, "learning rate of the policy-gradient step (sampled form)")
+    lr: float = tb.param(0.1, "learning rate of the policy-gradient step (sampled form)")
     seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 

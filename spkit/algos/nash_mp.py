@@ -63,7 +63,7 @@ class Config:
     tau: float = tb.param(0.0, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner")
     K: int = tb.param(8, "samples per half-step (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the pairwise loss per half-step (sampled form)")
-    lr: float = tb.param(0.1, "learning rate of those gradient steps (sampled form)")
+    lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
     seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 

@@ -63,7 +63,7 @@ class Config:
     eta: float = tb.param(1.0, "η = 1/β: step size of the multiplicative-weights update")
     K: int = tb.param(8, "samples per iteration (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the SPPO loss per iteration (sampled form)")
-    lr: float = tb.param(0.5, "learning rate of those gradient steps (sampled form)")
+    lr: float = tb.param(0.1, "learning rate of those gradient steps (sampled form)")
     seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
