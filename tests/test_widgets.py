@@ -257,9 +257,9 @@ def test_dashboard_from_run_dir(tmp_path) -> None:
 
     log = MetricLogger(tmp_path, tensorboard=False)
     log.log(1, **{"train/loss": 2.0})
-    log.log(2, **{"train/loss": 1.0, "eval/kuhn_nash_conv": 0.4})
+    log.log(2, **{"train/loss": 1.0, "eval/kuhn_poker/nashconv_last": 0.4})
     dash = TrainingDashboard.from_run_dir(tmp_path)
-    assert dash.plotted_keys() == ["train/loss", "eval/kuhn_nash_conv"]
+    assert dash.plotted_keys() == ["train/loss", "eval/kuhn_poker/nashconv_last"]
     assert len(dash.history) == 2 and dash.plot.value[:4] == b"\x89PNG"
     with pytest.raises(SpkitError, match="no metrics.csv"):
         TrainingDashboard.from_run_dir(tmp_path / "nope")

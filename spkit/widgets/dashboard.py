@@ -24,14 +24,17 @@ import ipywidgets as W
 from spkit.errors import SpkitError
 
 #: Shown when `keys` is None and they were logged: loss, reward, exploitability, win/loss
-#: rates, completion length, invalid-move rate (the metric namespace of `spkit.algos`).
+#: rates, completion length, invalid-move rate (the metric names of `spkit.algos.spiral` and
+#: the generic `train/loss`, `train/reward` of the other trainers).
 DEFAULT_KEYS = (
     "train/loss",
+    "losses/policy",
     "train/reward",
-    "eval/kuhn_nash_conv",
-    "eval/kuhn_nash_conv_avg",
-    "eval/ttt_loss_vs_random",
-    "eval/ttt_win_vs_random",
+    "eval/kuhn_poker/nashconv_last",
+    "eval/kuhn_poker/nashconv_avg",
+    "eval/tictactoe/win_vs_random",
+    "eval/tictactoe/loss_vs_random",
+    "eval/negotiation/return_vs_heuristic",
     "train/completion_len",
     "train/invalid_rate",
 )
