@@ -300,6 +300,45 @@ class GameSession:
             t.draws += kind == "draw"
 
 
+def play_transcript(
+    game: Game, players: list[Player], seed: int = 0, names: list[str] | None = None
+) -> tuple[str, list[float]]:
+    """One seeded game between `players` (seat i -> players[i]), as readable text + returns.
+
+    What the notebooks show when nobody can click: each move with the mover's probabilities
+    (when it has them); invalid output ends the game with SPIRAL's penalty, as in `GameSession`.
+    """
+    if len(players) != game.num_players:
+        raise SpkitError(f"{game.name} needs {game.num_players} players, got {len(players)}")
+    names = names or [f"player {p}" for p in range(game.num_players)]
+    state = game.new_initial_state(seed=seed)
+    lines = [f"{names[p]} sees: " + state.observation_text(p).replace("\n", " | ")
+             for p in range(game.num_players)]
+    returns = None
+    for i in range(10_000):
+        if state.is_terminal():
+            break
+        seat = state.current_player()
+        move = players[seat].move(state, seed * 1_000_003 + i)
+        shown = ""
+        if move.probs:
+            top = sorted(move.probs.items(), key=lambda kv: -kv[1])[:4]
+            shown = "   [" + ", ".join(f"{a}: {p:.2f}" for a, p in top) + "]"
+        if move.action is None or (state.legal_actions() != [CLUE]
+                                   and move.action not in state.legal_actions()):
+            lines.append(f"{names[seat]}: INVALID ({move.invalid_reason or move.action!r})")
+            n = game.num_players
+            returns = [INVALID_PENALTY if p == seat else INVALID_BONUS for p in range(n)]
+            break
+        lines.append(f"{names[seat]}: {move.action}{shown}")
+        state.apply_action(move.action)
+    if returns is None:
+        returns = state.returns()
+        lines.append("end: " + state.observation_text(0).replace("\n", " | "))
+    lines.append("returns: " + ", ".join(f"{names[p]} {r:+.2f}" for p, r in enumerate(returns)))
+    return "\n".join(lines), returns
+
+
 # ---- Terminal front end --------------------------------------------------------------------
 def board_renderable(session: GameSession):
     """A rich renderable of what the human sees (TicTacToe as a grid, others as text)."""

@@ -163,3 +163,15 @@ def test_cli_ctrl_c_exits_cleanly(model_dir: str) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "Interrupted." in out and "Traceback" not in err
+
+
+def test_play_transcript_scripted_and_invalid() -> None:
+    from spkit.play import play_transcript
+
+    game = load_game("kuhn_poker")
+    text, returns = play_transcript(game, [Fixed("bet"), Fixed("fold")], seed=0, names=["a", "b"])
+    assert "a: bet" in text and "b: fold" in text and returns == [1.0, -1.0]
+    text, returns = play_transcript(game, [Fixed(None), Fixed()], seed=0)
+    assert "player 0: INVALID" in text and returns == [-1.5, 0.5]
+    random_pair = [PolicyPlayer(UniformRandomPolicy())] * 2
+    assert play_transcript(game, random_pair, seed=4) == play_transcript(game, random_pair, seed=4)
