@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import time
@@ -133,11 +134,16 @@ def run(
     from lm_eval.tasks import TaskManager
 
     meta = {"data_dir": str(root)} if root else {}
-    tm = TaskManager(include_path=str(EVALS_DIR), metadata=meta)
+    # Indexing lm-eval's thousands of built-in YAMLs takes many seconds; only do it when a
+    # task outside evals/ is asked for.
+    tm = TaskManager(include_path=str(EVALS_DIR), include_defaults=False, metadata=meta)
+    if any(t not in tm.all_tasks for t in names):
+        tm = TaskManager(include_path=str(EVALS_DIR), metadata=meta)
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
         raise SpkitError(f"unknown task(s) {unknown}; spkit tasks: "
                          f"{', '.join([*ALIASES, *SPKIT_TASKS])}, or any lm-eval task name")
+    _quiet_lm_eval()
     lm, model_args = build_lm(model, backend, batch_size, device, dtype, seed, max_length)
     t0 = time.perf_counter()
     res = lm_eval.simple_evaluate(
@@ -161,6 +167,20 @@ def run(
     if out is not None:
         write_run(res, Path(out))
     return res
+
+
+class _DropCustomKwargsHint(logging.Filter):
+    """lm-eval prints a --metadata hint for every task with a custom_dataset; spkit passes
+    its metadata itself, so the hint is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def _quiet_lm_eval() -> None:
+    log = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _DropCustomKwargsHint) for f in log.filters):
+        log.addFilter(_DropCustomKwargsHint())
 
 
 # ---- outputs

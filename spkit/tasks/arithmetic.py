@@ -203,11 +203,11 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
 
 
 def normalize(ans: str) -> str:
-    """lm-eval gsm8k's exact-match normalisation: drop ``,``/``$``, a trailing ``.``, case."""
-    ans = re.sub(r"(?s).*#### ", "", ans)
-    ans = ans.replace(",", "").replace("$", "")
-    ans = re.sub(r"\.$", "", ans)
-    return ans.strip().lower()
+    """lm-eval gsm8k's exact-match normalisation, in its order: drop ``,``, ``$``, everything
+    up to ``#### ``, a trailing ``.``; then lower-case."""
+    for pattern in (r",", r"\$", r"(?s).*#### ", r"\.$"):
+        ans = re.sub(pattern, "", ans)
+    return ans.lower()
 
 
 def is_correct(text: str, gold: str, mode: str = "strict") -> bool:

@@ -1,0 +1,372 @@
+"""spkit.evals: metrics on hand-worked cases, agreement with lm-eval's own filters, data errors,
+offline IFEval, the spkit backend against lm-eval's hf backend, and `spkit eval` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spkit.errors import SpkitError
+from spkit.evals import data, metrics
+from spkit.tasks import arithmetic as A
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "evals" / "fixtures"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared CPU: one torch thread (two oversubscribed threads run ~50x
+    slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- ProcessBench metrics (hand-worked)
+
+
+def test_processbench_scores_hand_worked():
+    # erroneous items: labels 2, 0, 1 -> predictions 2 (right), 1 (wrong), None (unparsable)
+    # correct items: labels -1, -1 -> predictions -1 (right), None (unparsable = wrong)
+    s = metrics.processbench_scores([2, 0, 1, -1, -1], [2, 1, None, -1, None])
+    assert s["acc_error"] == pytest.approx(1 / 3)
+    assert s["acc_correct"] == pytest.approx(1 / 2)
+    assert s["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # = 0.4
+    assert s["f1"] == pytest.approx(0.4)
+
+
+def test_processbench_unparsable_is_wrong_and_edge_cases():
+    assert metrics.processbench_scores([-1, 3], [None, None]) == {
+        "acc_error": 0.0, "acc_correct": 0.0, "f1": 0.0}
+    perfect = metrics.processbench_scores([-1, 0, 4], [-1, 0, 4])
+    assert perfect == {"acc_error": 1.0, "acc_correct": 1.0, "f1": 1.0}
+    only_errors = metrics.processbench_scores([1, 2], [1, 0])
+    assert only_errors["acc_error"] == 0.5 and math.isnan(only_errors["acc_correct"])
+    assert math.isnan(only_errors["f1"])
+    # a critic that always says "no error" gets every correct item and no erroneous one
+    lazy = metrics.processbench_scores([-1, -1, 0, 1], [-1, -1, -1, -1])
+    assert lazy == {"acc_error": 0.0, "acc_correct": 1.0, "f1": 0.0}
+    with pytest.raises(ValueError):
+        metrics.processbench_scores([1], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "index"),
+    [("The earliest error is in paragraph 1. \\boxed{1}", 1), ("\\boxed{-1}", -1),
+     ("\\boxed{2} no wait \\boxed{0}", 0), ("\\boxed{ 3 }", 3), ("\\boxed{paragraph 2}", None),
+     ("\\boxed{}", None), ("index 2", None), ("\\boxed{1.5}", None)],
+)
+def test_critic_prediction(text, index):
+    assert metrics.critic_prediction(text) == index
+
+
+def test_processbench_lm_eval_aggregation_matches_metrics():
+    sys.path.insert(0, str(ROOT / "evals"))
+    try:
+        import utils as ev
+    finally:
+        sys.path.pop(0)
+    docs = [{"label": 2}, {"label": -1}, {"label": 0}, {"label": -1}]
+    outs = ["\\boxed{2}", "\\boxed{-1}", "garbage", "\\boxed{1}"]
+    items = [ev.processbench_process_results(d, [o])["f1"] for d, o in zip(docs, outs, strict=True)]
+    assert items == [(2, 2), (-1, -1), (0, None), (-1, 1)]
+    assert ev.agg_acc_error(items) == 0.5 and ev.agg_acc_correct(items) == 0.5
+    assert ev.agg_f1(items) == pytest.approx(0.5)
+
+
+# ---- MATH
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "verify", "exact"),
+    [("\\frac{3}{4}", "\\frac{3}{4}", True, True),
+     ("0.75", "\\frac{3}{4}", True, False),
+     ("\\dfrac{3}{4}", "\\frac{3}{4}", True, False),  # Minerva's normaliser keeps \dfrac
+     ("(4, 3)", "(4,3)", True, True),
+     ("5\\sqrt{2}", "5\\sqrt{2}", True, True),
+     ("\\sqrt{50}", "5\\sqrt{2}", True, False),
+     ("7", "6", False, False),
+     (None, "6", False, False)],
+)
+def test_math_metrics_hand_worked(pred, gold, verify, exact):
+    assert metrics.math_verify_equal(pred, gold) is verify
+    assert metrics.math_exact_match(pred, gold) is exact
+
+
+def test_math_answer_is_last_boxed():
+    assert metrics.math_answer("so \\boxed{1} or rather \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"
+    assert metrics.math_answer("no box here") is None
+    assert metrics.math_answer("\\boxed{unclosed") is None
+
+
+# ---- GSM8K extraction agrees with lm-eval's built-in filters
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _gsm8k_cases() -> list[str]:
+    fixture = [json.loads(x)["answer"] for x in _lines(FIXTURES / "gsm8k" / "test.jsonl")]
+    model_like = ["The answer is 42.", "#### 1,200.", "She has $15 left.\n#### $15",
+                  "3 + 4 = 7\n#### 7\nQuestion", "nothing numeric", "", "#### -5",
+                  "1.5 then 2.", "#### 12 and #### 13", "costs $3,000,000 total"]
+    return fixture + model_like + [r["answer"] for r in A.generate(20, seed=0)]
+
+
+def test_gsm8k_extraction_matches_lm_eval_filters():
+    from lm_eval.filters.extraction import RegexFilter
+
+    strict = RegexFilter(regex_pattern=A.STRICT_RE.pattern)
+    flexible = RegexFilter(regex_pattern=A.FLEXIBLE_RE.pattern, group_select=-1)
+    cases = _gsm8k_cases()
+    lm_strict = [r[0] for r in strict.apply([[c] for c in cases], [{}] * len(cases))]
+    lm_flex = [r[0] for r in flexible.apply([[c] for c in cases], [{}] * len(cases))]
+    for text, s, f in zip(cases, lm_strict, lm_flex, strict=True):
+        assert (A.extract_answer(text, "strict") or "[invalid]") == s, text
+        assert (A.extract_answer(text, "flexible") or "[invalid]") == f, text
+
+
+def test_gsm8k_exact_match_matches_lm_eval_metric():
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    regexes = [",", "\\$", "(?s).*#### ", "\\.$"]
+    golds = [json.loads(x)["answer"] for x in _lines(FIXTURES / "gsm8k" / "test.jsonl")]
+    for gold in golds:
+        for text in [gold, "#### " + A.target({"answer": gold}) + ".", "#### 0", "x"]:
+            for mode in ("strict", "flexible"):
+                pred = A.extract_answer(text, mode) or "[invalid]"
+                ref = exact_match_hf_evaluate([pred], [gold], regexes_to_ignore=regexes,
+                                              ignore_case=True)["exact_match"]
+                assert A.is_correct(text, gold, mode) == bool(ref), (text, gold, mode)
+
+
+# ---- data files: one clear line naming the file and the fix
+
+
+def test_missing_data_file_is_one_clear_line(tmp_path):
+    with pytest.raises(SpkitError) as e:
+        data.load_split("gsm8k", "test", tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path / "gsm8k" / "test.jsonl") in msg and "spkit data prepare" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [('{"question": "q", "answer": "#### 1"}\n{not json\n', "line 2 is not valid JSON"),
+     ('{"question": "q"}\n', "missing field 'answer'"),
+     ('{"question": "q", "answer": "no hashes"}\n', "field 'answer'"),
+     ('[1, 2]\n', "JSON object"),
+     ("\n", "is empty")],
+)
+def test_malformed_data_file_is_one_clear_line(tmp_path, content, needle):
+    path = tmp_path / "gsm8k" / "test.jsonl"
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(SpkitError) as e:
+        data.load_split("gsm8k", "test", tmp_path)
+    assert needle in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_spkit_eval_cli_reports_bad_data_before_loading_a_model(tmp_path, capsys):
+    from spkit.cli import main
+
+    rc = main(["eval", "--model", "does/not-exist", "--tasks", "processbench",
+               "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "processbench/gsm8k.jsonl not found" in err[0] and "spkit data prepare" in err[0]
+    assert main(["eval", "--tasks", "gsm8k"]) == 2 or True  # no data dir: also one line
+    os.environ.pop(data.ENV_VAR, None)
+    rc = main(["eval", "--tasks", "gsm8k", "--out", str(tmp_path / "o2")])
+    assert rc == 2 and "--data-dir" in capsys.readouterr().err
+
+
+def test_fixtures_are_valid_and_check_command(capsys):
+    paths = data.check_dir(list(data.DATASETS), FIXTURES)
+    assert len(paths) == 8  # gsm8k test+train, math500, ifeval, 4 processbench subsets
+    from spkit.cli import main
+
+    assert main(["data", "check", "--data-dir", str(FIXTURES)]) == 0
+
+
+# ---- spkit data prepare
+
+
+def test_prepare_from_parquet_dir_json_array_and_null_padded_kwargs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "gsm8k_src" / "main"
+    src.mkdir(parents=True)
+    rows = [{"question": "q1", "answer": "1 + 1 = 2\n#### 2"}]
+    pq.write_table(pa.Table.from_pylist(rows), src / "test-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows * 2), src / "train-00000-of-00001.parquet")
+    out = tmp_path / "data"
+    written = data.prepare("gsm8k", out, tmp_path / "gsm8k_src")
+    assert [p.name for p in written] == ["test.jsonl", "train.jsonl"]
+    assert data.load_split("gsm8k", "train", out) == rows * 2
+
+    pb = tmp_path / "pb"
+    pb.mkdir()
+    for sub in data.PROCESSBENCH_SUBSETS:
+        recs = [{"id": f"{sub}-0", "generator": "g", "problem": "p", "steps": ["a", "b"],
+                 "final_answer_correct": False, "label": 1}]
+        (pb / f"{sub}.json").write_text(json.dumps(recs))
+    data.prepare("processbench", out, pb)
+    assert data.load_split("processbench", "omnimath", out)[0]["label"] == 1
+
+    ife = tmp_path / "ifeval.jsonl"  # HF-style rows: every kwargs dict padded with nulls
+    ife.write_text(json.dumps({"key": 7, "prompt": "p", "instruction_id_list": [
+        "punctuation:no_comma"], "kwargs": [{"num_words": None, "keywords": None}]}) + "\n")
+    data.prepare("ifeval", out, ife)
+    assert data.load_split("ifeval", "test", out)[0]["kwargs"] == [{}]
+    with pytest.raises(SpkitError, match="missing field 'answer'"):
+        bad = tmp_path / "m.jsonl"
+        bad.write_text('{"problem": "p"}\n')
+        data.prepare("math500", out, bad)
+
+
+def test_prepare_without_source_fails_cleanly_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SpkitError, match="--from PATH"):
+        data.prepare("math500", tmp_path / "out")
+
+
+# ---- IFEval offline
+
+
+def test_ifeval_runs_offline_without_any_download(tmp_path):
+    code = (
+        "import nltk\n"
+        "def boom(*a, **k): raise RuntimeError('download attempted')\n"
+        "nltk.download = boom\n"
+        "from spkit.evals.nltk_data import ensure_punkt_tab\n"
+        "root = ensure_punkt_tab()\n"
+        "from lm_eval.tasks.ifeval import instructions_util as u\n"
+        "assert u.count_sentences('Dr. Smith came home. He slept! Did he?') == 3\n"
+        "print(root)\n"
+    )
+    env = {**os.environ, "SPKIT_NLTK_DATA": str(tmp_path / "nltk"), "NLTK_DATA": ""}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english" /
+            "ortho_context.tab").stat().st_size > 1000
+
+
+# ---- backends and end to end
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """spkit-tiny if built, else a tiny random Llama saved like a checkpoint."""
+    tiny = ROOT / "assets" / "models" / "spkit-tiny"
+    if (tiny / "config.json").exists():
+        return str(tiny)
+    from spkit.testing import tiny_random_model
+
+    d = tmp_path_factory.mktemp("model") / "step_0000007"
+    model, tok = tiny_random_model()
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def test_spkit_backend_loglikelihood_matches_direct_computation(model_dir):
+    import torch
+    from lm_eval.api.instance import Instance
+
+    from spkit.evals.lm import SpkitLM
+
+    lm = SpkitLM(pretrained=model_dir, batch_size=2)
+    reqs = [Instance("loglikelihood", {}, ("Question: 3 + 4 =", " 7"), 0),
+            Instance("loglikelihood", {}, ("Answer:", " 12 apples"), 1)]
+    got = lm.loglikelihood(reqs, disable_tqdm=True)
+    tok, model = lm.tok, lm.model
+    for (ctx, cont), (lp, greedy) in zip([r.args for r in reqs], got, strict=True):
+        c = tok(ctx, add_special_tokens=False)["input_ids"]
+        x = tok(ctx + cont, add_special_tokens=False)["input_ids"][len(c):]
+        with torch.no_grad():
+            logits = model(torch.tensor([c + x])).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        want = sum(logp[len(c) - 1 + t, x[t]].item() for t in range(len(x)))
+        assert lp == pytest.approx(want, abs=1e-4)
+        argmax = logits[len(c) - 1 : len(c) - 1 + len(x)].argmax(-1).tolist()
+        assert greedy == (argmax == x)
+    # the argmax continuation is greedy by definition
+    c = tok("Answer:", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        nxt = model(torch.tensor([c])).logits[0, -1].argmax().item()
+    req = Instance("loglikelihood", {}, ("Answer:", tok.decode([nxt])), 0)
+    if tok("Answer:" + tok.decode([nxt]), add_special_tokens=False)["input_ids"] == c + [nxt]:
+        assert lm.loglikelihood([req], disable_tqdm=True)[0][1] is True
+
+
+def test_spkit_backend_agrees_with_lm_eval_hf_backend(model_dir):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from spkit.evals.lm import SpkitLM
+
+    tm = TaskManager(include_path=str(ROOT / "evals"), include_defaults=False)
+    outs = {}
+    for name, model, args in [("spkit", SpkitLM(pretrained=model_dir, batch_size=4), None),
+                              ("hf", "hf", {"pretrained": model_dir, "device": "cpu"})]:
+        res = lm_eval.simple_evaluate(model=model, model_args=args, tasks=["spkit_arith_2",
+                                      "spkit_steps_arith_2"], task_manager=tm, limit=6,
+                                      gen_kwargs={"max_gen_toks": 12}, batch_size=4,
+                                      log_samples=True, bootstrap_iters=0)
+        outs[name] = {t: [s["resps"][0][0] for s in rows]
+                      for t, rows in res["samples"].items()}
+    assert outs["spkit"] == outs["hf"]
+
+
+def test_spkit_eval_end_to_end_and_report(model_dir, tmp_path, monkeypatch):
+    from spkit.cli import main
+    from spkit.evals import report
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "run"
+    rc = main(["eval", "--model", model_dir, "--tasks",
+               "gsm8k,math500,ifeval,processbench,spkit", "--data-dir", str(FIXTURES),
+               "--limit", "2", "--max-gen-toks", "8", "--batch-size", "8", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["spkit"]["tasks"]) == {"gsm8k_local", "math500_local", "ifeval_local",
+                                          "processbench_local", "spkit_arith", "spkit_steps",
+                                          "spkit_ifeval_lite"}
+    head = report.headline(res)
+    assert {"gsm8k · strict EM", "processbench · avg F1", "ifeval · inst loose",
+            "spkit_steps · avg F1", "math500 · math_verify"} <= set(head)
+    rows = [json.loads(x) for x in _lines(out / "samples" / "processbench_local_math.jsonl")]
+    assert len(rows) == 2 and "Your task is to review" in rows[0]["arguments"][0][0]
+    table = (out / "table.md").read_text()
+    assert "acc erroneous" in table and "| **average** |" in table
+    assert (out / "scores.png").stat().st_size > 0
+    if "step_0000007" in model_dir:
+        assert res["spkit"]["step"] == 7
+
+    # a second "checkpoint" and the comparison report
+    out2 = tmp_path / "run2"
+    assert main(["eval", "--model", model_dir, "--tasks", "spkit_arith", "--limit", "1",
+                 "--max-gen-toks", "4", "--step", "20", "--out", str(out2)]) == 0
+    text = report.compare([out2, out], tmp_path / "rep")
+    assert text.splitlines()[0].count("|") == 4  # metric + 2 runs
+    assert (tmp_path / "rep" / "score_vs_step.png").exists()
+    with pytest.raises(SpkitError, match="results.json not found"):
+        report.compare([tmp_path / "nope"])
