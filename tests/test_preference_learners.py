@@ -46,7 +46,7 @@ def _all_ordered_pairs(n: int):
     return torch.as_tensor(w.ravel()), torch.as_tensor(lo.ravel())
 
 
-@pytest.mark.parametrize("eta,tau", [(0.5, 0.1), (1.0, 0.01), (2.0, 0.3)])
+@pytest.mark.parametrize("eta,tau", [(0.5, 0.1), (2.0, 0.3)])
 def test_inpo_pairwise_loss_reproduces_mirror_descent(eta, tau):
     """Minimising E[(h − η/2)²] over ordered pairs from π_t gives exactly π_{t+1} of OMD."""
     n = 5
@@ -129,15 +129,16 @@ ALL = [spo, sppo, inpo, nash_md, nash_mp, online_dpo, rlhf_bt]
 
 @pytest.mark.parametrize("mod", ALL, ids=[m.__name__.split(".")[-1] for m in ALL])
 def test_sampled_form_is_deterministic_and_learns(mod):
-    cfg = mod.Config(family="three_cycle", mode="sampled", steps=300, seed=7)
+    cfg = mod.Config(family="three_cycle", mode="sampled", steps=60, seed=7)
     a, b = mod.train(cfg), mod.train(cfg)
     assert a.exploit_last == b.exploit_last and a.exploit_avg == b.exploit_avg
-    c = mod.train(mod.Config(family="three_cycle", mode="sampled", steps=300, seed=8))
+    c = mod.train(mod.Config(family="three_cycle", mode="sampled", steps=60, seed=8))
     assert c.exploit_last != a.exploit_last or mod is rlhf_bt and c.pi_last.tolist() != a.pi_last.tolist()
     assert np.isclose(a.pi_last.sum(), 1.0) and np.all(a.pi_last >= 0)
-    assert a.steps[0] == 0 and a.steps[-1] == 300
+    assert a.steps[0] == 0 and a.steps[-1] == 60
 
 
+@pytest.mark.slow
 def test_sampled_preference_learners_beat_uniform_on_average():
     P = three_cycle(0.3, 0.1, 0.2)
     base = exploitability(P, np.ones(3) / 3)
