@@ -65,7 +65,8 @@ class Config:
     matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
     mode: str = tb.param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle)")
     steps: int = tb.param(2000, "number of self-play iterations t")
-    lr: float = tb.param(1.0, "policy-gradient step size α on the logits")
+    lr: float = tb.param(1.0, "α: natural-policy-gradient step size (exact form)")
+    pg_lr: float = tb.param(0.3, "REINFORCE step size on the logits (sampled form)")
     K: int = tb.param(8, "samples per iteration (sampled form)")
     seed: int = tb.param(0, "seed of sampling and oracle noise")
 
@@ -91,7 +92,7 @@ def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator,
         lp = logp[idx].unsqueeze(1)  # (K, 1): one "token" per response
         return ppo_clip_loss(lp, lp.detach(), adv, torch.ones_like(lp))  # Eq. (2)
 
-    return tb.fit_logits(theta, loss, steps=1, lr=cfg.lr)
+    return tb.fit_logits(theta, loss, steps=1, lr=cfg.pg_lr)
 
 
 # ---- Train
