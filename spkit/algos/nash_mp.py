@@ -60,7 +60,7 @@ class Config:
     mode: str = tb.param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
     steps: int = tb.param(2000, "number of iterations t")
     eta: float = tb.param(1.0, "η: mirror-prox step size")
-    tau: float = tb.param(0.0, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner")
+    tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner itself")
     K: int = tb.param(8, "samples per half-step (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the pairwise loss per half-step (sampled form)")
     lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
