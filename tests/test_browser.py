@@ -10,6 +10,7 @@ JupyterLab (and its kernel) is shut down by the fixture's finalizer, pass or fai
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -82,6 +83,15 @@ def _stop(proc: subprocess.Popen, base: str, token: str) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _start_session(base: str, token: str) -> None:
+    """Create the notebook's kernel session through the REST API; JupyterLab then attaches to it."""
+    body = json.dumps({"path": NOTEBOOK, "type": "notebook", "name": NOTEBOOK,
+                       "kernel": {"name": "python3"}}).encode()
+    req = urllib.request.Request(f"{base}/api/sessions?token={token}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).close()
+
+
 @pytest.fixture()
 def jupyter_lab(tmp_path: Path):
     """(base URL, token) of a JupyterLab serving a temporary copy of tests/browser/."""
@@ -124,6 +134,7 @@ def test_tictactoe_widget_in_real_browser(jupyter_lab, tmp_path: Path) -> None:
 
     base, token = jupyter_lab
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    _start_session(base, token)  # the kernel boots while the browser loads JupyterLab
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
