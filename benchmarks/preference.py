@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from spkit.solvers.matrix import von_neumann_winner
+from spkit.solvers.matrix import regularized_equilibrium, von_neumann_winner
 from spkit.tasks.preference import make_preference, random_intransitive
 from spkit.widgets.preference import LEARNERS, compare_learners, summary_table
 
@@ -52,11 +52,12 @@ def learner_speed(P: np.ndarray, mode: str, steps: int) -> dict[str, float]:
     return out
 
 
-def lp_time(n: int = 20, reps: int = 20) -> float:
+def solve_time(solver, n: int = 20, reps: int = 20) -> float:
+    """Mean seconds per solve over `reps` random intransitive n×n matrices."""
     mats = [random_intransitive(n, s) for s in range(reps)]
     t = time.perf_counter()
     for P in mats:
-        von_neumann_winner(P)
+        solver(P)
     return (time.perf_counter() - t) / reps
 
 
@@ -75,8 +76,10 @@ def main() -> None:
         print(f"\n{mode} form, n=10 (steps/s, and anchor/learner = how many Hedge steps one step costs)")
         for name, s in speeds.items():
             print(f"  {name:12s} {s:10,.0f} steps/s   cost = {anchor / s:8.1f} × anchor")
-    t = lp_time()
+    t = solve_time(von_neumann_winner)
     print(f"\nLP von Neumann winner, 20×20: {1e3 * t:.2f} ms per solve = {t * anchor:.0f} × anchor step")
+    t = solve_time(lambda P: regularized_equilibrium(P, np.ones(len(P)) / len(P), 0.01))
+    print(f"KL-regularised equilibrium, 20×20, tau=0.01: {1e3 * t:.2f} ms per solve = {t * anchor:.0f} × anchor step")
 
     if args.results:
         cases = [("three_cycle (0.3,0.1,0.2)", make_preference("three_cycle")),

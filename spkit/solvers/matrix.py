@@ -102,8 +102,10 @@ def regularized_equilibrium(
     """The equilibrium of max_π min_π' P(π ≻ π') − τ KL(π‖ref) + τ KL(π'‖ref).
 
     By symmetry it is the unique fixed point π = softmax(log ref + Pπ/τ). We run mirror-prox
-    (extragradient), which converges linearly for τ > 0 and needs no good start, then polish
-    with Newton's method (scipy `root`) on the fixed-point equation. τ = 0 gives the LP winner.
+    (extragradient), which converges linearly for τ > 0 and needs no good start, and every 200
+    steps try to finish with Newton's method (scipy `root`) on the fixed-point equation,
+    accepting its answer only if the regularised exploitability is below 1e-10. τ = 0 gives
+    the LP winner.
     """
     P = check_preference_matrix(P)
     n = P.shape[0]
@@ -113,24 +115,20 @@ def regularized_equilibrium(
     if tau == 0:
         return von_neumann_winner(P)
     log_ref = _log(ref)
-    eta = 1.0 / (tau + 2.0 * np.abs(P - 0.5).sum(1).max() + 1e-12)  # step below 1/L
-    pi = ref.copy()
-    for _ in range(max_iter):
-        half = _softmax((1 - eta * tau) * _log(pi) + eta * tau * log_ref + eta * (P @ pi))
-        new = _softmax((1 - eta * tau) * _log(pi) + eta * tau * log_ref + eta * (P @ half))
-        done = np.abs(new - pi).max() < 1e-7  # Newton finishes from here
-        pi = new
-        if done:
-            break
-
+    eta = 1.0 / (tau + 2.0 * np.abs(P - 0.5).max() + 1e-12)  # below 1/L in the entropic geometry
     def fixed_point(z: np.ndarray) -> np.ndarray:  # z = unnormalised log π
-        p = _softmax(z)
-        return z - z.max() - (log_ref + (P @ p) / tau - (log_ref + (P @ p) / tau).max())
+        g = log_ref + (P @ _softmax(z)) / tau
+        return (z - z.max()) - (g - g.max())
 
-    sol = root(fixed_point, _log(pi), method="hybr", tol=1e-14)
-    cand = _softmax(sol.x)
-    if regularized_exploitability(P, cand, ref, tau) <= regularized_exploitability(P, pi, ref, tau):
-        pi = cand
+    pi = ref.copy()
+    for it in range(1, max_iter + 1):
+        half = _softmax((1 - eta * tau) * _log(pi) + eta * tau * log_ref + eta * (P @ pi))
+        pi = _softmax((1 - eta * tau) * _log(pi) + eta * tau * log_ref + eta * (P @ half))
+        if it % 200 == 0:  # try to finish with Newton every 200 extragradient steps
+            sol = root(fixed_point, _log(pi), method="hybr", tol=1e-14)
+            cand = _softmax(sol.x)
+            if regularized_exploitability(P, cand, ref, tau) < 1e-10:
+                return cand
     if regularized_exploitability(P, pi, ref, tau) > 1e-7:
         raise SpkitError(
             f"regularised equilibrium did not converge for tau={tau}; try a larger tau"
