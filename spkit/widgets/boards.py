@@ -237,7 +237,7 @@ class TicTacToeBoard(GameBoard):
             b = W.Button(description="", tooltip=f"cell {i + 1}",
                          layout=W.Layout(width="56px", height="56px"))
             b.add_class("spkit-ttt-cell")
-            b.style.font_weight = "bold"
+            b.style.font_weight, b.style.font_size = "bold", "22px"
             b.on_click(lambda _, a=str(i + 1): self.human_move(a))
             self.cells.append(b)
         return W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(3, 60px)"))
@@ -246,6 +246,7 @@ class TicTacToeBoard(GameBoard):
         board = self.session.state.board
         for b, mark in zip(self.cells, board, strict=True):
             b.description = "" if mark == "." else mark
+            b.style.text_color = {"X": "#1f4e99", "O": "#b03a2e"}.get(mark, "black")
             b.disabled = not can_move or mark != "."
 
     def marks(self) -> str:
