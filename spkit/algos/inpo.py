@@ -37,10 +37,8 @@ import argparse
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from spkit.rl import tabular as tb
-from spkit.rl.losses import inpo_loss
 
 PAPER = {
     "title": "Iterative Nash Policy Optimization: Aligning LLMs with General Preferences via No-Regret Learning",
@@ -77,25 +75,12 @@ def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, cfg: Confi
     return tb.mirror_step(tb.log_softmax(theta), win, cfg.eta, cfg.tau, log_ref)  # Eq. (1)
 
 
-def pair_loss(theta_t: np.ndarray, log_ref: np.ndarray, yw: np.ndarray, yl: np.ndarray, cfg: Config):
-    """The INPO loss (2) on ordered pairs as a function of log π_θ (anchored at θ_t).
-
-    Nash-MP reuses this with pairs drawn from its intermediate policy."""
-    prev = torch.tensor(tb.log_softmax(theta_t))  # (n,) log π_t, fixed
-    ref = torch.tensor(log_ref)  # (n,)
-    w, lo = torch.as_tensor(yw), torch.as_tensor(yl)
-
-    def loss(logp: torch.Tensor) -> torch.Tensor:
-        return inpo_loss(logp[w], logp[lo], ref[w], ref[lo], prev[w], prev[lo], cfg.eta, cfg.tau)  # Eq. (2)
-
-    return loss
-
-
 def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """Pairs from π_t ordered by the noisy oracle, then a few gradient steps of (2)."""
     ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
     yw, yl = tb.ordered_pairs(ys, oracle)  # (K(K−1)/2,) each
-    return tb.fit_logits(theta, pair_loss(theta, log_ref, yw, yl, cfg), cfg.inner_steps, cfg.lr)
+    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2)
+    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spkit.algos.inpo import pair_loss
 from spkit.rl import tabular as tb
 
 PAPER = {
@@ -81,10 +80,12 @@ def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cf
     """The two half-steps, each regressed with the INPO pairwise loss anchored at θ_t."""
     ys = tb.sample(tb.softmax(theta), cfg.K, rng)
     yw, yl = tb.ordered_pairs(ys, oracle)
-    half = tb.fit_logits(theta, pair_loss(theta, log_ref, yw, yl, cfg), cfg.inner_steps, cfg.lr)  # Eq. (1)
+    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (1), pairs ~ π_t
+    half = tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
     ys = tb.sample(tb.softmax(half), cfg.K, rng)
     yw, yl = tb.ordered_pairs(ys, oracle)
-    return tb.fit_logits(theta, pair_loss(theta, log_ref, yw, yl, cfg), cfg.inner_steps, cfg.lr)  # Eq. (2)
+    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2), pairs ~ π_{t+½}
+    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train

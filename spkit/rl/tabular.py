@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from spkit.errors import SpkitError
+from spkit.rl.losses import inpo_loss
 from spkit.solvers.matrix import (
     check_preference_matrix,
     exploitability,
@@ -35,6 +36,7 @@ __all__ = [
     "ordered_pairs",
     "fit_bradley_terry",
     "fit_logits",
+    "inpo_pair_loss",
     "History",
     "run",
 ]
@@ -173,6 +175,24 @@ def fit_logits(
         with torch.no_grad():
             t -= lr * grad
     return t.detach().numpy()
+
+
+def inpo_pair_loss(
+    theta_t: np.ndarray, log_ref: np.ndarray, yw: np.ndarray, yl: np.ndarray, eta: float, tau: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The INPO pairwise loss on ordered pairs, as a function of log π_θ, anchored at θ_t.
+
+    Its minimiser is the OMD step from π_t against the distribution the pairs were drawn from,
+    so INPO (pairs from π_t) and Nash-MP's two half-steps (pairs from π_t, then π_{t+½}) share it.
+    """
+    prev = torch.tensor(log_softmax(theta_t))  # (n,) log π_t, fixed
+    ref = torch.tensor(log_ref)  # (n,)
+    w, lo = torch.as_tensor(yw), torch.as_tensor(yl)
+
+    def loss(logp: torch.Tensor) -> torch.Tensor:
+        return inpo_loss(logp[w], logp[lo], ref[w], ref[lo], prev[w], prev[lo], eta, tau)
+
+    return loss
 
 
 # ---- Run loop
