@@ -18,6 +18,7 @@ asks for ``do_sample``.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -47,6 +48,11 @@ class SpkitLM(LM):
         **_: Any,  # lm-eval passes extra model_args (e.g. trust_remote_code); ignored
     ) -> None:
         super().__init__()
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's CLI passes --device (default "cuda") to every backend
+            warnings.warn(f"device {device!r} unavailable; using the default device",
+                          stacklevel=2)
+            device = None
         if model is None:
             from spkit.models import load_model
 
