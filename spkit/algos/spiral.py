@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -150,6 +151,8 @@ class Config:
     seed: int = 0  # every random choice derives from it
     out: str = "runs/spiral"  # output directory (metrics.csv, plots, checkpoints, final/)
     resume: bool = False  # continue from the newest checkpoint in `out`
+    tensorboard: bool = True  # also write TensorBoard events (metrics.csv is always written)
+    plot: bool = True  # write spiral.png (the main curves) into `out` at the end
     device: str | None = None  # cpu | cuda | mps (None = auto)
     dtype: str | None = None  # model dtype (None = float32 on CPU)
 
@@ -332,7 +335,7 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
             logp[keys[j]][a] = lp
         table, mass = {}, []
         for k, v in logp.items():  # softmax over the legal answers, stable for tiny masses
-            z = torch.logsumexp(torch.tensor(list(v.values())), 0).item()
+            z = torch.logsumexp(torch.tensor(list(v.values()), dtype=torch.float64), 0).item()
             table[k] = {a: math.exp(lp - z) for a, lp in v.items()}
             mass.append(math.exp(z))
         return table, {"legal_mass": float(np.mean(mass)), "counts": None}
@@ -372,11 +375,21 @@ def bootstrap_nashconv(game: Game, counts: dict[str, dict[str, int]], seed: int,
     return float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
 
 
+@functools.cache
+def _eval_game(name: str) -> Game:
+    return load_game(name)  # one object per name: its solved tree / minimax table are cached on it
+
+
+@functools.cache
+def _perfect(name: str) -> MinimaxPolicy:
+    return MinimaxPolicy(_eval_game(name))
+
+
 def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> tuple[dict[str, float], Table | None]:
     """Step 5: fixed evaluation seeds (independent of the training seed's stream)."""
     m: dict[str, float] = {}
     seed = derive_seed(cfg.seed, "eval", step)
-    kuhn = load_game("kuhn_poker")
+    kuhn = _eval_game("kuhn_poker")
     table, info = kuhn_table(model, tokenizer, kuhn, cfg, seed)
     m["eval/kuhn_poker/nashconv_last"] = nash_conv(kuhn, table)
     m["eval/kuhn_poker/legal_mass"] = info["legal_mass"]
@@ -393,9 +406,9 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> t
                        ("negotiation", {"heuristic": HeuristicNegotiator()})):
         if name not in cfg.games and name != "tictactoe":
             continue  # negotiation is evaluated only when trained on (its prompts are long)
-        game = load_game(name)
+        game = _eval_game(name)
         for label, opp in opps.items():
-            opp = opp or MinimaxPolicy(game)
+            opp = opp or _perfect(name)
             eps = play_episodes(game, lambda i, o=opp: [agent, o] if i % 2 == 0 else [o, agent],
                                 cfg.eval_games, derive_seed(seed, name, label))
             r = outcome_rates(eps, lambda e: e.learner_seats[0])
@@ -444,13 +457,13 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         tables, wall = extra["tables"], float(extra["wall"])
     if rank == 0:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
-    logger = MetricLogger(out, resume_step=start if cfg.resume else None) if rank == 0 else None
+    logger = MetricLogger(out, cfg.tensorboard, start if cfg.resume else None) if rank == 0 else None
     games = {g: load_game(g) for g in cfg.games}
     sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
     learner = LMAgent(Sampler(model, tok), cfg.mode, sp, learner=True)
     frozen = LMAgent(Sampler(ref_model, tok), cfg.mode, sp, learner=False) if ref_model is not None else None
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
-    kuhn = load_game("kuhn_poker")
+    kuhn = _eval_game("kuhn_poker")
     n_eps = start * cfg.episodes * len(games)
 
     def log(step: int, metrics: dict[str, float]) -> None:
@@ -463,7 +476,6 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         if rank == 0:
             ev, _ = evaluate(model, tok, cfg, step, tables)
             log(step, {**extra, **ev})
-            plot_metrics(logger.history, PLOT_KEYS, out / "spiral.png", title=f"SPIRAL ({cfg.mode}, {cfg.opponent})")
 
     if start == 0:
         if cfg.avg_every and "kuhn_poker" in cfg.games:
@@ -506,6 +518,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         model.save_pretrained(final, safe_serialization=True)
         tok.save_pretrained(final)
         logger.close()
+        if cfg.plot:
+            plot_metrics(logger.history, PLOT_KEYS, out / "spiral.png", title=f"SPIRAL ({cfg.mode}, {cfg.opponent})")
     return History(logger.history if logger else [], out, final)
 
 

@@ -1,0 +1,267 @@
+"""SPIRAL: self-play rollouts, RAE, the loss, average policies, exact resume, 2-process training."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from spkit.algos import spiral
+from spkit.games import load_game
+from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY, UniformRandomPolicy
+from spkit.generation import Completion, SamplingParams
+from spkit.rl.advantages import RoleBaseline
+from spkit.rl.selfplay import Episode, LMAgent, Turn, play_episodes
+from spkit.rl.tabular_pg import average_policy, own_reach, run_tabular_pg
+from spkit.solvers.exploitability import expected_returns, game_tree, nash_conv, policy_table
+
+TIMING = ("seconds", "per_s")
+
+
+class ScriptedSampler:
+    """Answers every prompt with a fixed text (tests the game loop without a model)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.calls = answer, 0
+
+    def generate(self, prompts, params=None, seed=None, progress=False):
+        self.calls += 1
+        return [Completion(p, self.answer, [1, 2], [3, 4], [-0.5, -0.25], "stop") for p in prompts]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A random tiny Llama saved as a save_pretrained dir (what `--model PATH` loads)."""
+    from spkit.testing import tiny_random_model
+
+    path = tmp_path_factory.mktemp("tinyrand")
+    model, tok = tiny_random_model()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+# ---- rollouts -----------------------------------------------------------------------------------
+def test_invalid_move_ends_game_with_paper_penalty():
+    # Direct mode: every answer is "bet}". P0 bets (legal), P1 faces a bet: "bet" is illegal.
+    sampler = ScriptedSampler("bet}")
+    agent = LMAgent(sampler, "direct", SamplingParams(max_new_tokens=4))
+    eps = play_episodes(load_game("kuhn_poker"), lambda i: [agent, agent], n=5, seed=0)
+    assert sampler.calls == 2  # one batched call per round, not one per game
+    for e in eps:
+        assert e.invalid_by == 1 and e.returns == [INVALID_BONUS, INVALID_PENALTY]
+        assert [t.action for t in e.turns] == ["bet", None]
+        assert [t.ret for t in e.turns] == [0.5, -1.5]
+
+
+def test_reasoning_answers_are_parsed_from_the_last_box():
+    agent = LMAgent(ScriptedSampler("I hold a card. \\boxed{check}"), "reasoning")
+    eps = play_episodes(load_game("kuhn_poker"), lambda i: [agent, agent], n=3, seed=1)
+    for e in eps:  # check, check -> showdown, the higher card wins 1
+        assert e.invalid_by is None and sorted(e.returns) == [-1.0, 1.0]
+        assert len(e.turns) == 2 and e.state.bets == ["check", "check"]
+
+
+def test_policy_opponent_and_seat_alternation():
+    agent = LMAgent(ScriptedSampler("check}"), "direct")
+    rand = UniformRandomPolicy()
+    eps = play_episodes(load_game("tictactoe"), lambda i: [agent, rand] if i % 2 == 0 else [rand, agent], 6, 3)
+    assert [e.learner_seats for e in eps] == [[0], [1]] * 3
+    for e in eps:  # "check" is never a TicTacToe move: the LM's first turn is invalid
+        assert e.invalid_by == e.learner_seats[0] and len(e.turns) == 1
+
+
+def test_rollouts_are_deterministic(random_tiny):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    agent = LMAgent(Sampler(model, tok), "direct", SamplingParams(max_new_tokens=4))
+    game = load_game("kuhn_poker")
+    a = play_episodes(game, lambda i: [agent, agent], 6, seed=7)
+    b = play_episodes(game, lambda i: [agent, agent], 6, seed=7)
+    assert [[t.completion_ids for t in e.turns] for e in a] == [[t.completion_ids for t in e.turns] for e in b]
+    assert [e.returns for e in a] == [e.returns for e in b]
+
+
+# ---- RAE and loss -----------------------------------------------------------------------------------
+def _episode(returns, learner=(0, 1)) -> Episode:
+    turns = [Turn("kuhn_poker", r, [1], [2], [-0.1], "x", "bet", True, returns[r]) for r in (0, 1)]
+    return Episode("kuhn_poker", 0, list(returns), turns, None, list(learner), None)
+
+
+def test_rae_reads_baseline_before_update():
+    b = RoleBaseline(0.5)
+    pairs = spiral.rae_advantages([_episode([1.0, -1.0]), _episode([2.0, -2.0])], b)
+    # episode 1: A = R − 0; b0 = 0.5, b1 = −0.5. episode 2: A0 = 2 − 0.5, A1 = −2 + 0.5.
+    assert [a for _, a in pairs] == [1.0, -1.0, 1.5, -1.5]
+    assert b.value(("kuhn_poker", 0)) == 1.25 and b.value(("kuhn_poker", 1)) == -1.25
+    raw = spiral.rae_advantages([_episode([2.0, -2.0], learner=(1,))], None)
+    assert [(t.role, a) for t, a in raw] == [(1, -2.0)]  # no baseline: raw return, learner only
+
+
+def test_loss_is_minus_mean_advantage_on_policy():
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    loss, stats = spiral.spiral_loss(logp, logp.detach(), adv, mask, 0.2)
+    assert loss.item() == pytest.approx(-(1 + 1 - 2) / 3)
+    loss.backward()  # REINFORCE: d loss / d logp_t = −A / (number of tokens)
+    assert torch.allclose(logp.grad, torch.tensor([[-1 / 3, -1 / 3], [2 / 3, 0.0]]))
+    assert stats["clip_frac"] == 0.0
+
+
+# ---- average policy ---------------------------------------------------------------------------------
+def _random_table(tree, rng):
+    t = {}
+    for key, state in tree.infoset_states.items():
+        w = [rng.random() + 1e-3 for _ in state.legal_actions()]
+        t[key] = {a: x / sum(w) for a, x in zip(state.legal_actions(), w, strict=True)}
+    return t
+
+
+def test_reach_weighted_average_is_the_mixture():
+    """Realisation equivalence: the averaged behaviour policy earns, against any fixed opponent,
+    the mean of what the averaged tables earn (exact for the mixture; the plain mean is not)."""
+    tree = game_tree(load_game("kuhn_poker"))
+    rng = random.Random(0)
+    tables = [_random_table(tree, rng) for _ in range(3)]
+    opp = _random_table(tree, rng)
+    p0 = set(tree.infosets[0])
+
+    def mixed(t):  # player 0 plays table t, player 1 plays opp
+        return {k: (t[k] if k in p0 else opp[k]) for k in t}
+
+    avg = average_policy(tree, tables)
+    want = sum(expected_returns(tree, mixed(t))[0] for t in tables) / 3
+    assert expected_returns(tree, mixed(avg))[0] == pytest.approx(want, abs=1e-12)
+    plain = average_policy(tree, tables, reach_weighted=False)
+    assert abs(expected_returns(tree, mixed(plain))[0] - want) > 1e-4
+    assert own_reach(tree, tables[0], 0)["K"] == 1.0  # first decisions are always reached
+
+
+def test_tabular_self_play_cycles_while_the_average_converges():
+    h = run_tabular_pg(updates=400, games_per_update=64, lr=0.5, seed=0, eval_every=20)
+    assert h.average[-1] < 0.2  # the average of the iterates approaches equilibrium ...
+    assert max(h.last[5:]) > h.average[-1] + 0.1  # ... the last iterate swings well above it
+
+
+# ---- training: direct table, resume, CLI, multi-process -----------------------------------------------
+def test_direct_kuhn_table_is_exact_and_normalised(random_tiny):
+    from spkit.games.prompts import format_prompt
+    from spkit.logprobs import score_continuations
+
+    model, tok = random_tiny
+    game = load_game("kuhn_poker")
+    table, info = spiral.kuhn_table(model, tok, game, spiral.Config(), seed=0)
+    assert len(table) == 12 and all(abs(sum(v.values()) - 1) < 1e-9 for v in table.values())
+    state = game_tree(game).infoset_states["Qpb"]
+    s = score_continuations(model, tok, format_prompt(state, 1, "direct"), ["fold}", "call}"])
+    p = torch.softmax(s, 0)
+    assert table["Qpb"]["fold"] == pytest.approx(p[0].item(), abs=1e-5)
+    assert 0.0 < info["legal_mass"] < 1.0
+    assert nash_conv(game, table) > 0
+    from spkit.policy import LLMPolicy  # the same numbers as the per-state LLMPolicy (batched here)
+
+    ref = policy_table(game, LLMPolicy(model, tok, mode="direct"))
+    assert all(table[k][a] == pytest.approx(ref[k][a], abs=1e-5) for k in ref for a in ref[k])
+
+
+def _rows(out: Path) -> list[dict]:
+    from spkit.train_utils import read_metrics
+
+    # NaN (a metric not logged in that row) is replaced by None so rows compare with ==
+    return [{k: (None if math.isnan(v) else v) for k, v in r.items() if not any(x in k for x in TIMING)}
+            for r in read_metrics(out / "metrics.csv")]
+
+
+def test_resume_equals_straight_run(tiny_dir, tmp_path):
+    kw = dict(model=str(tiny_dir), steps=2, episodes=3, eval_every=1, eval_games=2, checkpoint_every=1,
+              games=("kuhn_poker", "tictactoe"), plot=False, tensorboard=False)
+    straight = spiral.train(spiral.Config(out=str(tmp_path / "a"), **{**kw, "plot": True}))
+    spiral.train(spiral.Config(out=str(tmp_path / "b"), **{**kw, "steps": 1}))
+    seen = []
+    resumed = spiral.train(spiral.Config(out=str(tmp_path / "b"), resume=True, **kw),
+                           callback=lambda s, m: seen.append(s))
+    assert seen == [2]
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert len(a) == 3 and a == b  # steps 0..2, every metric identical
+    assert "eval/kuhn_poker/nashconv_avg" in a[-1] and "eval/tictactoe/draw_vs_perfect" in a[-1]
+    assert (tmp_path / "a" / "spiral.png").exists()
+    from transformers import AutoModelForCausalLM
+
+    m1 = AutoModelForCausalLM.from_pretrained(straight.final_dir)
+    m2 = AutoModelForCausalLM.from_pretrained(resumed.final_dir)
+    assert all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+
+
+def test_cli_flags_map_to_config():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    spiral.add_arguments(p)
+    args = p.parse_args(["--game", "tictactoe", "--game", "kuhn_poker", "--steps", "7", "--opponent", "random",
+                         "--no-rae", "--mode", "reasoning", "--entropy-coef", "0.1"])
+    cfg = spiral.config_from_args(args)
+    assert cfg.games == ("tictactoe", "kuhn_poker") and cfg.steps == 7 and cfg.opponent == "random"
+    assert not cfg.rae and cfg.mode == "reasoning" and cfg.entropy_coef == 0.1 and cfg.lr == spiral.Config().lr
+    assert spiral.Config.preset("qwen3-4b").lr == 1e-6
+
+
+def test_bad_config_is_one_clear_error():
+    from spkit.errors import SpkitError
+
+    with pytest.raises(SpkitError, match="--opponent"):
+        spiral.Config(opponent="mirror").check()
+    with pytest.raises(SpkitError, match="--game"):
+        spiral.Config(games=("chess",)).check()
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch + transformers: ~20 s CPU, more when loaded
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_processes_keep_identical_weights(tiny_dir, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import hashlib, os, torch
+        torch.set_num_threads(1)
+        from spkit.algos import spiral
+        seen = {{}}
+        orig = spiral.update
+        def spy(model, *a, **k):
+            out = orig(model, *a, **k)
+            seen["model"] = model
+            return out
+        spiral.update = spy
+        cfg = spiral.Config(model={str(tiny_dir)!r}, steps=2, episodes=4, eval_every=0, eval_games=2,
+                            out={str(tmp_path / "out")!r}, avg_every=0)
+        spiral.train(cfg)
+        h = hashlib.sha256()
+        for t in seen["model"].state_dict().values():
+            h.update(t.detach().numpy().tobytes())
+        rank = os.environ["RANK"]
+        open({str(tmp_path)!r} + f"/rank{{rank}}.txt", "w").write(h.hexdigest())
+    """))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)],
+                       capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    h0, h1 = (tmp_path / "rank0.txt").read_text(), (tmp_path / "rank1.txt").read_text()
+    assert h0 == h1
+    from transformers import AutoModelForCausalLM
+
+    init = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in init.state_dict().values():
+        h.update(t.detach().numpy().tobytes())
+    assert h.hexdigest() != h0  # the replicas trained (and stayed equal)
