@@ -124,7 +124,8 @@ def render(name: str, abilities: dict, pretrain: dict | None) -> str:
                 f"{k} {v:,}" for k, v in pretrain["corpus_mix"].items()) + ".",
             f"- Steps: {c['steps']} × {c['batch']} rows × {c['seq_len']} tokens "
             f"({pretrain['tokens_seen']:,} tokens seen), AdamW lr {c['lr']} (warmup + cosine), "
-            f"seed {c['seed']}, {pretrain['seconds'] / 60:.1f} min on this CPU.",
+            f"seed {c['seed']}; {pretrain['seconds'] / 60:.1f} min wall time with "
+            f"{c['threads'] or 'all'} torch thread(s) on the machine that built it.",
             f"- Final training loss (mean of the last 20 steps): {pretrain['final_loss']:.3f}. "
             "Curve: `loss.png`, values: `loss.csv`.", "",
         ]
