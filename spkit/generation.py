@@ -109,13 +109,18 @@ class Completion:
 
 
 # ---- Sampling math -------------------------------------------------------------------------
+def row_seed(seed: int, row: int) -> int:
+    """The seed of one row: a 63-bit hash of (seed, row), the same for every backend."""
+    digest = hashlib.blake2b(f"spkit:{seed}:{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device) -> torch.Tensor:
     """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, i)."""
     out = torch.empty(n_rows, max(n_steps, 1))
     g = torch.Generator()
     for i in range(n_rows):
-        digest = hashlib.blake2b(f"spkit:{seed}:{i}".encode(), digest_size=8).digest()
-        g.manual_seed(int.from_bytes(digest, "little") >> 1)
+        g.manual_seed(row_seed(seed, i))
         out[i] = torch.rand(out.shape[1], generator=g)
     return out.to(device)
 

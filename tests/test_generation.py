@@ -214,3 +214,30 @@ def test_cli_sample(tiny, monkeypatch, capsys):
     assert gen.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("--- [") == 2
+
+
+def test_vllm_backend_errors_and_conversion(tiny):
+    from types import SimpleNamespace as NS
+
+    from spkit.vllm_backend import completion_from_vllm
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(SpkitError, match="pip install"):
+            Sampler(*tiny, backend="vllm")
+
+    def out(reason, stop_reason):
+        lp = [{5: NS(logprob=-0.5)}, {7: NS(logprob=-1.25)}]
+        o = NS(text="ab", token_ids=[5, 7], logprobs=lp, finish_reason=reason,
+               stop_reason=stop_reason)
+        return NS(prompt_token_ids=[1, 2], outputs=[o])
+
+    c = completion_from_vllm("p", out("stop", None))
+    assert (c.token_ids, c.logprobs, c.finish_reason) == ([5, 7], [-0.5, -1.25], "eos")
+    assert completion_from_vllm("p", out("stop", "}")).finish_reason == "stop"
+    assert completion_from_vllm("p", out("length", None)).finish_reason == "length"
+    bad = out("length", None)
+    bad.outputs[0].logprobs = None
+    with pytest.raises(SpkitError):
+        completion_from_vllm("p", bad)
