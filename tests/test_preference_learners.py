@@ -192,3 +192,26 @@ def test_explorer_widget_state_driven_from_python():
         ex.set_entry(0, 1, 1.3)
     with pytest.raises(SpkitError):
         ex.set_family("bogus")
+
+
+def test_explorer_ipywidget_buttons_drive_the_same_state():
+    from spkit.widgets.preference import LEARNERS as LEARNER_NAMES
+    from spkit.widgets.preference import PreferenceExplorer
+
+    ex = PreferenceExplorer(family="three_cycle", steps=20)
+    ui = ex.widget()
+    (fam, size, run_btn), (i_box, j_box, p_box, set_btn) = ui.children[0].children, ui.children[1].children
+    msg, table = ui.children[2], ui.children[4]
+    i_box.value, j_box.value, p_box.value = 0, 1, 0.6
+    set_btn.click()
+    assert ex.P[0, 1] == pytest.approx(0.6) and np.allclose(ex.winner, [0.25, 0.5, 0.25], atol=1e-9)
+    i_box.value = 7  # out of range for a 3×3 matrix: one escaped line, no exception
+    set_btn.click()
+    assert "not an off-diagonal entry" in msg.value
+    fam.value = "random"
+    assert ex.P.shape == (size.value, size.value) and "von Neumann winner" in table.value
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_btn.click()
+    assert set(ex.results) == set(LEARNER_NAMES) and "Nash-MP (last)" in table.value
