@@ -103,6 +103,7 @@ class GameBoard(W.VBox):
         self.temperature = W.FloatSlider(
             value=temperature, min=0.0, max=2.0, step=0.1, description="temperature",
             continuous_update=False, disabled=not hasattr(self.opponent, "temperature"),
+            style={"description_width": "initial"},
         )
         self.temperature.observe(self._on_temperature, names="value")
         self.new_game_button = W.Button(description="New game", icon="refresh")
