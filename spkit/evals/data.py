@@ -24,6 +24,7 @@ functions (``evals/utils.py``) that read the ``data_dir`` metadata key, falling 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -258,16 +259,22 @@ EVAL_SEED = 0  # fixed evaluation seed of the spkit_* tasks (documented in evals
 
 
 def spkit_records(task: str, n: int, **kw: Any) -> list[dict]:
-    """The held-out records of one generated task, same every call."""
+    """The held-out records of one generated task, same every call (cached: a fresh copy)."""
+    return json.loads(_spkit_records_json(task, n, tuple(sorted(kw.items()))))
+
+
+@functools.lru_cache(maxsize=32)
+def _spkit_records_json(task: str, n: int, kw_items: tuple) -> str:
     from spkit.tasks import arithmetic, instructions, steps
 
+    kw = dict(kw_items)
     makers: dict[str, Callable[..., list[dict]]] = {
         "spkit_arith": lambda: arithmetic.generate(n, EVAL_SEED, steps=int(kw["steps"]),
                                                    split="test"),
         "spkit_steps": lambda: steps.generate(n, EVAL_SEED, subset=kw["subset"], split="test"),
         "spkit_ifeval_lite": lambda: instructions.generate(n, EVAL_SEED, split="test"),
     }
-    return makers[task]()
+    return json.dumps(makers[task]())
 
 
 # ---- CLI: spkit data prepare | check

@@ -228,12 +228,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="context length (default: the model's max_position_embeddings)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; use 1 on a busy machine)")
     p.add_argument("--step", type=int, default=None,
                    help="training step for `spkit report` (default: read from the checkpoint)")
     p.add_argument("--label", default=None, help="name of this run in reports")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     limit = args.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
