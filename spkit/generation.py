@@ -184,8 +184,6 @@ def plan_layout(prompt_ids: list[list[int]], share_prefix: bool = True) -> Layou
             while k < P and p[k] == first[k]:
                 k += 1
             P = k
-    elif share_prefix:
-        P = 0
     uniq: dict[tuple[int, ...], int] = {}
     rows = []
     for p in prompt_ids:
@@ -286,7 +284,8 @@ class Sampler:
         self.share_prefix = share_prefix
         self.fast = fast
         self._vllm = None
-        self._token_texts: list[str] | None = None
+        self._token_texts: list[str] | None = None  # decode([id]) for every id (lazy)
+        self._cand_cache: dict[tuple, torch.Tensor] = {}
         if backend == "vllm":
             from spkit.vllm_backend import VLLMBackend
 
@@ -314,15 +313,25 @@ class Sampler:
         return ids
 
     def _stop_candidates(self, stop: tuple[str, ...], vocab: int, device) -> torch.Tensor:
-        """(V,) bool: tokens whose text could complete a stop string (cheap pre-filter)."""
-        if self._token_texts is None:
-            n = len(self.tokenizer)
-            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(n)])
-        last = {s[-1] for s in stop}
-        cand = torch.ones(vocab, dtype=torch.bool)
-        for i, t in enumerate(self._token_texts[:vocab]):
-            cand[i] = "\ufffd" in t or any(c in t for c in last)
-        return cand.to(device)
+        """(V,) bool: tokens whose text could complete a stop string (a cheap pre-filter).
+
+        A token can complete a stop string only if its text contains the stop string's last
+        character, or is a partial UTF-8 character. Tokenizers that drop a leading space when
+        decoding a token alone (SentencePiece) would hide a trailing-space stop string, so
+        such stop strings make every token a candidate.
+        """
+        key = (stop, vocab)
+        if key not in self._cand_cache:
+            if self._token_texts is None:
+                n = len(self.tokenizer)
+                self._token_texts = self.tokenizer.batch_decode([[i] for i in range(n)])
+            last = {s[-1] for s in stop}
+            cand = torch.ones(vocab, dtype=torch.bool)
+            if not any(c.isspace() for c in last):
+                for i, t in enumerate(self._token_texts[:vocab]):
+                    cand[i] = "\ufffd" in t or any(c in t for c in last)
+            self._cand_cache[key] = cand
+        return self._cand_cache[key].to(device)
 
     def _engine(self):
         if self.fast is not False:

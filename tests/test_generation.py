@@ -241,3 +241,46 @@ def test_vllm_backend_errors_and_conversion(tiny):
     bad.outputs[0].logprobs = None
     with pytest.raises(SpkitError):
         completion_from_vllm("p", bad)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
+    """Grouped-query attention (4 query heads per 2 kv heads), q/k/v biases (Qwen2) and
+    per-head q/k norms (Qwen3) go through the fused engine and still match `generate`."""
+    import transformers
+
+    from spkit.generation import FastLlamaEngine
+
+    _, tok = tiny
+    cls = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+           "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}[arch]
+    cfg = cls[0](vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                 max_position_embeddings=256, tie_word_embeddings=True,
+                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(3)
+    model = cls[1](cfg).eval()
+    with torch.no_grad():  # make biases and norms non-trivial so a mistake would show
+        for p_name, p in model.named_parameters():
+            if p_name.endswith(("bias", "norm.weight")):
+                p.add_(torch.randn_like(p) * 0.3)
+    assert FastLlamaEngine.maybe(model) is not None
+    prompts = [RULES + p for p in PROMPTS]
+    outs = Sampler(model, tok).generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
+    for o, r in zip(outs, _generate_ref(model, tok, prompts, 12), strict=True):
+        r = r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r
+        assert o.token_ids == r
+    outs = Sampler(model, tok).generate(prompts, SamplingParams(max_new_tokens=12), seed=0)
+    ref = token_logprobs(model, [o.prompt_ids for o in outs], [o.token_ids for o in outs])
+    for o, r in zip(outs, ref, strict=True):
+        assert torch.allclose(torch.tensor(o.logprobs), r, atol=1e-4)
+
+
+def test_unsupported_models_use_the_generic_engine(tiny):
+    from spkit.generation import FastLlamaEngine, HFEngine
+
+    model, tok = tiny
+    assert FastLlamaEngine.maybe(torch.nn.Linear(2, 2)) is None
+    with pytest.raises(SpkitError):
+        Sampler(torch.nn.Linear(2, 2), tok, fast=True)._engine()
+    assert isinstance(Sampler(model, tok, fast=False)._engine(), HFEngine)
