@@ -9,7 +9,8 @@ A record has ProcessBench's schema (``Qwen/ProcessBench``)::
 ``label`` is the index of the earliest wrong step (0-based) or -1 when every step is right.
 The steps are the lines of a ``spkit.tasks.arithmetic`` answer (the last step also carries
 the ``#### n`` line, as ProcessBench's last paragraph carries the final answer). Half of the
-records (``error_rate``) get one injected error at a uniformly chosen step:
+records (``error_rate``, spread evenly so every prefix of the list has that share) get one
+injected error at a uniformly chosen step:
 
 * ``slip`` (3 in 4): the step's result is off by 1..3 (``7 - 2 = 6``);
 * ``operand`` (1 in 4): a number copied wrongly from the question, computed correctly
@@ -121,7 +122,8 @@ def generate(
     for i, prob in enumerate(problems):
         good = _parse_lines(prob["answer"])
         lines = good
-        if rng.random() < error_rate:
+        if int((i + 1) * error_rate) > int(i * error_rate):  # evenly spread: any prefix
+            # (e.g. an eval run with --limit) has the same share of erroneous items
             kind = "slip" if rng.random() < 0.75 else "operand"
             lines = inject_error(good, rng.randrange(k), kind, rng)
         out.append({
