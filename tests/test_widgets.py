@@ -263,3 +263,18 @@ def test_dashboard_from_run_dir(tmp_path) -> None:
     assert len(dash.history) == 2 and dash.plot.value[:4] == b"\x89PNG"
     with pytest.raises(SpkitError, match="no metrics.csv"):
         TrainingDashboard.from_run_dir(tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_dashboard_follows_a_real_spiral_run(tiny, tmp_path) -> None:
+    from spkit.algos import spiral
+
+    cfg = spiral.Config(games=("kuhn_poker",), steps=1, episodes=2, eval_every=0, eval_games=2,
+                        out=str(tmp_path), plot=False, device="cpu", seed=0)
+    dash = TrainingDashboard()
+    history = spiral.train(cfg, callback=dash)
+    assert [r["step"] for r in dash.history] == [r["step"] for r in history.rows] == [0, 1]
+    assert "eval/kuhn_poker/nashconv_last" in dash.plotted_keys()
+    assert dash.plot.value[:4] == b"\x89PNG"
+    again = TrainingDashboard.from_run_dir(tmp_path)
+    assert again.plotted_keys() == dash.plotted_keys()
