@@ -369,3 +369,25 @@ def test_spkit_eval_end_to_end_and_report(model_dir, tmp_path, monkeypatch):
     assert (tmp_path / "rep" / "score_vs_step.png").exists()
     with pytest.raises(SpkitError, match="results.json not found"):
         report.compare([tmp_path / "nope"])
+
+
+def test_spkit_backend_caps_generation_to_the_context(random_tiny):
+    from lm_eval.api.instance import Instance
+
+    from spkit.evals.lm import SpkitLM
+
+    model, tok = random_tiny
+    lm = SpkitLM(model=model, tokenizer=tok, max_length=48, batch_size=4)
+    prompt = "Question: Tom has 3 apples and buys 4 more. How many apples?\nAnswer:"
+    n_prompt = len(tok(prompt)["input_ids"])
+    assert n_prompt < 24
+    req = Instance("generate_until", {}, (prompt, {"until": [], "max_gen_toks": 1280}), 0)
+    seen = []
+    original = lm.sampler.generate
+    lm.sampler.generate = lambda ps, params, **kw: seen.append((ps, params)) or original(
+        ps, params, **kw)
+    (text,) = lm.generate_until([req], disable_tqdm=True)
+    prompts, params = seen[0]
+    assert prompts == [prompt]  # the prompt is kept whole
+    assert params.max_new_tokens == 48 - n_prompt  # generation fills the rest of the context
+    assert len(tok(text)["input_ids"]) <= params.max_new_tokens + 1

@@ -13,7 +13,9 @@ settings and sorted by length so every batch is dense. ``loglikelihood`` uses
 Conventions kept identical to the ``hf`` backend so greedy metrics agree: no special tokens are
 added to prompts, prompts longer than ``max_length - max_gen_toks`` are cut from the left,
 the text is cut at the first ``until`` string, and greedy decoding is used unless the task
-asks for ``do_sample``.
+asks for ``do_sample``. One deliberate difference: when ``max_gen_toks`` exceeds what the
+context can hold (long-generation tasks on a small-context model), generation is shortened
+so the longest prompt keeps up to half of the context, rather than cutting every prompt.
 """
 
 from __future__ import annotations
@@ -85,7 +87,14 @@ class SpkitLM(LM):
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="spkit generate_until")
         for key, idx in groups.items():
             params = self._params(key)
-            prompts = {i: self._fit(requests[i].args[0], params.max_new_tokens) for i in idx}
+            ids = {i: self.sampler.encode(requests[i].args[0]) for i in idx}
+            # A task may ask for more new tokens than the context holds (IFEval's 1280 on a
+            # 1024-token model): generate at most what leaves the longest prompt (up to half
+            # the context) intact, instead of cutting prompts to nothing.
+            longest = min(max(len(v) for v in ids.values()), self.max_length // 2)
+            params.max_new_tokens = max(1, min(params.max_new_tokens, self.max_length - longest))
+            prompts = {i: self._fit(requests[i].args[0], ids[i], params.max_new_tokens)
+                       for i in idx}
             idx.sort(key=lambda i: -len(prompts[i][1]))  # longest first: dense batches
             for b in range(0, len(idx), self.batch_size):
                 chunk = idx[b : b + self.batch_size]
@@ -164,9 +173,8 @@ class SpkitLM(LM):
         return SamplingParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p,
                               top_k=top_k, stop=until)
 
-    def _fit(self, prompt: str, max_new: int) -> tuple[str, list[int]]:
+    def _fit(self, prompt: str, ids: list[int], max_new: int) -> tuple[str, list[int]]:
         """Cut the prompt from the left so prompt + generation fits in ``max_length``."""
-        ids = self.sampler.encode(prompt)
         room = max(1, self.max_length - max_new)
         if len(ids) > room:
             ids = ids[-room:]
