@@ -384,10 +384,15 @@ def test_spkit_backend_caps_generation_to_the_context(random_tiny):
     req = Instance("generate_until", {}, (prompt, {"until": [], "max_gen_toks": 1280}), 0)
     seen = []
     original = lm.sampler.generate
-    lm.sampler.generate = lambda ps, params, **kw: seen.append((ps, params)) or original(
-        ps, params, **kw)
-    (text,) = lm.generate_until([req], disable_tqdm=True)
-    prompts, params = seen[0]
+
+    def spy(ps, params, **kw):
+        outs = original(ps, params, **kw)
+        seen.append((ps, params, outs))
+        return outs
+
+    lm.sampler.generate = spy
+    lm.generate_until([req], disable_tqdm=True)
+    prompts, params, outs = seen[0]
     assert prompts == [prompt]  # the prompt is kept whole
     assert params.max_new_tokens == 128 - n_prompt  # generation fills the rest of the context
-    assert len(tok(text)["input_ids"]) <= params.max_new_tokens + 1
+    assert len(outs[0].token_ids) <= params.max_new_tokens
