@@ -90,10 +90,14 @@ def test_fit_bradley_terry_recovers_scores():
     assert np.allclose(tb.fit_bradley_terry(P, ridge=0.0), s - s.mean(), atol=1e-8)
 
 
-@pytest.mark.parametrize("family,n,seed", [("three_cycle", 3, 0), ("random", 10, 1), ("random", 20, 2)])
+@pytest.mark.parametrize(
+    "family,n,seed",
+    [("three_cycle", 3, 0), ("three_cycle", 3, 4), ("random", 8, 1), ("random", 10, 1), ("random", 20, 2)],
+)
 @pytest.mark.parametrize("mod,over,which", LEARNERS, ids=[m.__name__.split(".")[-1] for m, _, _ in LEARNERS])
 def test_exact_learners_reach_target(mod, over, which, family, n, seed):
-    h = mod.train(mod.Config(family=family, n=n, matrix_seed=seed, steps=2000, **over))
+    """Each learner's default config (its own step count) meets the issue's 0.01 target."""
+    h = mod.train(mod.Config(family=family, n=n, matrix_seed=seed, **over))
     got = h.exploit_avg[-1] if which == "avg" else h.exploit_last[-1]
     assert got <= 0.01, f"{mod.__name__} {which} exploitability {got:.4f}"
 

@@ -61,7 +61,7 @@ class Config:
     matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
     matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
     mode: str = tb.param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
-    steps: int = tb.param(2000, "number of iterations t")
+    steps: int = tb.param(10000, "number of iterations t (KL(π*_τ‖π_t) = O(1/t) with the paper's schedule)")
     eta: float = tb.param(0.5, "η: mirror-descent step size (schedule 'constant')")
     schedule: str = tb.param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'")
     tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ")

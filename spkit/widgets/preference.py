@@ -32,16 +32,20 @@ LEARNERS = {
 def compare_learners(
     matrix: np.ndarray,
     mode: str = "exact",
-    steps: int = 2000,
+    steps: int | None = None,
     seeds: tuple[int, ...] = (0,),
     learners: tuple[str, ...] | None = None,
 ) -> dict[str, dict]:
-    """Run each learner on `matrix` and collect curves: {name: {"steps", "last", "avg"} (seeds × T)}."""
+    """Run each learner on `matrix` and collect curves: {name: {"steps", "last", "avg"} (seeds × T)}.
+
+    `steps=None` uses each learner's own default (what its theory needs: 2,000 for the Hedge and
+    mirror-prox learners, 5,000 for INPO, 10,000 for Nash-MD's O(1/t) schedule)."""
     P = check_preference_matrix(matrix)
     out: dict[str, dict] = {}
     for name in learners or tuple(LEARNERS):
         mod, which = LEARNERS[name]
-        runs = [mod.train(mod.Config(matrix=P.tolist(), mode=mode, steps=steps, seed=s)) for s in seeds]
+        over = {} if steps is None else {"steps": steps}
+        runs = [mod.train(mod.Config(matrix=P.tolist(), mode=mode, seed=s, **over)) for s in seeds]
         out[name] = {
             "steps": np.array(runs[0].steps),
             "last": np.array([r.exploit_last for r in runs]),
