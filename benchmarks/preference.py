@@ -64,7 +64,7 @@ def solve_time(solver, n: int = 20, reps: int = 20) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", action="store_true", help="also print the exploitability table")
-    ap.add_argument("--steps", type=int, default=2000, help="iterations per run for --results")
+    ap.add_argument("--steps", type=int, default=2000, help="iterations per sampled run for --results")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the sampled form for --results")
     args = ap.parse_args()
 
@@ -90,8 +90,9 @@ def main() -> None:
                 if mode == "sampled" and M.shape[0] > 10:
                     continue
                 t = time.perf_counter()
-                rows = summary_table(compare_learners(M, mode, args.steps, seeds))
-                print(f"\n{label}, {mode}, {args.steps} steps, seeds {list(seeds)} "
+                steps = None if mode == "exact" else args.steps  # exact: each learner's default
+                rows = summary_table(compare_learners(M, mode, steps, seeds))
+                print(f"\n{label}, {mode}, {steps or 'default'} steps, seeds {list(seeds)} "
                       f"({time.perf_counter() - t:.0f} s)")
                 print(f"  {'learner':12s} {'theory':6s} {'last':>16s} {'average':>16s}")
                 for r in rows:
