@@ -1,6 +1,6 @@
 """Sampler speed against `model.generate`, measured in one run on the same model and prompts.
 
-    python benchmarks/sampler.py [--batch 64] [--new 64] [--repeats 2] [--threads N]
+    python benchmarks/sampler.py [--batch 64] [--new 64] [--repeats 2] [--threads 1] [--model M]
 
 Two workloads, both sampling at temperature 1 with `max_new_tokens` new tokens per row:
   (i)  `--batch` unrelated prompts of different lengths;
@@ -14,7 +14,8 @@ at EOS). The machine's matmul FLOP/s (512x512 fp32, same thread count) is measur
 is the FLOPs each side actually computes (weight matmuls of the tokens it runs, with
 generate's padding and finished rows, plus attention) per second over that peak. The sampler
 wins by computing less, not by computing faster: compare its tokens/s, not its MFU.
-On a shared machine, `--threads 1` gives steadier numbers than several contended threads.
+Both sides run on `--threads` threads (default 1: on a shared machine a contended second
+OpenMP thread can slow every op many times over, which would measure the neighbours).
 The last line is `ratio_unrelated=X ratio_shared_prefix=Y` (our tokens/s over generate's).
 """
 
@@ -181,7 +182,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for both sides (0 = torch's default); 1 is steadiest "
+                         "on a shared machine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", choices=["auto", "spkit-tiny", "random"], default="auto",
                     help="auto: spkit-tiny if shipped, else the random 5.9M Llama")

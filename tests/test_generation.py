@@ -19,16 +19,33 @@ PROMPTS = ["Your card: K.", "TicTacToe board:\n X | O | . ", "Question: Tom has 
 ENGINES = [False, None]  # model.forward + DynamicCache; auto (fused Llama engine)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and a contended 2-core box makes OpenMP's
+    second thread cost 10-100x (threads wait on each other at every op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     return tiny_random_model(seed=1)
 
 
+_REF_CACHE: dict = {}
+
+
 def _generate_ref(model, tok, prompts, n):
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, do_sample=False, max_new_tokens=n)
-    return [out[i, enc.input_ids.shape[1]:].tolist() for i in range(len(prompts))]
+    """Greedy `model.generate` continuations (cached: both engines compare to the same run)."""
+    key = (id(model), tuple(prompts), n)
+    if key not in _REF_CACHE:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        out = model.generate(**enc, do_sample=False, max_new_tokens=n)
+        _REF_CACHE[key] = [out[i, enc.input_ids.shape[1]:].tolist() for i in range(len(prompts))]
+    return _REF_CACHE[key]
 
 
 def _models():
