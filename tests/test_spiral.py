@@ -118,6 +118,43 @@ def test_loss_is_minus_mean_advantage_on_policy():
     assert stats["clip_frac"] == 0.0
 
 
+def test_merging_identical_turns_is_exact(random_tiny):
+    """The merged update (identical turns as one row, summed advantages) has the same gradient."""
+    model, _ = random_tiny
+    t1 = Turn("kuhn_poker", 0, [5, 6, 7], [8, 9], [-1.0, -2.0], "x", "bet", True)
+    t2 = Turn("kuhn_poker", 1, [5, 6, 4], [8], [-0.5], "y", "check", True)
+    batch = [(t1, 1.0), (t2, -0.5), (t1, 2.0), (t1, -1.0), (t2, -0.25)]
+    grads = []
+    for merge in (False, True):
+        model.zero_grad()
+        rows = spiral.merge_turns(batch) if merge else [(t, a, 1) for t, a in batch]
+        assert len(rows) == (3 if merge else 5)
+        P, C = [t.prompt_ids for t, _, _ in rows], [t.completion_ids for t, _, _ in rows]
+        from spkit.logprobs import token_logprobs
+
+        logp = torch.stack([torch.nn.functional.pad(x, (0, 2 - len(x))) for x in token_logprobs(model, P, C)])
+        old = spiral._pad([[v - 0.3 for v in t.old_logprobs] for t, _, _ in rows], 2)  # ratios != 1: clipping on
+        mask = spiral._pad([[1.0] * len(c) for c in C], 2)
+        adv = torch.tensor([a for _, a, _ in rows])
+        w = torch.tensor([float(n) for _, _, n in rows])
+        loss, _ = spiral.spiral_loss(logp, old, adv, mask, 0.2, weights=w, n_tokens=8.0)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_shared_prefix_logprobs_equal_plain_forward(random_tiny):
+    from spkit.logprobs import token_logprobs
+    from spkit.rl.selfplay import turn_logprobs
+
+    model, _ = random_tiny
+    prefix = list(range(3, 23))  # 20 shared tokens
+    P = [prefix + [30, 31], prefix + [32], prefix + [33, 34, 35]]
+    C = [[40, 41], [42], [43, 44, 45]]
+    a, b = token_logprobs(model, P, C), turn_logprobs(model, P, C)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
+
+
 # ---- average policy ---------------------------------------------------------------------------------
 def _random_table(tree, rng):
     t = {}

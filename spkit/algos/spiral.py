@@ -48,6 +48,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   train/baseline/G/p        RAE baseline b[G, p] after this step
   train/seconds_per_step, train/episodes_per_s, train/tokens_per_s, train/wall_seconds
   losses/policy, losses/kl, losses/clip_frac, losses/grad_norm, losses/ratio_max
+  losses/rows               rows in the update after merging identical turns (see merge_turns)
   eval/kuhn_poker/nashconv_last   NashConv of the current model (exact in direct mode)
   eval/kuhn_poker/nashconv_lo/hi  bootstrap 90% interval (reasoning mode: sampled table)
   eval/kuhn_poker/nashconv_avg    NashConv of the reach-weighted average of the iterates
@@ -80,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from spkit.errors import SpkitError
 from spkit.games import load_game
@@ -92,10 +94,9 @@ from spkit.games.policies import (
 )
 from spkit.games.prompts import MODES, format_prompt, parse_action
 from spkit.generation import Sampler, SamplingParams
-from spkit.logprobs import token_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
-from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes
+from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes, turn_logprobs
 from spkit.rl.tabular_pg import average_policy
 from spkit.solvers.exploitability import Table, game_tree, nash_conv
 from spkit.train_utils import (
@@ -131,7 +132,8 @@ class Config:
     opponent: str = "self"  # self | fixed (frozen initial model) | random | game_theoretic
     steps: int = 60  # policy updates
     episodes: int = 64  # games per training game per step (per process)
-    lr: float = 1e-4  # Adam learning rate (paper: 1e-6 for Qwen3-4B)
+    lr: float = 1e-4  # learning rate (paper: Adam, 1e-6 for Qwen3-4B)
+    optimizer: str = "adam"  # adam | sgd (plain SGD scales steps by the gradient, not per weight)
     clip_eps: float = 0.2  # PPO clip range ε
     ppo_epochs: int = 1  # passes (optimizer steps) over each rollout batch (paper: 2)
     micro_batch: int = 64  # turns per forward/backward (gradient accumulation)
@@ -143,7 +145,7 @@ class Config:
     entropy_coef: float = 0.0  # entropy bonus β (reward − β·log π(y)); off in the paper
     kl_coef: float = 0.0  # k3 KL penalty to the initial model; off in the paper
     eval_every: int = 10  # evaluate (and plot) every k steps; 0 = only at the end
-    eval_games: int = 64  # games per evaluation match (TicTacToe, negotiation)
+    eval_games: int = 64  # games per evaluation match (TicTacToe, negotiation; 0 = Kuhn only)
     eval_temperature: float = 1.0  # sampling temperature in evaluation games
     kuhn_samples: int = 32  # reasoning mode: completions per Kuhn infoset for the sampled table
     avg_every: int = 1  # record the Kuhn policy table for the average every k steps
@@ -258,46 +260,73 @@ def _pad(rows: list[list[float]] | list[torch.Tensor], T: int) -> torch.Tensor:
 
 
 def spiral_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-    clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0,
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip_eps: float,
+    ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0,
+    weights: torch.Tensor | None = None, n_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Token-level PPO-clip (+ optional k3 KL). logp/old_logp/mask: (B, T); adv: (B,)."""
-    loss = ppo_clip_loss(logp, old_logp, adv, mask, clip_eps=clip_eps)  # Eq. (PPO)
+    """Token-level PPO-clip (+ optional k3 KL), summed over tokens and divided by `n_tokens`.
+
+    logp/old_logp/mask: (B, T); adv: (B,). A row may stand for `weights[b]` identical turns
+    (same prompt, completion and advantage sign) whose advantages were summed into adv[b]:
+    min(r·A, clip(r)·A) is linear in A for a fixed sign, so the merged row gives exactly the
+    sum of the turns' terms. `n_tokens` defaults to the number of (unmerged) completion tokens.
+    """
+    w = torch.ones_like(adv) if weights is None else weights  # (B,)
+    n = float((mask * w[:, None]).sum()) if n_tokens is None else n_tokens
+    pg = ppo_clip_loss(logp, old_logp, adv, mask, clip_eps=clip_eps) * mask.sum()  # Eq. (PPO), Σ_t
     ratio = torch.exp(logp - old_logp).detach()  # (B, T)
     stats = {"clip_frac": masked_mean(((ratio - 1).abs() > clip_eps).float(), mask, None).item(),
              "ratio_max": (ratio * mask).max().item(), "kl": 0.0}
+    loss = pg / max(n, 1.0)
     if ref_logp is not None and kl_coef > 0:
-        kl = masked_mean(kl_k3(logp, ref_logp), mask, None)  # (,) mean per-token KL(π‖π_ref)
+        kl = (kl_k3(logp, ref_logp) * mask * w[:, None]).sum() / max(n, 1.0)  # mean KL(π‖π_ref) per token
         loss = loss + kl_coef * kl
         stats["kl"] = kl.item()
     return loss, stats
 
 
+def merge_turns(batch: list[tuple[Turn, float]]) -> list[tuple[Turn, float, int]]:
+    """Merge turns with identical (prompt, completion, sign of A) into one row (exact; see
+    `spiral_loss`). Kuhn Poker has 12 prompts, so 64 games shrink to ~30 rows."""
+    rows: dict[tuple, list] = {}
+    for t, a in batch:
+        key = (tuple(t.prompt_ids), tuple(t.completion_ids), a > 0)
+        if key in rows:
+            rows[key][1] += a
+            rows[key][2] += 1
+        else:
+            rows[key] = [t, a, 1]
+    return [(t, a, n) for t, a, n in rows.values()]
+
+
 def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None) -> dict[str, float]:
     """Step 4: `ppo_epochs` optimizer steps, each over the whole batch in micro-batches."""
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_max": 0.0, "grad_norm": 0.0}
-    n_tok = sum(len(t.completion_ids) for t, _ in batch)
+    n_tok = float(sum(len(t.completion_ids) for t, _ in batch))
+    rows = merge_turns(batch)
+    stats["rows"] = float(len(rows))
     model.train()
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for i in range(0, len(batch), cfg.micro_batch):
-            mb = batch[i: i + cfg.micro_batch]
-            P, C = [t.prompt_ids for t, _ in mb], [t.completion_ids for t, _ in mb]
+        for i in range(0, len(rows), cfg.micro_batch):
+            mb = rows[i: i + cfg.micro_batch]
+            P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
-            logp = torch.stack([torch.nn.functional.pad(x, (0, T - len(x))) for x in token_logprobs(model, P, C)])
-            old = _pad([t.old_logprobs for t, _ in mb], T).to(logp.device)  # (b, T)
-            mask = _pad([[1.0] * len(c) for c in C], T).to(logp.device)  # (b, T)
-            adv = torch.tensor([a for _, a in mb], device=logp.device)  # (b,)
+            logp = torch.stack([F.pad(x, (0, T - len(x))) for x in turn_logprobs(model, P, C)])  # (b, T)
+            dev = logp.device
+            old = _pad([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
+            mask = _pad([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
+            adv = torch.tensor([a for _, a, _ in mb], device=dev)  # (b,) summed advantages
+            w = torch.tensor([float(n) for _, _, n in mb], device=dev)  # (b,) turns merged
             ref = None
             if ref_model is not None and cfg.kl_coef > 0:
                 with torch.no_grad():
-                    ref = torch.stack([torch.nn.functional.pad(x, (0, T - len(x)))
-                                       for x in token_logprobs(ref_model, P, C)])
-            loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef)
-            share = float(mask.sum()) / max(n_tok, 1)  # token-mean over the whole batch
-            (loss * share).backward()
-            stats["policy"] += loss.item() * share / cfg.ppo_epochs
-            stats["kl"] += s["kl"] * share / cfg.ppo_epochs
+                    ref = torch.stack([F.pad(x, (0, T - len(x))) for x in turn_logprobs(ref_model, P, C)])
+            loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef, w, n_tok)
+            loss.backward()
+            share = float((mask * w[:, None]).sum()) / max(n_tok, 1.0)
+            stats["policy"] += loss.item() / cfg.ppo_epochs
+            stats["kl"] += s["kl"] / cfg.ppo_epochs
             stats["clip_frac"] += s["clip_frac"] * share / cfg.ppo_epochs
             stats["ratio_max"] = max(stats["ratio_max"], s["ratio_max"])
         all_reduce_grads(model)
@@ -329,7 +358,7 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
                 C.append(tokenizer(a + "}", add_special_tokens=False)["input_ids"])
                 owner.append((j, a))
         with torch.no_grad():
-            lps = [float(x.sum()) for x in token_logprobs(model, P, C)]
+            lps = [float(x.sum()) for x in turn_logprobs(model, P, C)]
         logp: dict[str, dict[str, float]] = {k: {} for k in keys}
         for (j, a), lp in zip(owner, lps, strict=True):
             logp[keys[j]][a] = lp
@@ -402,7 +431,7 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> t
                     SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.eval_temperature),
                     learner=True)
     lens: list[int] = []
-    for name, opps in (("tictactoe", {"random": UniformRandomPolicy(), "perfect": None}),
+    for name, opps in [] if cfg.eval_games == 0 else (("tictactoe", {"random": UniformRandomPolicy(), "perfect": None}),
                        ("negotiation", {"heuristic": HeuristicNegotiator()})):
         if name not in cfg.games and name != "tictactoe":
             continue  # negotiation is evaluated only when trained on (its prompts are long)
@@ -443,7 +472,10 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     if cfg.opponent == "fixed" or cfg.kl_coef > 0:
         ref_model, _ = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         ref_model.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(cfg.optimizer)
+    if opt_cls is None:
+        raise SpkitError(f"--optimizer must be adam or sgd, got {cfg.optimizer!r}")
+    optimizer = opt_cls(model.parameters(), lr=cfg.lr)
     baseline = RoleBaseline(cfg.rae_alpha) if cfg.rae else None
     ckpt = Checkpointer(out)
     start, tables, wall = 0, [], 0.0
@@ -548,6 +580,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = Config()
     p.add_argument("--game", action="append", choices=GAMES, help="training game (repeatable; default kuhn_poker)")
     p.add_argument("--preset", default=None, help="named settings: tiny | qwen3-4b (flags override)")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None, help=f"optimizer (default {d.optimizer})")
     p.add_argument("--mode", choices=MODES, default=None, help=f"prompt mode (default {d.mode})")
     p.add_argument("--opponent", choices=OPPONENTS, default=None, help=f"opponent (default {d.opponent})")
     for name, typ in (("steps", int), ("episodes", int), ("lr", float), ("eval_every", int),
