@@ -21,26 +21,32 @@ What a `Completion` holds (the conventions follow vLLM where vLLM has one):
 * `finish_reason` is "eos" (the model emitted EOS), "stop" (a stop string) or "length".
 
 Determinism: a call with the same model, prompts, params and `seed` returns the same
-completions. Each row draws its randomness from its own generator, seeded from
-`(seed, row index)`, one uniform number per generated token (inverse-CDF sampling), so row i's
-sample does not depend on the other rows of the batch except through floating-point
-differences in the logits (batched matmuls may round differently for different batch shapes;
-that can flip a sample only where two cumulative probabilities agree to ~1e-6). `seed=None`
-draws the seed from torch's global RNG, so `seed_everything` makes such calls reproducible.
+completions (same machine, same torch thread count). Each row draws its randomness from its
+own generator, seeded from `(seed, row index)`, one uniform number per generated token
+(inverse-CDF sampling), so row i's sample does not depend on the other rows of the batch
+except through floating-point differences in the logits (other batch shapes may round
+differently; that can flip a sample only where a uniform falls within ~1e-6 of a boundary of
+the cumulative distribution). The fused and the generic engine agree in the same way.
+`seed=None` draws the seed from torch's global RNG, so `seed_everything` makes such calls
+reproducible.
 
-Speed (CPU, tiny models): the cost of a rollout batch is mostly weight matmuls and per-op
-overhead, so the gains come from work not done:
+Speed (CPU, tiny models): at rollout batch sizes a decode step costs the weight matmuls plus
+reading every row's keys/values (memory-bound attention); `model.generate` adds prefill of
+padding, a copy of the whole cache per step (`DynamicCache` grows by concatenation) and
+per-op overhead. The gains come from work not done:
 
 1. Prompt deduplication and prefix sharing: the longest token prefix common to all prompts is
-   run once (batch 1) and its keys/values are shared by every row, never copied; identical
-   prompts (n samples of one prompt) are prefilled once.
+   run once (batch 1) and its keys/values are stored once and read once per step for all
+   rows; identical prompts (n samples of one prompt) are prefilled once.
 2. No compute on padding: prefill packs the real tokens of all prompts into one matrix for the
    linear layers; only attention sees the padded layout.
-3. Finished rows leave the batch: the cache is compacted once enough rows are done.
+3. Finished rows leave the batch: the cache is compacted once a quarter of the rows are done.
 4. A fused forward for Llama/Qwen/Mistral-style models (one QKV matmul, one gate-up matmul,
-   attention over the shared prefix as one matmul for all rows). Other architectures (and
-   peft-wrapped models) use the model's own forward with a `DynamicCache`, which is exact for
-   any causal LM. `Sampler(fast=False)` forces that path.
+   a preallocated cache written in place). Other architectures (and peft-wrapped models) use
+   the model's own forward with a `DynamicCache` (same layout tricks, prefix copied per row),
+   which is exact for any causal LM. `Sampler(fast=False)` forces that path.
+   `torch.compile` was measured on the fused step and does not pay on CPU (a minute of
+   compilation, then slower steps), so it is not used.
 
 Run `python benchmarks/sampler.py` for the speed against `model.generate`.
 """
@@ -537,8 +543,9 @@ class FastLlamaEngine:
         )
 
     # -- shared pieces --
-    def _qkv(self, L: _Layer, x: torch.Tensor, pos: torch.Tensor):
-        """x: (N, H) packed tokens at positions pos (N,) -> q (N, Hq, D), k, v (N, Hkv, D)."""
+    def _qkv(self, L: _Layer, x: torch.Tensor):
+        """x: (N, H) packed tokens -> q (N, Hq, D), k, v (N, Hkv, D), rotated for the
+        positions last given to `_set_positions`."""
         Hq, Hkv, D = self.Hq, self.Hkv, self.D
         qkv = F.linear(_rms(x, L.ln1, self.eps), L.w_qkv, L.b_qkv).view(-1, Hq + 2 * Hkv, D)
         qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
@@ -550,6 +557,7 @@ class FastLlamaEngine:
         return qk[:, :Hq], qk[:, Hq:], v
 
     def _set_positions(self, pos: torch.Tensor) -> None:
+        """cos/sin for positions pos (N,), from the model's own rotary module (any scaling)."""
         cos, sin = self.rotary(self.embed[:1][None], pos[None])  # (1, N, D) each
         self._cos_sin = (cos[0, :, None, :].to(self.dtype), sin[0, :, None, :].to(self.dtype))
 
@@ -586,7 +594,7 @@ class FastLlamaEngine:
         x = self.embed[ids]  # (N, H)
         self._set_positions(pos)
         for i, L in enumerate(self.layers):
-            q, k, v = self._qkv(L, x, pos)
+            q, k, v = self._qkv(L, x)
             qp, kp, vp = (self._scatter(t, flat, U, S0) for t in (q, k, v))  # (U, h, S0, D)
             self.k[i][:, :, :S0], self.v[i][:, :, :S0] = kp, vp
             if P:
@@ -622,7 +630,7 @@ class FastLlamaEngine:
         x = self.embed[ids]
         self._set_positions(pos)
         for L in self.layers:
-            q, k, v = self._qkv(L, x, pos)
+            q, k, v = self._qkv(L, x)
             q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, h, P, D)
             self.k_pre.append(k[0].contiguous())
             self.v_pre.append(v[0].contiguous())
@@ -640,7 +648,7 @@ class FastLlamaEngine:
         n, L = b * Hkv, c + 1
         bias = self.bias[:, :, :, :L]  # (b, 1, 1, L)
         for i, lw in enumerate(self.layers):
-            q, k, v = self._qkv(lw, x, self.next_pos)
+            q, k, v = self._qkv(lw, x)
             K, V = self.k[i], self.v[i]  # (b, Hkv, cap, D)
             K[:, :, c], V[:, :, c] = k, v
             # 3-D bmm over (row, kv-head) on a strided view: no copy of the cache
