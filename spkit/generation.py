@@ -208,7 +208,8 @@ class HFEngine:
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
-        params = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+        params = inspect.signature(inner.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" if "logits_to_keep" in params else None
         self.device = next(model.parameters()).device

@@ -283,10 +283,12 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
                 p.add_(torch.randn_like(p) * 0.3)
     assert FastLlamaEngine.maybe(model) is not None
     prompts = [RULES + p for p in PROMPTS]
-    outs = Sampler(model, tok).generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
-    for o, r in zip(outs, _generate_ref(model, tok, prompts, 12), strict=True):
-        r = r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r
-        assert o.token_ids == r
+    for fast in ENGINES:
+        outs = Sampler(model, tok, fast=fast).generate(
+            prompts, SamplingParams(max_new_tokens=12, temperature=0))
+        for o, r in zip(outs, _generate_ref(model, tok, prompts, 12), strict=True):
+            r = r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r
+            assert o.token_ids == r
     outs = Sampler(model, tok).generate(prompts, SamplingParams(max_new_tokens=12), seed=0)
     ref = token_logprobs(model, [o.prompt_ids for o in outs], [o.token_ids for o in outs])
     for o, r in zip(outs, ref, strict=True):
