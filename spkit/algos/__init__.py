@@ -14,6 +14,14 @@ import sys
 
 ALGOS: dict[str, tuple[str, str]] = {
     "spiral": ("spkit.algos.spiral", "SPIRAL: multi-turn zero-sum self-play with role-conditioned advantages"),
+    # preference games over a finite response set (exact and sampled forms, no language model)
+    "spo": ("spkit.algos.spo", "SPO: self-play preference optimisation (win-rate reward)"),
+    "sppo": ("spkit.algos.sppo", "SPPO: self-play preference optimisation (squared loss)"),
+    "inpo": ("spkit.algos.inpo", "INPO: iterative Nash policy optimisation (pairwise loss)"),
+    "nash_md": ("spkit.algos.nash_md", "Nash-MD: mirror descent toward a geometric mixture"),
+    "nash_mp": ("spkit.algos.nash_mp", "Nash-MP: mirror prox (extrapolated) preference learning"),
+    "online_dpo": ("spkit.algos.online_dpo", "online iterative DPO (best vs worst of K samples)"),
+    "rlhf_bt": ("spkit.algos.rlhf_bt", "classic RLHF with a Bradley-Terry reward (baseline)"),
 }
 
 

@@ -318,5 +318,20 @@ def cli_main(train_fn, cfg, out: str | None) -> int:
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         (d / "history.json").write_text(json.dumps(hist.as_dict()))
-        print(f"wrote {d / 'history.json'}")
+        _save_curve(hist, train_fn.__module__.rsplit(".", 1)[-1], d / "exploitability.png")
+        print(f"wrote {d / 'history.json'} and {d / 'exploitability.png'}")
     return 0
+
+
+def _save_curve(hist: History, name: str, path) -> None:
+    """Exploitability of the last and average iterate vs step, as a PNG beside the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from spkit.widgets.preference import plot_convergence
+
+    curves = {"steps": np.array(hist.steps), "last": np.array([hist.exploit_last]),
+              "avg": np.array([hist.exploit_avg])}
+    ax = plot_convergence({name: curves}, title=f"{name}: exploitability of the iterates")
+    ax.figure.savefig(path, dpi=110, bbox_inches="tight")
+    matplotlib.pyplot.close(ax.figure)
