@@ -365,9 +365,17 @@ class Sampler:
         prompts = list(prompts)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
+        bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise SpkitError(f"prompts must be strings, got {bad[0]}")
         if self._vllm is not None:
             return self._vllm.generate(prompts, params, seed)
         prompt_ids = [self.encode(p) for p in prompts]
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        longest = max((len(ids) for ids in prompt_ids), default=0)
+        if limit and longest + params.max_new_tokens > limit:
+            raise SpkitError(f"prompt of {longest} tokens + max_new_tokens="
+                             f"{params.max_new_tokens} exceeds the model's {limit} positions")
         if not prompts or params.max_new_tokens == 0:
             return [Completion(p, "", ids, [], [], "length", []) for p, ids in
                     zip(prompts, prompt_ids, strict=True)]

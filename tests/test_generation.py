@@ -192,6 +192,10 @@ def test_edge_cases(tiny):
             SamplingParams(**bad)
     with pytest.raises(SpkitError):
         Sampler(model, tok, backend="nope")
+    with pytest.raises(SpkitError, match="strings"):
+        s.generate([["a"]], SamplingParams())
+    with pytest.raises(SpkitError, match="positions"):
+        s.generate(["a"], SamplingParams(max_new_tokens=model.config.max_position_embeddings))
     assert isinstance(outs[0], Completion)
 
 
