@@ -18,7 +18,8 @@ What a `Completion` holds (the conventions follow vLLM where vLLM has one):
   whose decoding completes the stop string, and that token is the last of `token_ids` — so a
   stop string that ends in the middle of a token keeps the whole token: `text + stop` is a
   prefix of `decode(token_ids)`. Only generated text is searched, never the prompt.
-* `finish_reason` is "eos" (the model emitted EOS), "stop" (a stop string) or "length".
+* `finish_reason` is "eos" (the model emitted EOS), "stop" (a stop string) or "length"
+  (`max_new_tokens`, or the model's last position, as in vLLM).
 
 Determinism: a call with the same model, prompts, params and `seed` returns the same
 completions (same machine, same torch thread count). Each row draws its randomness from its
@@ -373,9 +374,9 @@ class Sampler:
         prompt_ids = [self.encode(p) for p in prompts]
         limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         longest = max((len(ids) for ids in prompt_ids), default=0)
-        if limit and longest + params.max_new_tokens > limit:
-            raise SpkitError(f"prompt of {longest} tokens + max_new_tokens="
-                             f"{params.max_new_tokens} exceeds the model's {limit} positions")
+        if limit and longest >= limit:
+            raise SpkitError(f"a prompt of {longest} tokens leaves no room in the model's "
+                             f"{limit} positions; shorten it")
         if not prompts or params.max_new_tokens == 0:
             return [Completion(p, "", ids, [], [], "length", []) for p, ids in
                     zip(prompts, prompt_ids, strict=True)]
@@ -387,6 +388,9 @@ class Sampler:
     def _run(self, prompt_ids, params: SamplingParams, seed: int, progress: bool):
         """The decode loop. Rows live at 'slots' of the engine; finished rows are dropped."""
         B, T = len(prompt_ids), params.max_new_tokens
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 1 << 62
+        cap = [min(T, limit - len(p)) for p in prompt_ids]  # a row ends at the last position
+        T = max(cap)
         engine = self._engine()
         layout = plan_layout(prompt_ids, self.share_prefix)
         logits = engine.prefill(layout, T)  # (B, V)
@@ -426,6 +430,8 @@ class Sampler:
                 elif check_l is not None and check_l[s] and self._has_stop(toks[r], params.stop):
                     reasons[r] = "stop"
                     done[s] = True
+                elif len(toks[r]) >= cap[r]:
+                    done[s] = True  # reason stays "length"
             alive &= ~done
             n_alive = int(alive.sum())
             if n_alive == 0 or t == T - 1:

@@ -194,8 +194,14 @@ def test_edge_cases(tiny):
         Sampler(model, tok, backend="nope")
     with pytest.raises(SpkitError, match="strings"):
         s.generate([["a"]], SamplingParams())
+    limit = model.config.max_position_embeddings
     with pytest.raises(SpkitError, match="positions"):
-        s.generate(["a"], SamplingParams(max_new_tokens=model.config.max_position_embeddings))
+        s.generate(["a" * 5000], SamplingParams())
+    # a row stops at the model's last position, as in vLLM
+    long_ids = s.encode("0" * (limit - 5))
+    short = s.generate(["0" * (limit - 5), "a"], SamplingParams(max_new_tokens=8), seed=0)
+    assert len(short[0].token_ids) == limit - len(long_ids) and short[0].finish_reason == "length"
+    assert len(short[1].token_ids) == 8
     assert isinstance(outs[0], Completion)
 
 
