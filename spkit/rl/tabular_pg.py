@@ -130,18 +130,22 @@ def run_tabular_pg(
     seed: int = 0,
     eval_every: int = 25,
     reach_weighted: bool = False,
+    init: Table | None = None,
     callback: Callable[[int, float, float], None] | None = None,
 ) -> PGHistory:
     """Self-play REINFORCE with RAE on a softmax table; NashConv of last and average iterate.
 
     The average is over all iterates π_1..π_T (uniform weights, per-infoset mean unless
-    `reach_weighted`), accumulated at every update so it costs O(#infosets) per step.
+    `reach_weighted`), accumulated at every update so it costs O(#infosets) per step. `init`
+    starts from a given table (e.g. a language model's) instead of uniform.
     """
     tree = game_tree(load_game(game))
     rng = np.random.default_rng(seed)
     keys = {tree.key[i]: len(tree.actions[i]) for i in range(len(tree)) if tree.player[i] >= 0}
     actions = {tree.key[i]: tree.actions[i] for i in range(len(tree)) if tree.player[i] >= 0}
-    theta = {k: np.zeros(n) for k, n in keys.items()}
+    theta = {k: np.zeros(n) for k, n in keys.items()}  # uniform start, or log π_init
+    for k, probs in (init or {}).items():
+        theta[k] = np.log(np.array([max(probs[a], 1e-9) for a in actions[k]]))
     baseline = RoleBaseline(alpha)
     sums = {k: np.zeros(n) for k, n in keys.items()}
     den = dict.fromkeys(keys, 0.0)
