@@ -263,6 +263,14 @@ class HFEngine:
         self.next_pos = self.next_pos + 1
         return logits
 
+    def _grow(self) -> None:
+        """Double the cache's columns (at most to prompt + max_new_tokens): log T copies."""
+        old = self.k[0].shape[2]
+        new = min(self.max_cap, 2 * old)
+        for buf in (self.k, self.v):
+            for i, t in enumerate(buf):
+                buf[i] = F.pad(t, (0, 0, 0, new - old))
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only these rows (finished rows leave the batch)."""
         self.cache.batch_select_indices(rows)
@@ -492,9 +500,9 @@ class _Layer:
 class FastLlamaEngine:
     """A fused forward pass for Llama/Qwen2/Qwen3/Mistral-style models (same weights, same math).
 
-    Cache layout: the shared prefix's keys/values once per layer, (Hkv, P, D), and a
-    preallocated per-row buffer (B, Hkv, S0 + T, D) for suffix + generated tokens, written in
-    place (no per-step concatenation). A decode step attends to the prefix with one matmul
+    Cache layout: the shared prefix's keys/values once per layer, (Hkv, P, D), and a per-row
+    buffer (B, Hkv, C, D) for suffix + generated tokens, written in place and grown by
+    doubling C (no per-step concatenation). A decode step attends to the prefix with one matmul
     for all rows and to each row's own tokens with a batched matmul; the two score blocks
     share one softmax. Prefill runs the linear layers on packed real tokens only.
     Weights are read from the model at every `generate` call, so training updates are seen.
@@ -599,7 +607,9 @@ class FastLlamaEngine:
         ids = torch.tensor([t for s in layout.suffixes for t in s], device=dev)
         pos = P + (valid.long().cumsum(1) - 1).flatten()[flat]
         cap = S0 + max_new_tokens
-        self.k = [torch.zeros(U, Hkv, cap, D, dtype=self.dtype, device=dev) for _ in self.layers]
+        self.max_cap = cap
+        cap0 = min(cap, S0 + 16)  # the cache grows by doubling (see `_grow`)
+        self.k = [torch.zeros(U, Hkv, cap0, D, dtype=self.dtype, device=dev) for _ in self.layers]
         self.v = [torch.zeros_like(k) for k in self.k]
         # keys/values of the prefix (all True) then the suffix: causal and not padding
         causal = torch.ones(S0, S0, dtype=torch.bool, device=dev).tril()
@@ -629,6 +639,7 @@ class FastLlamaEngine:
             valid, logits = valid[rows], logits[rows]
         self.bias = torch.zeros(len(rows), 1, 1, cap, dtype=self.dtype, device=dev)
         self.bias[:, 0, 0, :S0].masked_fill_(~valid, float("-inf"))  # (B, 1, 1, cap)
+        self.bias[:, 0, 0, S0:] = float("-inf")  # columns not written yet
         self.cur = S0  # next column to write (same for all rows)
         self.next_pos = P + lens[rows]  # (B,)
         return logits
@@ -660,14 +671,18 @@ class FastLlamaEngine:
         G = Hq // Hkv
         x = self.embed[tokens]  # (b, H)
         self._set_positions(self.next_pos)
-        n, L = b * Hkv, c + 1
+        if c == self.k[0].shape[2]:
+            self._grow()
+        self.bias[:, 0, 0, c] = 0.0
+        n, L = b * Hkv, self.k[0].shape[2]
         bias = self.bias[:, :, :, :L]  # (b, 1, 1, L)
         for i, lw in enumerate(self.layers):
             q, k, v = self._qkv(lw, x)
-            K, V = self.k[i], self.v[i]  # (b, Hkv, cap, D)
+            K, V = self.k[i], self.v[i]  # (b, Hkv, L, D)
             K[:, :, c], V[:, :, c] = k, v
-            # 3-D bmm over (row, kv-head) on a strided view: no copy of the cache
-            Kr, Vr = K.view(n, -1, D)[:, :L], V.view(n, -1, D)[:, :L]  # (n, L, D)
+            # attend over the whole (contiguous) buffer; unwritten columns are masked. On CPU
+            # this is faster than a strided [:c+1] view, which bmm would copy.
+            Kr, Vr = K.view(n, L, D), V.view(n, L, D)
             q = (q * self.scale).view(n, G, D)
             s = torch.bmm(q, Kr.transpose(1, 2)).view(b, Hkv, G, L) + bias
             if P:  # the shared prefix: one matmul per kv-head for all rows
@@ -684,6 +699,14 @@ class FastLlamaEngine:
         self.cur += 1
         self.next_pos = self.next_pos + 1
         return self._logits(x)
+
+    def _grow(self) -> None:
+        """Double the cache's columns (at most to prompt + max_new_tokens): log T copies."""
+        old = self.k[0].shape[2]
+        new = min(self.max_cap, 2 * old)
+        for buf in (self.k, self.v):
+            for i, t in enumerate(buf):
+                buf[i] = F.pad(t, (0, 0, 0, new - old))
 
     def select(self, rows: torch.Tensor) -> None:
         self.k = [k.index_select(0, rows) for k in self.k]
