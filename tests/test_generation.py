@@ -120,8 +120,11 @@ def test_engines_agree_on_samples(tiny):
     prompts = [RULES + x for x in PROMPTS] * 2
     p = SamplingParams(max_new_tokens=20, temperature=0.9, top_p=0.95)
     a = Sampler(model, tok, fast=False).generate(prompts, p, seed=11)
-    b = Sampler(model, tok).generate(prompts, p, seed=11)
-    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+    b = Sampler(model, tok).generate(prompts, p, seed=11, progress=True)
+    c = Sampler(model, tok, share_prefix=False).generate(prompts, p, seed=11)
+    assert [x.token_ids for x in a] == [x.token_ids for x in b] == [x.token_ids for x in c]
+    for x, y in zip(a, b, strict=True):
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5)
 
 
 @pytest.mark.parametrize("fast", ENGINES)
