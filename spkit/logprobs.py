@@ -37,6 +37,10 @@ def token_logprobs(
         raise SpkitError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
     if any(len(p) == 0 for p in prompt_ids):
         raise SpkitError("every prompt needs at least one token (e.g. BOS) to score from")
+    vocab = model.get_input_embeddings().num_embeddings
+    top = max((max(x) for x in [*prompt_ids, *completion_ids] if len(x)), default=0)
+    if top >= vocab:
+        raise SpkitError(f"token id {top} is outside the model's vocabulary of {vocab}")
     n = len(prompt_ids)
     bs = batch_size or max(n, 1)
     out: list[torch.Tensor] = []

@@ -67,6 +67,8 @@ def test_token_logprobs_edge_cases(tiny):
         token_logprobs(model, [[]], [[1]])
     with pytest.raises(SpkitError):
         token_logprobs(model, [[1]], [])
+    with pytest.raises(SpkitError, match="vocabulary"):
+        token_logprobs(model, [[1]], [[10**6]])
 
 
 def test_score_continuations_sums_separately_tokenized(tiny):
@@ -82,3 +84,4 @@ def test_score_continuations_sums_separately_tokenized(tiny):
     assert scores.shape == (2,) and (scores < 0).all()
     # normalised over the legal actions, they form a distribution
     assert torch.allclose(torch.softmax(scores, 0).sum(), torch.tensor(1.0))
+
