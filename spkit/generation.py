@@ -43,9 +43,10 @@ per-op overhead. The gains come from work not done:
    linear layers; only attention sees the padded layout.
 3. Finished rows leave the batch: the cache is compacted once a quarter of the rows are done.
 4. A fused forward for Llama/Qwen/Mistral-style models (one QKV matmul, one gate-up matmul,
-   a preallocated cache written in place). Other architectures (and peft-wrapped models) use
-   the model's own forward with a `DynamicCache` (same layout tricks, prefix copied per row),
-   which is exact for any causal LM. `Sampler(fast=False)` forces that path.
+   a cache written in place and grown by doubling, attention over its whole contiguous
+   buffer with unwritten columns masked, which CPU matmuls run faster than a strided
+   slice). Other architectures (and peft-wrapped models) use the model's own forward with a
+   `DynamicCache` (same layout tricks, prefix copied per row), exact for any causal LM. `Sampler(fast=False)` forces that path.
    `torch.compile` was measured on the fused step and does not pay on CPU (a minute of
    compilation, then slower steps), so it is not used.
 
