@@ -14,6 +14,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny models are dominated by per-op overhead; a second OpenMP thread only adds contention
+# (10-100x slowdowns were measured on a loaded 2-core machine). Subprocesses keep their default.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DIR = ROOT / "assets" / "models" / "spkit-tiny"
