@@ -239,6 +239,23 @@ def test_resume_equals_straight_run(tiny_dir, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
 
 
+def test_game_theoretic_opponents(tiny_dir, tmp_path):
+    # (negotiation prompts are longer than the random test model's 512 positions; spkit-tiny has 1024)
+    cfg = spiral.Config(model=str(tiny_dir), steps=1, episodes=2, eval_games=2, opponent="game_theoretic",
+                        games=("kuhn_poker", "tictactoe"), out=str(tmp_path), plot=False,
+                        tensorboard=False, avg_every=0)
+    h = spiral.train(cfg)
+    assert math.isfinite(h.last("eval/tictactoe/loss_vs_perfect"))
+    from spkit.games.policies import HeuristicNegotiator, MinimaxPolicy
+
+    assert isinstance(spiral.opponent_for(load_game("tictactoe"), "game_theoretic", None), MinimaxPolicy)
+    assert isinstance(spiral.opponent_for(load_game("negotiation"), "game_theoretic", None), HeuristicNegotiator)
+    assert "eval/kuhn_poker/nashconv_avg" not in h.rows[-1]  # avg_every=0: no average tracked
+    game = load_game("kuhn_poker")
+    cfr = spiral.opponent_for(game, "game_theoretic", None)
+    assert nash_conv(game, cfr) < 0.01  # the CFR opponent is (nearly) an equilibrium
+
+
 def test_cli_flags_map_to_config():
     import argparse
 

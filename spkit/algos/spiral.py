@@ -46,11 +46,12 @@ average 3-11 during these runs, so wall times are 2-5x an idle machine's):
   * Kuhn, 10-minute budget (`--lr 3e-5 --episodes 256 --entropy-coef 1.0 --max-minutes 10`),
     seeds 0/1/2, 77-81 updates: last iterate 0.365 -> 0.466 / 0.53 / 0.462; average policy
     -> 0.448 / 0.43 / 0.384 (best values on the way: average 0.342 / 0.358 / 0.330 around step
-    20-30). Without the entropy bonus (the paper's setting) NashConv rises faster: lr 3e-5 ->
-    0.66-0.83 within 40 updates, lr 1e-4 -> 0.67-1.16, SGD -> 0.66-1.66. The issue's target
+    20-30). Without the entropy bonus (the paper's setting) NashConv rises faster (seed 0, 40
+    updates of 256 games): lr 3e-5 -> 0.75, lr 1e-4 -> 0.67 (0.82 on the way), lr 3e-4 -> 1.16,
+    SGD (lr 0.1 / 0.5) -> 0.66 / 0.83 (1.66 on the way). The issue's target
     (<= 0.15) is NOT reached. Why: the 12 information-set prompts differ in a few tokens, so
     one gradient step moves all of them together; the strong "bet with the King" signal then
-    raises "bet" for every card (a trained model ends with P(bet) = 0.999 at J, Q and K). The
+    raises "bet" for every card (the lr 1e-4 model ends with P(bet) = 0.999 at J, Q and K). The
     same algorithm on a softmax *table* started from the model's own policy does get to 0.14
     in 200 updates (256 games each, step 0.5): the game signal is there, the tiny network's
     coupling of states is what fails.
@@ -76,7 +77,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/kuhn_poker/nashconv_avg    NashConv of the reach-weighted average of the iterates
   eval/kuhn_poker/legal_mass      direct mode: mean probability of answering a legal move
   eval/tictactoe/{win,draw,loss}_vs_{random,perfect}, eval/tictactoe/invalid
-  eval/negotiation/return_vs_heuristic, eval/negotiation/invalid
+  eval/negotiation/return_vs_heuristic, eval/negotiation/invalid   (when negotiation is trained on)
   eval/completion_len             mean completion length in the evaluation games
 
 Commands:
