@@ -54,7 +54,9 @@ average 3-11 during these runs, so wall times are 2-5x an idle machine's):
     raises "bet" for every card (the lr 1e-4 model ends with P(bet) = 0.999 at J, Q and K). The
     same algorithm on a softmax *table* started from the model's own policy does get to 0.14
     in 200 updates (256 games each, step 0.5): the game signal is there, the tiny network's
-    coupling of states is what fails.
+    coupling of states is what fails. (spkit-tiny plays J and Q identically, before and after
+    training, to 2-3 decimals; that alone is not the barrier: the best policy with J and Q tied
+    has NashConv 0.111, found by differential evolution over the 8 tied probabilities.)
   * TicTacToe self-play (lr 3e-5, 64 games/step, 40 updates, 13 min under load): loss vs random
     0.70 -> 0.44 (win 0.23 -> 0.52, mostly from fewer invalid moves: 0.52 -> 0.08); draws vs
     perfect play 0.016 -> 0.078 at step 10, back to 0.016 at step 40 (64 games: within noise).
