@@ -155,6 +155,14 @@ def test_shared_prefix_logprobs_equal_plain_forward(random_tiny):
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
 
 
+def test_entropy_bonus_only_rewards_legal_moves():
+    ok = Turn("kuhn_poker", 0, [1], [2, 3], [-0.5, -0.25], "bet}", "bet", True)
+    bad = Turn("kuhn_poker", 1, [1], [4] * 8, [-3.0] * 8, "zzz", None, True)
+    out = spiral.entropy_bonus([(ok, 1.0), (bad, -1.5)], beta=2.0)
+    assert [a for _, a in out] == [1.0 + 2.0 * 0.75, -1.5]
+    assert spiral.entropy_bonus([(ok, 1.0)], 0.0) == [(ok, 1.0)]
+
+
 # ---- average policy ---------------------------------------------------------------------------------
 def _random_table(tree, rng):
     t = {}

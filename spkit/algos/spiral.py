@@ -33,7 +33,8 @@ Deviations from the paper:
   3. Direct mode (answer only) is the default at this scale; the paper's reasoning mode is
      ``--mode reasoning``.
   4. Extra, off by default: an entropy bonus (reward shaping with −β·log π(y), the sampled
-     sequence entropy) and a k3 KL penalty to the initial model.
+     sequence entropy, on legal moves only — see `entropy_bonus`) and a k3 KL penalty to the
+     initial model.
   5. With several processes each rank keeps its own RAE baselines over its own games
      (gradients are averaged, so weights stay identical).
   6. The paper's learner uses vLLM rollouts and a separate learner; here one process samples
@@ -274,6 +275,18 @@ def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> li
             A = baseline.update((ep.game, role), R) if baseline is not None else R  # Eq. (RAE)
             out += [(t, A) for t in ep.turns if t.learner and t.role == role]
     return out
+
+
+def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float) -> list[tuple[Turn, float]]:
+    """Optional entropy regulariser as reward shaping: A + β·(−log π(y)) on *legal* moves only.
+
+    −log π(y) of a sampled y is an unbiased estimate of the sequence entropy. Invalid answers get
+    no bonus: otherwise long, improbable garbage earns more bonus than the −1.5 penalty costs
+    (measured: with β = 1 and the bonus on every turn, spkit-tiny's invalid rate went from 0.3%
+    to 100% within ~50 updates)."""
+    if beta <= 0:
+        return pairs
+    return [(t, a - beta * sum(t.old_logprobs) if t.action is not None else a) for t, a in pairs]
 
 
 # ---- Loss ---------------------------------------------------------------------------------------
@@ -547,8 +560,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", step, rank))
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)
-        if cfg.entropy_coef > 0:  # entropy bonus as reward shaping: A − β·log π(y)
-            pairs = [(t, a - cfg.entropy_coef * sum(t.old_logprobs)) for t, a in pairs]
+        pairs = entropy_bonus(pairs, cfg.entropy_coef)
         batch = [(t, a) for t, a in pairs if a != 0.0 and t.completion_ids]
         losses = update(model, optimizer, batch, cfg, ref_model) if batch else {}
         n_eps += len(episodes)
