@@ -35,7 +35,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,19 +54,13 @@ PAPER = {
 
 
 @dataclass
-class Config:
-    family: str = tb.param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
-    n: int = tb.param(8, "number of responses (transitive / random families)")
-    matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
-    matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
-    mode: str = tb.param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
+class Config(tb.ProblemConfig):
     steps: int = tb.param(10000, "number of iterations t (KL(π*_τ‖π_t) = O(1/t) with the paper's schedule)")
     eta: float = tb.param(0.5, "η: mirror-descent step size (schedule 'constant')")
     schedule: str = tb.param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'")
     tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ")
     K: int = tb.param(8, "samples per iteration (sampled form)")
     lr: float = tb.param(0.1, "learning rate of the policy-gradient step (sampled form)")
-    seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
 # ---- Loss / update
@@ -112,7 +105,7 @@ def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cf
 
 def train(cfg: Config, callback=None) -> tb.History:
     """Run Nash-MD from π_0 = π_ref = uniform and return the exploitability curves."""
-    P, ref = tb.problem(cfg.family, cfg.n, cfg.matrix_seed, cfg.matrix)
+    P, ref = cfg.problem()
     log_ref = np.log(ref)
     rng = np.random.default_rng(cfg.seed)
     oracle = tb.Oracle(P, noisy=True, rng=rng)
@@ -128,10 +121,4 @@ def train(cfg: Config, callback=None) -> tb.History:
 # ---- Entry
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tb.add_config_arguments(parser, Config)
-    parser.add_argument("--out", default="runs/nash_md", help="output directory")
-
-
-def main(args: argparse.Namespace) -> int:
-    return tb.cli_main(train, tb.config_from_args(Config, args), args.out)
+add_arguments, main = tb.cli(Config, train, "nash_md")

@@ -33,7 +33,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,19 +50,13 @@ PAPER = {
 
 
 @dataclass
-class Config:
-    family: str = tb.param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
-    n: int = tb.param(8, "number of responses (transitive / random families)")
-    matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
-    matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
-    mode: str = tb.param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
+class Config(tb.ProblemConfig):
     steps: int = tb.param(2000, "number of iterations t")
     eta: float = tb.param(1.0, "η: mirror-prox step size")
     tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner itself")
     K: int = tb.param(8, "samples per half-step (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the pairwise loss per half-step (sampled form)")
     lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
-    seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
 # ---- Update
@@ -93,7 +86,7 @@ def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cf
 
 def train(cfg: Config, callback=None) -> tb.History:
     """Run Nash-MP from π_0 = π_ref = uniform and return the exploitability curves."""
-    P, ref = tb.problem(cfg.family, cfg.n, cfg.matrix_seed, cfg.matrix)
+    P, ref = cfg.problem()
     log_ref = np.log(ref)
     rng = np.random.default_rng(cfg.seed)
     oracle = tb.Oracle(P, noisy=True, rng=rng)
@@ -109,10 +102,4 @@ def train(cfg: Config, callback=None) -> tb.History:
 # ---- Entry
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tb.add_config_arguments(parser, Config)
-    parser.add_argument("--out", default="runs/nash_mp", help="output directory")
-
-
-def main(args: argparse.Namespace) -> int:
-    return tb.cli_main(train, tb.config_from_args(Config, args), args.out)
+add_arguments, main = tb.cli(Config, train, "nash_mp")

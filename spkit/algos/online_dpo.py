@@ -32,7 +32,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,11 +51,7 @@ PAPER = {
 
 
 @dataclass
-class Config:
-    family: str = tb.param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
-    n: int = tb.param(8, "number of responses (transitive / random families)")
-    matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
-    matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
+class Config(tb.ProblemConfig):
     mode: str = tb.param("exact", "exact (population minimiser) | sampled (K samples, noisy oracle)")
     steps: int = tb.param(2000, "number of online rounds t")
     beta: float = tb.param(1.0, "β of the DPO loss (the reference is the current policy π_t)")
@@ -64,7 +59,6 @@ class Config:
     K: int = tb.param(8, "samples per round (sampled form)")
     inner_steps: int = tb.param(5, "gradient steps on the DPO loss per round (sampled form)")
     lr: float = tb.param(0.5, "learning rate of those gradient steps (sampled form)")
-    seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
 # ---- Loss / update
@@ -97,7 +91,7 @@ def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator,
 
 def train(cfg: Config, callback=None) -> tb.History:
     """Run online DPO from π_0 = uniform and return the exploitability curves."""
-    P, ref = tb.problem(cfg.family, cfg.n, cfg.matrix_seed, cfg.matrix)
+    P, ref = cfg.problem()
     rng = np.random.default_rng(cfg.seed)
     oracle = tb.Oracle(P, noisy=True, rng=rng)
     if cfg.mode == "exact":
@@ -112,10 +106,4 @@ def train(cfg: Config, callback=None) -> tb.History:
 # ---- Entry
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tb.add_config_arguments(parser, Config)
-    parser.add_argument("--out", default="runs/online_dpo", help="output directory")
-
-
-def main(args: argparse.Namespace) -> int:
-    return tb.cli_main(train, tb.config_from_args(Config, args), args.out)
+add_arguments, main = tb.cli(Config, train, "online_dpo")

@@ -31,7 +31,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,17 +48,12 @@ PAPER = {
 
 
 @dataclass
-class Config:
-    family: str = tb.param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
-    n: int = tb.param(8, "number of responses (transitive / random families)")
-    matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
-    matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
+class Config(tb.ProblemConfig):
     mode: str = tb.param("exact", "exact (expected comparisons) | sampled (n_pairs noisy comparisons)")
     steps: int = tb.param(2000, "number of policy-optimisation iterations")
     beta: float = tb.param(0.1, "β: KL coefficient toward π_ref")
     eta: float = tb.param(0.5, "η: mirror-ascent step size")
     n_pairs: int = tb.param(2000, "comparisons used to fit the reward (sampled form)")
-    seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
 # ---- Reward
@@ -87,7 +81,7 @@ def optimal_policy(r: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
 
 def train(cfg: Config, callback=None) -> tb.History:
     """Fit the BT reward once, then optimise the KL-regularised objective."""
-    P, ref = tb.problem(cfg.family, cfg.n, cfg.matrix_seed, cfg.matrix)
+    P, ref = cfg.problem()
     rng = np.random.default_rng(cfg.seed)
     r = tb.fit_bradley_terry(reference_wins(P, ref, cfg, rng))  # (n,) Eq. (1)
     log_ref = np.log(ref)
@@ -103,10 +97,4 @@ def train(cfg: Config, callback=None) -> tb.History:
 # ---- Entry
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tb.add_config_arguments(parser, Config)
-    parser.add_argument("--out", default="runs/rlhf_bt", help="output directory")
-
-
-def main(args: argparse.Namespace) -> int:
-    return tb.cli_main(train, tb.config_from_args(Config, args), args.out)
+add_arguments, main = tb.cli(Config, train, "rlhf_bt")

@@ -37,7 +37,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,17 +57,12 @@ PAPER = {
 
 
 @dataclass
-class Config:
-    family: str = tb.param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
-    n: int = tb.param(8, "number of responses (transitive / random families)")
-    matrix_seed: int = tb.param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
-    matrix: list | None = tb.param(None, "explicit n×n preference matrix (overrides family)")
+class Config(tb.ProblemConfig):
     mode: str = tb.param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle)")
     steps: int = tb.param(2000, "number of self-play iterations t")
     lr: float = tb.param(1.0, "α: natural-policy-gradient step size (exact form)")
     pg_lr: float = tb.param(0.3, "REINFORCE step size on the logits (sampled form)")
     K: int = tb.param(8, "samples per iteration (sampled form)")
-    seed: int = tb.param(0, "seed of sampling and oracle noise")
 
 
 # ---- Reward / update
@@ -100,7 +94,7 @@ def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator,
 
 def train(cfg: Config, callback=None) -> tb.History:
     """Run SPO from π_0 = uniform and return the exploitability curves."""
-    P, ref = tb.problem(cfg.family, cfg.n, cfg.matrix_seed, cfg.matrix)
+    P, ref = cfg.problem()
     rng = np.random.default_rng(cfg.seed)
     oracle = tb.Oracle(P, noisy=True, rng=rng)
     if cfg.mode == "exact":
@@ -115,10 +109,4 @@ def train(cfg: Config, callback=None) -> tb.History:
 # ---- Entry
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tb.add_config_arguments(parser, Config)
-    parser.add_argument("--out", default="runs/spo", help="output directory")
-
-
-def main(args: argparse.Namespace) -> int:
-    return tb.cli_main(train, tb.config_from_args(Config, args), args.out)
+add_arguments, main = tb.cli(Config, train, "spo")

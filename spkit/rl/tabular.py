@@ -273,6 +273,23 @@ def param(default, doc: str):
     return field(default=default, metadata={"help": doc})
 
 
+@dataclass
+class ProblemConfig:
+    """The preference game a learner plays and how it observes it: the fields every learner's
+    `Config` shares (each learner subclasses it and adds its own step sizes)."""
+
+    family: str = param("three_cycle", "preference family: transitive | condorcet | three_cycle | random")
+    n: int = param(8, "number of responses (transitive / random families)")
+    matrix_seed: int = param(0, "seed of the preference matrix (0 = the margins (0.3, 0.1, 0.2) 3-cycle)")
+    matrix: list | None = param(None, "explicit n×n preference matrix (overrides family)")
+    mode: str = param("exact", "exact (expected update) | sampled (K samples, noisy oracle)")
+    seed: int = param(0, "seed of sampling and oracle noise")
+
+    def problem(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P, π_ref) for this config; see `problem`."""
+        return problem(self.family, self.n, self.matrix_seed, self.matrix)
+
+
 def problem(family: str, n: int, matrix_seed: int, matrix: list | None = None):
     """(P, π_ref): the preference matrix of a family (or an explicit `matrix`) and a uniform
     reference policy — the starting point of every learner (θ_0 = 0 means π_0 = π_ref)."""
@@ -303,6 +320,19 @@ def config_from_args(config_cls, args):
 
     names = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def cli(config_cls, train_fn, name: str):
+    """`add_arguments` and `main` of a learner's `spkit train NAME` subcommand."""
+
+    def add_arguments(parser) -> None:
+        add_config_arguments(parser, config_cls)
+        parser.add_argument("--out", default=f"runs/{name}", help="output directory")
+
+    def main(args) -> int:
+        return cli_main(train_fn, config_from_args(config_cls, args), args.out)
+
+    return add_arguments, main
 
 
 def cli_main(train_fn, cfg, out: str | None) -> int:
