@@ -264,14 +264,6 @@ class HFEngine:
         self.next_pos = self.next_pos + 1
         return logits
 
-    def _grow(self) -> None:
-        """Double the cache's columns (at most to prompt + max_new_tokens): log T copies."""
-        old = self.k[0].shape[2]
-        new = min(self.max_cap, 2 * old)
-        for buf in (self.k, self.v):
-            for i, t in enumerate(buf):
-                buf[i] = F.pad(t, (0, 0, 0, new - old))
-
     def select(self, rows: torch.Tensor) -> None:
         """Keep only these rows (finished rows leave the batch)."""
         self.cache.batch_select_indices(rows)

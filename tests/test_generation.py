@@ -19,16 +19,6 @@ PROMPTS = ["Your card: K.", "TicTacToe board:\n X | O | . ", "Question: Tom has 
 ENGINES = [False, None]  # model.forward + DynamicCache; auto (fused Llama engine)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and a contended 2-core box makes OpenMP's
-    second thread cost 10-100x (threads wait on each other at every op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)

@@ -10,16 +10,6 @@ from spkit.logprobs import score_continuations, token_logprobs
 from spkit.testing import tiny_random_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and a contended 2-core box makes OpenMP's
-    second thread cost 10-100x (threads wait on each other at every op)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_random_model(seed=2)
