@@ -44,7 +44,11 @@ __all__ = [
 # ---- helpers
 
 
-def _reduce(x: Tensor, reduction: Reduction) -> Tensor:
+def _reduce(x: Tensor, reduction: Reduction, weights: Tensor | None = None) -> Tensor:
+    """Mean / sum / none over the batch; with `weights` (an expectation under a known
+    distribution) both "mean" and "sum" give Σ w·x."""
+    if weights is not None:
+        return weights * x if reduction == "none" else (weights * x).sum()
     if reduction == "mean":
         return x.mean()
     if reduction == "sum":
@@ -128,9 +132,7 @@ def sppo_loss(
     """
     resid = (logps - prev_logps) - eta * (win_probs - 0.5)  # (B,)
     sq = resid**2
-    if weights is not None:
-        return (weights * sq).sum() if reduction != "none" else weights * sq
-    return _reduce(sq, reduction)
+    return _reduce(sq, reduction, weights)
 
 
 def inpo_loss(
@@ -158,9 +160,7 @@ def inpo_loss(
         - (1.0 - eta * tau) * (prev_chosen_logps - prev_rejected_logps)
     )  # (B,)
     sq = (h - eta / 2.0) ** 2
-    if weights is not None:
-        return (weights * sq).sum() if reduction != "none" else weights * sq
-    return _reduce(sq, reduction)
+    return _reduce(sq, reduction, weights)
 
 
 def nash_md_loss(
