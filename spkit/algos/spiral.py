@@ -26,7 +26,7 @@ Algorithm (one step):
      invalid-move rate, completion length, the RAE baselines; log, plot, checkpoint.
 
 Deviations from the paper:
-  1. A ~3.4M-parameter model (spkit-tiny) and a few hundred games per step on a CPU instead of
+  1. A 3.3M-parameter model (spkit-tiny) and a few hundred games per step on a CPU instead of
      Qwen3-4B-Base on 8 GPUs; `Config.preset("qwen3-4b")` holds the paper-scale settings.
   2. spkit's own game implementations (standard Kuhn Poker payoffs, so NashConv is exact)
      instead of TextArena environments, and spkit's prompt formats.
