@@ -144,14 +144,13 @@ def test_merging_identical_turns_is_exact(random_tiny):
 
 
 def test_shared_prefix_logprobs_equal_plain_forward(random_tiny):
-    from spkit.logprobs import token_logprobs
-    from spkit.rl.selfplay import turn_logprobs
+    from spkit.logprobs import shared_prefix_logprobs, token_logprobs
 
     model, _ = random_tiny
     prefix = list(range(3, 23))  # 20 shared tokens
     P = [prefix + [30, 31], prefix + [32], prefix + [33, 34, 35]]
     C = [[40, 41], [42], [43, 44, 45]]
-    a, b = token_logprobs(model, P, C), turn_logprobs(model, P, C)
+    a, b = token_logprobs(model, P, C), shared_prefix_logprobs(model, P, C)
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
 
 

@@ -122,9 +122,10 @@ from spkit.games.policies import (
 )
 from spkit.games.prompts import MODES, format_prompt, parse_action
 from spkit.generation import Sampler, SamplingParams
+from spkit.logprobs import shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
-from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes, turn_logprobs
+from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes
 from spkit.rl.tabular_pg import average_policy
 from spkit.solvers.exploitability import Table, game_tree, nash_conv
 from spkit.train_utils import (
@@ -353,7 +354,7 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
-            logp = torch.stack([F.pad(x, (0, T - len(x))) for x in turn_logprobs(model, P, C)])  # (b, T)
+            logp = torch.stack([F.pad(x, (0, T - len(x))) for x in shared_prefix_logprobs(model, P, C)])  # (b, T)
             dev = logp.device
             old = _pad([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
             mask = _pad([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
@@ -362,7 +363,7 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             ref = None
             if ref_model is not None and cfg.kl_coef > 0:
                 with torch.no_grad():
-                    ref = torch.stack([F.pad(x, (0, T - len(x))) for x in turn_logprobs(ref_model, P, C)])
+                    ref = torch.stack([F.pad(x, (0, T - len(x))) for x in shared_prefix_logprobs(ref_model, P, C)])
             loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef, w, n_tok)
             loss.backward()
             share = float((mask * w[:, None]).sum()) / max(n_tok, 1.0)
@@ -399,7 +400,7 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
                 C.append(tokenizer(a + "}", add_special_tokens=False)["input_ids"])
                 owner.append((j, a))
         with torch.no_grad():
-            lps = [float(x.sum()) for x in turn_logprobs(model, P, C)]
+            lps = [float(x.sum()) for x in shared_prefix_logprobs(model, P, C)]
         logp: dict[str, dict[str, float]] = {k: {} for k in keys}
         for (j, a), lp in zip(owner, lps, strict=True):
             logp[keys[j]][a] = lp
