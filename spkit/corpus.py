@@ -63,11 +63,6 @@ def build(n: int, seed: int = 0) -> list[str]:
     return docs
 
 
-def mix_summary(docs: list[str]) -> dict[str, int]:
-    """How many documents of each kind a corpus of this size holds."""
-    return counts(len(docs))
-
-
 # ---- game transcripts ---------------------------------------------------------------------
 
 

@@ -136,7 +136,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         "tokens_seen": cfg.steps * cfg.batch * cfg.seq_len,
         "final_loss": sum(h["train/loss"] for h in history[-20:]) / min(20, len(history)),
         "seconds": round(time.time() - t0, 1),
-        "corpus_mix": corpus.mix_summary(docs),
+        "corpus_mix": corpus.counts(len(docs)),
     }
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2))
     with open(out / "loss.csv", "w") as f:
