@@ -109,8 +109,9 @@ def measure(model, tokenizer, n_states: int = 100, n_arith: int = 50, n_instr: i
     }
 
 
-def render(name: str, abilities: dict, pretrain: dict | None) -> str:
-    """The model card as markdown."""
+def render(name: str, abilities: dict, pretrain: dict | None, vocab: int | None = None) -> str:
+    """The model card as markdown. `vocab`: the tokenizer's real size (BPE may learn fewer
+    merges than the `vocab_size` it was asked for)."""
     lines = [f"# {name}", "", CARD_INTRO, ""]
     if pretrain:
         c = pretrain["config"]
@@ -118,7 +119,7 @@ def render(name: str, abilities: dict, pretrain: dict | None) -> str:
             "## Training", "",
             f"- Architecture: Llama, {pretrain['params'] / 1e6:.2f}M parameters "
             f"({c['layers']} layers, width {c['hidden']}, {c['heads']} heads, "
-            f"vocab {c['vocab_size']}, context {c['context']}).",
+            f"vocab {vocab or c['vocab_size']}, context {c['context']}).",
             f"- Corpus: {pretrain['corpus_docs']:,} synthetic documents "
             f"({pretrain['corpus_tokens']:,} tokens) — " + ", ".join(
                 f"{k} {v:,}" for k, v in pretrain["corpus_mix"].items()) + ".",
@@ -192,7 +193,8 @@ def main(args: argparse.Namespace) -> int:
     abilities = measure(model, tok, args.states, args.arith, args.instructions)
     path = Path(resolve_model_path(args.model))
     pre = path / "pretrain.json"
-    card = render(path.name, abilities, json.loads(pre.read_text()) if pre.exists() else None)
+    card = render(path.name, abilities, json.loads(pre.read_text()) if pre.exists() else None,
+                  vocab=model.config.vocab_size)
     print(card)
     if args.write:
         (path / "card.json").write_text(json.dumps(abilities, indent=2))

@@ -8,11 +8,19 @@ regenerate the model with `spkit pretrain`.
 What the model is shown decides what it can later *learn*, so the demonstrations are
 deliberately mediocre:
 - game moves are always legal and in the right format, but chosen by a weak, noisy policy
-  (a card-strength heuristic in Kuhn Poker, half-random play in TicTacToe, greedy offers in
-  Negotiation), so self-play has something to improve;
+  (a loose, exploitable card-and-situation style in Kuhn Poker, half-random play in
+  TicTacToe, greedy offers in Negotiation), so self-play has something to improve;
 - reasoning is one or two short template sentences read off the state, then `\boxed{move}`;
 - arithmetic solutions are correct and step by step, so accuracy grows with training but
-  falls with the number of steps.
+  falls with the number of steps;
+- a few ProcessBench-style critiques (train-split problems, the critic template of
+  `spkit.tasks.steps`, the index of the first wrong step) so the answer format is known.
+
+Why the Kuhn Poker style differs by card *and* by situation: what self-play can later learn
+is limited by what the network tells apart. With a style that played J and Q alike (bet 30%
+vs 45%), spkit-tiny's gradients for the J and Q prompts had cosine similarity 1.00, so no RL
+update could ever separate the two cards — and the best Kuhn policy with J and Q tied (and
+the betting history ignored) has NashConv 0.19. See `spkit.algos.spiral` for the measurements.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Callable
 from spkit.games import load_game
 from spkit.games.base import State
 from spkit.games.prompts import format_prompt
-from spkit.tasks import arithmetic, instructions
+from spkit.tasks import arithmetic, instructions, steps
 
 #: Share of documents per kind (games split evenly in prompt modes: 60% reasoning, 40% direct).
 MIX = {
@@ -31,8 +39,9 @@ MIX = {
     "tictactoe": 0.16,
     "negotiation": 0.10,
     "spy": 0.08,
-    "arithmetic": 0.36,
+    "arithmetic": 0.31,
     "instructions": 0.14,
+    "steps": 0.05,
 }
 DIRECT_SHARE = 0.4
 
@@ -59,8 +68,17 @@ def build(n: int, seed: int = 0) -> list[str]:
         r["prompt"] + "\n" + instructions.reference_response(r, rng)
         for r in instructions.generate(per_kind["instructions"], seed=seed, split="train")
     ]
+    docs += critique_documents(per_kind["steps"], seed)
     rng.shuffle(docs)
     return docs
+
+
+def critique_documents(n: int, seed: int) -> list[str]:
+    """`n` ProcessBench-style critiques of train-split solutions, spread over the subsets."""
+    subsets = list(steps.SUBSETS)
+    per = [n // len(subsets) + (i < n % len(subsets)) for i in range(len(subsets))]
+    return [steps.document(r) for sub, k in zip(subsets, per, strict=True)
+            for r in steps.generate(k, seed=seed, subset=sub, split="train")]
 
 
 # ---- game transcripts ---------------------------------------------------------------------
@@ -85,17 +103,24 @@ def game_documents(name: str, n: int, rng: random.Random) -> list[str]:
 
 Demonstrator = Callable[[State, int, random.Random], tuple[str, str]]
 _KUHN_STRENGTH = {"J": "the lowest card", "Q": "the middle card", "K": "the highest card"}
-#: Probability of the aggressive move (bet / call) by card: a plausible but exploitable style.
-_KUHN_AGGRESSION = {"J": 0.3, "Q": 0.45, "K": 0.8}
+#: Probability of the aggressive move (bet / call) per information set (card + betting so far,
+#: OpenSpiel's letters: p = check, b = bet). A loose style: it bluffs the Jack, checks the
+#: Queen but calls with it, and is too timid with the King. NashConv 0.382 (Nash: 0).
+KUHN_AGGRESSION = {
+    "J": 0.7, "Q": 0.1, "K": 0.8,  # Player 0 opens
+    "Jp": 0.8, "Qp": 0.2, "Kp": 0.9,  # Player 1 after a check
+    "Jb": 0.1, "Qb": 0.8, "Kb": 0.9,  # Player 1 facing a bet
+    "Jpb": 0.2, "Qpb": 0.7, "Kpb": 0.9,  # Player 0 facing a bet after checking
+}
+_KUHN_SITUATION = {"": "I act first.", "p": "My opponent checked.", "b": "I face a bet.", "pb": "I face a bet."}
 
 
 def kuhn_demo(state, player: int, rng: random.Random) -> tuple[str, str]:
-    card = state.cards[player]
-    aggressive = rng.random() < _KUHN_AGGRESSION[card]
+    key = state.information_state_string(player)  # e.g. "Qpb"
+    card = key[0]
     legal = state.legal_actions()  # [check, bet] or [fold, call]
-    move = legal[1] if aggressive else legal[0]
-    facing = "I face a bet." if legal[0] == "fold" else "Nobody has bet yet."
-    return move, f"I have {card}, {_KUHN_STRENGTH[card]}. {facing} I {move}."
+    move = legal[1] if rng.random() < KUHN_AGGRESSION[key] else legal[0]
+    return move, f"I have {card}, {_KUHN_STRENGTH[card]}. {_KUHN_SITUATION[key[1:]]} I {move}."
 
 
 _LINES = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]

@@ -12,7 +12,7 @@ nanoGPT-style: the whole recipe in one file. Steps:
 The result loads with plain `AutoModelForCausalLM` / `AutoTokenizer`. The model card's ability
 numbers are measured separately by `spkit card` (see `spkit/card.py`).
 
-Run:  spkit pretrain --out assets/models/spkit-tiny --seed 0        (≈15 min on 2 CPU cores)
+Run:  spkit pretrain --out assets/models/spkit-tiny --seed 0        (15 min on 2 CPU cores)
       spkit pretrain --out /tmp/tiny --steps 20 --docs 2000         (a smoke run)
 """
 

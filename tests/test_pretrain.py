@@ -12,6 +12,9 @@ from spkit import corpus
 from spkit.games import load_game
 from spkit.games.prompts import ANSWER_PREFIX, REASONING_INSTRUCTION, parse_action
 from spkit.pretrain import PretrainConfig, pretrain
+from spkit.solvers.exploitability import nash_conv
+from spkit.tasks import steps
+from spkit.tasks.arithmetic import split_of
 
 
 def test_corpus_is_deterministic_and_mixed():
@@ -21,6 +24,35 @@ def test_corpus_is_deterministic_and_mixed():
     assert any(d.startswith("Question: ") and "\n#### " in d for d in a)
     assert any(d.startswith(load_game("kuhn_poker").rules) for d in a)
     assert any(d.startswith(load_game("spy").rules) for d in a)
+
+
+def test_corpus_critiques_use_training_problems_only():
+    """ProcessBench-style critiques are in the corpus, but never on held-out (test) problems."""
+    docs = [d for d in corpus.build(1000, seed=0) if "[Math Problem]" in d]
+    assert len(docs) == corpus.counts(1000)["steps"] == 50
+    for d in docs:
+        problem = d.split("[Math Problem]\n\n")[1].split("\n\n[Solution]")[0]
+        assert split_of(problem) == "train"
+        assert steps.extract_index(d.rsplit("\n\n", 1)[1]) in range(-1, 4)
+
+
+def test_kuhn_style_is_exploitable_and_is_what_the_demonstrator_plays():
+    """Known answer: the demonstrator's style has NashConv 0.38166...; sampled moves follow it."""
+    g = load_game("kuhn_poker")
+    table = {k: dict(zip(("check", "bet") if k[-1:] != "b" else ("fold", "call"), (1 - p, p), strict=True))
+             for k, p in corpus.KUHN_AGGRESSION.items()}
+    assert nash_conv(g, table) == pytest.approx(0.3816666666, abs=1e-9)
+    rng, seen = random.Random(0), {}
+    for _ in range(4000):
+        state = g.new_initial_state(seed=rng.randrange(2**31))
+        while not state.is_terminal():
+            p = state.current_player()
+            move, _ = corpus.kuhn_demo(state, p, rng)
+            key = state.information_state_string(p)
+            seen.setdefault(key, []).append(move in ("bet", "call"))
+            state.apply_action(move)
+    for key, moves in seen.items():  # 4000 games: every infoset is visited >= 250 times
+        assert sum(moves) / len(moves) == pytest.approx(corpus.KUHN_AGGRESSION[key], abs=0.1), key
 
 
 @pytest.mark.parametrize("game", ["kuhn_poker", "tictactoe", "negotiation", "spy"])

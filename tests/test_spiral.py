@@ -17,6 +17,7 @@ import torch
 from spkit.algos import spiral
 from spkit.games import load_game
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY, UniformRandomPolicy
+from spkit.games.prompts import format_prompt
 from spkit.generation import Completion, SamplingParams
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.selfplay import Episode, LMAgent, Turn, play_episodes
@@ -326,3 +327,27 @@ def test_two_processes_keep_identical_weights(tiny_dir, tmp_path):
     for t in init.state_dict().values():
         h.update(t.detach().numpy().tobytes())
     assert h.hexdigest() != h0  # the replicas trained (and stayed equal)
+
+
+def test_gradient_similarity_matches_separate_backward_passes(random_tiny):
+    """The cosine matrix equals the one from two independent full forwards (no shared prefix)."""
+    model, tok = random_tiny
+    game = load_game("kuhn_poker")
+    keys, sim = spiral.kuhn_gradient_similarity(model, tok, game, ["J", "Kb"])
+    assert keys == ["J", "Kb"] and torch.allclose(sim.diagonal(), torch.ones(2))
+    tree = game_tree(game)
+    grads = []
+    for k in keys:
+        s = tree.infoset_states[k]
+        prompt = format_prompt(s, s.current_player(), "direct")
+        logit = []
+        for a in s.legal_actions():
+            ids = tok(prompt + a + "}", return_tensors="pt")["input_ids"]
+            n = len(tok(a + "}", add_special_tokens=False)["input_ids"])
+            lp = torch.log_softmax(model(ids).logits[0, :-1], -1).gather(1, ids[0, 1:, None])[-n:].sum()
+            logit.append(lp)
+        model.zero_grad()
+        (logit[1] - logit[0]).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    g = torch.nn.functional.normalize(torch.stack(grads), dim=1)
+    assert torch.allclose(sim, g @ g.T, atol=1e-4)

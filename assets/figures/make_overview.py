@@ -1,11 +1,11 @@
 """Draw the README's overview figure from measured runs (nothing here is typed in by hand).
 
-    python assets/figures/make_overview.py --spiral runs/spiral      # writes overview.png
+    python assets/figures/make_overview.py --spiral runs/spiral --tictactoe runs/spiral_tictactoe
 
 Panels: tabular CFR on Kuhn Poker (exact NashConv of the average policy); preference-game
-learners on the non-uniform 3-cycle (exploitability, last vs average iterate); a SPIRAL
-self-play run of spkit-tiny (its `metrics.csv`): the exact Kuhn Poker NashConv of the model and
-its TicTacToe results against a random player.
+learners on the non-uniform 3-cycle (exploitability, last vs average iterate); SPIRAL self-play
+runs of spkit-tiny (their `metrics.csv`): the exact Kuhn Poker NashConv of the model (the
+README's main command) and TicTacToe results against a random player and perfect play.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from spkit.widgets.preference import compare_learners, plot_convergence  # noqa:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--spiral", default="runs/spiral", help="a `spkit train spiral` output dir")
+    ap.add_argument("--spiral", default="runs/spiral", help="a `spkit train spiral` output dir (Kuhn Poker panel)")
+    ap.add_argument("--tictactoe", default=None, help="a TicTacToe `spkit train spiral` output dir (default: --spiral)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("overview.png")))
     args = ap.parse_args()
 
@@ -53,13 +54,14 @@ def main() -> None:
     axes[2].set(xlabel="self-play update", ylabel="NashConv (exact)",
                 title="SPIRAL self-play of spkit-tiny: Kuhn Poker")
     axes[2].legend(fontsize=8)
+    rows = read_metrics(Path(args.tictactoe or args.spiral) / "metrics.csv")
     for key, label in (("eval/tictactoe/win_vs_random", "win"), ("eval/tictactoe/loss_vs_random", "loss"),
                        ("eval/tictactoe/draw_vs_perfect", "draw vs perfect play")):
         pts = [(r["step"], r[key]) for r in rows if np.isfinite(r.get(key, np.nan))]
         if pts:
             axes[3].plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
     axes[3].set(xlabel="self-play update", ylabel="rate", ylim=(0, 1),
-                title="SPIRAL self-play of spkit-tiny: TicTacToe vs random")
+                title="SPIRAL self-play of spkit-tiny: TicTacToe")
     axes[3].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -40,29 +40,40 @@ Deviations from the paper:
   6. The paper's learner uses vLLM rollouts and a separate learner; here one process samples
      with `spkit.generation.Sampler` and updates the same weights (exactly on-policy).
 
-Measured here (spkit-tiny, 3.3M params, direct mode, 2 CPU cores shared with other jobs; load
-average 3-11 during most runs, so wall times vary 2-5x; TicTacToe rows: seed 0 only):
-  * Start: Kuhn Poker NashConv 0.365 (exact). TicTacToe vs random W/D/L 0.23/0.06/0.70 (52% of
+Measured here (spkit-tiny, 3.3M params, direct mode, 2 CPU cores; Kuhn runs: 1 torch thread each,
+two runs side by side; `--episodes 256`, so ~0.7 s and 256 games per update):
+  * Start: Kuhn Poker NashConv 0.399 (exact). TicTacToe vs random W/D/L 0.20/0.00/0.80 (48% of
     games end in an invalid move of the model), vs perfect play draws 0.016.
-  * Kuhn, defaults (`spkit train spiral --game kuhn_poker`, 60 updates of 256 games, ~1.5 min
-    on a quiet machine): last iterate 0.365 -> 0.773, average policy -> 0.669; invalid rate
-    stays below 1%. Other settings without a regulariser (seed 0, 40 updates): lr 1e-4 -> 0.67,
-    lr 3e-4 -> 1.16, SGD (lr 0.1 / 0.5) -> 0.66 / 0.83; vs the CFR opponent (lr 1e-4) -> 0.83.
-  * Kuhn, best configuration found (`--lr 3e-5 --episodes 256 --entropy-coef 1.0
-    --max-minutes 10`), seeds 0/1/2, 150/210/280 updates in 10 minutes (1 thread each, 3 runs
-    side by side on the shared cores): average policy 0.365 -> 0.412 / 0.401 / 0.359 (best
-    along the way 0.343 / 0.354 / 0.339); last iterate -> 0.492 / 0.654 / 0.642 (best 0.365 /
-    0.348 / 0.309). The issue's target (<= 0.15) is NOT reached. Why: the 12 information-set
-    prompts differ in a few tokens, so one gradient step moves all of them together; the strong
-    "bet with the King" signal then raises "bet" for every card (the lr 1e-4 model ends with
-    P(bet) = 0.999 at J, Q and K). The same algorithm on a softmax *table* started from the
-    model's own policy reaches 0.14 in 200 updates (256 games each, step 0.5): the game signal
-    is there, the tiny network's coupling of states is what fails. (spkit-tiny plays J and Q identically, before and after
-    training, to 2-3 decimals; that alone is not the barrier: the best policy with J and Q tied
-    has NashConv 0.111, found by differential evolution over the 8 tied probabilities.)
-  * TicTacToe self-play (lr 3e-5, 64 games/step, 40 updates, 13 min under load): loss vs random
-    0.70 -> 0.44 (win 0.23 -> 0.52, mostly from fewer invalid moves: 0.52 -> 0.08); draws vs
-    perfect play 0.016 -> 0.078 at step 10, back to 0.016 at step 40 (64 games: within noise).
+  * Kuhn, best configuration found: `spkit train spiral --game kuhn_poker --entropy-coef 0.2
+    --lr 1e-5 --max-minutes 10`, seeds 0/1/2, 735/721/731 updates in 10 minutes. The **average
+    policy** falls 0.399 -> 0.100 / 0.104 / 0.100 (<= 0.15 first at update 150 / 100 / 100, and
+    <= 0.142 at every evaluation from update 200 on, i.e. after 3 minutes); the last iterate ends at 0.134 / 0.140 / 0.212 and keeps moving (range
+    over the second half 0.07-0.25 / 0.07-0.18 / 0.10-0.22). The stretch target (0.05, tabular
+    CFR at 100 iterations gives 0.0165) is not reached. Invalid moves: < 0.5% of turns.
+  * Other settings, 10 minutes: entropy 0.1, lr 1e-5, seeds 0/1/2: average 0.130 / 0.119 /
+    0.155, last iterate swinging 0.19-0.74; entropy 0.3 (seed 0): average 0.146, last 0.09-0.19
+    (a calmer iterate, biased towards the regularised equilibrium); entropy 0.1, lr 5e-6 (seed 2):
+    average 0.091.
+  * The paper's defaults (no regulariser, lr 3e-5), 100 updates: the last iterate falls to 0.28 by
+    update 20, then runs into the corners of the simplex (1.00 at update 90: deterministic play,
+    where softmax gradients vanish); average 0.22. So without a regulariser the average is
+    dragged by iterates stuck at corners — the cycling that section 3 of `lessons/02` shows on
+    a table. An entropy bonus keeps the iterate inside the simplex.
+  * Why spkit-tiny had to be rebuilt for this (see `kuhn_gradient_similarity`, `lessons/02`):
+    the first spkit-tiny learned Kuhn Poker from a style that played J and Q almost alike. Its
+    gradients for the J and Q prompts had cosine 1.00 (J vs Jp 0.97), so no update could move
+    them apart; the best policy with J, Q tied and the betting history ignored has NashConv
+    0.194, and every run made NashConv *rise* (0.365 -> 0.6-0.78 with the defaults; 0.34 at best
+    with an entropy bonus of 1.0). Even the exact expected gradient (no sampling noise) drove
+    it into a corner within 20 Adam steps. The corpus now uses a style that differs by card and
+    situation (`spkit.corpus.KUHN_AGGRESSION`): J vs Q cosine 0.61, and the runs above.
+  * The README's main command (the configuration above, 300 updates, eval every 25; 4.4 min on
+    1 thread beside another job): average policy 0.399 -> 0.125, last iterate -> 0.235.
+  * TicTacToe self-play with the paper's defaults (`--game tictactoe --episodes 64 --steps 40`,
+    3.7 min, 1 thread): vs random W/D/L 0.20/0.00/0.80 -> 0.52/0.09/0.39, mostly from fewer
+    invalid moves (48% -> 11% of games); draws vs perfect play 0.016 -> 0.078 at update 10, back
+    to 0.016 at 40 (64 games: within noise). Kuhn NashConv moved too (0.399 -> 0.28) without a
+    single Kuhn game: the games share the answer format and the network.
   * Speed (benchmarks/spiral.py, 1 thread): 400 Kuhn episodes/s batched vs 22/s with one
     `model.generate` per turn (18x); an update on 149 turns merges them into 30 rows and takes
     0.43 s vs 8.2 s for a plain PPO step on every turn (19x).
@@ -86,8 +97,10 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/completion_len             mean completion length in the evaluation games
 
 Commands:
-  CPU:  spkit train spiral --game kuhn_poker --out runs/spiral            # a few minutes
-        spkit train spiral --game kuhn_poker --game tictactoe --steps 300 --seed 1
+  CPU:  spkit train spiral --game kuhn_poker --entropy-coef 0.2 --lr 1e-5 --steps 300 \
+            --eval-every 25 --out runs/spiral                                # the README's main job
+        spkit train spiral --game kuhn_poker --entropy-coef 0.2 --lr 1e-5 --max-minutes 10 --seed 1
+        spkit train spiral --game tictactoe --episodes 64 --steps 40 --out runs/spiral_tictactoe
         spkit train spiral --opponent random --out runs/spiral_random     # an ablation
         torchrun --nproc_per_node 2 -m spkit train spiral --steps 20      # 2 processes, gloo
   GPU:  spkit train spiral --preset qwen3-4b --model Qwen/Qwen3-4B-Base --device cuda \
@@ -425,6 +438,31 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
         counts[k] = c
     return _counts_table(counts), {"legal_mass": float(np.mean([sum(c.values()) / n for c in counts.values()])),
                                    "counts": counts}
+
+
+def kuhn_gradient_similarity(model, tokenizer, game: Game, keys: list[str] | None = None) -> tuple[list[str], torch.Tensor]:
+    """Cosine similarity between the parameter gradients of each Kuhn infoset's preference
+    log p(aggressive move) − log p(passive move) (direct mode), as a (n, n) matrix.
+
+    Why: a gradient step that raises "bet" at infoset I moves infoset J by the dot product of
+    their gradients. At cosine ≈ 1 the network *cannot* move I and J apart, whatever the reward
+    says: an RL run can only reach policies where they are tied (`lessons/02` measures both)."""
+    tree = game_tree(game)
+    keys = keys or sorted(tree.infoset_states)
+    grads = []
+    for k in keys:
+        s = tree.infoset_states[k]
+        passive, aggressive = s.legal_actions()
+        pid = tokenizer(format_prompt(s, s.current_player(), "direct"))["input_ids"]
+        comps = [tokenizer(a + "}", add_special_tokens=False)["input_ids"] for a in (passive, aggressive)]
+        lp = shared_prefix_logprobs(model, [pid, pid], comps)
+        model.zero_grad(set_to_none=True)
+        (lp[1].sum() - lp[0].sum()).backward()
+        grads.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                               for p in model.parameters()]))
+    model.zero_grad(set_to_none=True)
+    g = F.normalize(torch.stack(grads), dim=1)
+    return keys, g @ g.T
 
 
 def _counts_table(counts: dict[str, dict[str, int]]) -> Table:
