@@ -74,9 +74,10 @@ two runs side by side; `--episodes 256`, so ~0.7 s and 256 games per update):
     invalid moves (48% -> 11% of games); draws vs perfect play 0.016 -> 0.078 at update 10, back
     to 0.016 at 40 (64 games: within noise). Kuhn NashConv moved too (0.399 -> 0.28) without a
     single Kuhn game: the games share the answer format and the network.
-  * Speed (benchmarks/spiral.py, 1 thread): 400 Kuhn episodes/s batched vs 22/s with one
-    `model.generate` per turn (18x); an update on 149 turns merges them into 30 rows and takes
-    0.43 s vs 8.2 s for a plain PPO step on every turn (19x).
+  * Speed (benchmarks/spiral.py, 1 thread, beside one other run): Kuhn Poker 308 episodes/s
+    batched vs 21/s with one `model.generate` per turn (14.7x), TicTacToe 73 vs 8.5 (8.6x); an
+    update on 147 turns merges them into 30 rows and takes 0.45 s vs 8.8 s for a plain PPO step
+    on every turn (19.8x).
 
 Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `train`):
   train/episodes            episodes played so far (all games, this rank)
