@@ -46,10 +46,11 @@ two runs side by side; `--episodes 256`, so ~0.7 s and 256 games per update):
     games end in an invalid move of the model), vs perfect play draws 0.016.
   * Kuhn, best configuration found: `spkit train spiral --game kuhn_poker --entropy-coef 0.2
     --lr 1e-5 --max-minutes 10`, seeds 0/1/2, 735/721/731 updates in 10 minutes. The **average
-    policy** falls 0.399 -> 0.100 / 0.104 / 0.100 (<= 0.15 first at update 150 / 100 / 100, and
-    <= 0.142 at every evaluation from update 200 on, i.e. after 3 minutes); the last iterate ends at 0.134 / 0.140 / 0.212 and keeps moving (range
-    over the second half 0.07-0.25 / 0.07-0.18 / 0.10-0.22). The stretch target (0.05, tabular
-    CFR at 100 iterations gives 0.0165) is not reached. Invalid moves: < 0.5% of turns.
+    policy** falls 0.399 -> 0.100 / 0.104 / 0.100 (<= 0.15 first at update 150 / 100 / 100,
+    and <= 0.142 at every evaluation from update 200 on, i.e. after 3 minutes); the last
+    iterate ends at 0.134 / 0.140 / 0.212 and keeps moving (range over the second half
+    0.07-0.25 / 0.07-0.18 / 0.10-0.22). The stretch target (0.05; tabular CFR at 100 iterations
+    gives 0.0165) is not reached. Invalid moves at the end: 0-0.3% of turns.
   * Other settings, 10 minutes: entropy 0.1, lr 1e-5, seeds 0/1/2: average 0.130 / 0.119 /
     0.155, last iterate swinging 0.19-0.74; entropy 0.3 (seed 0): average 0.146, last 0.09-0.19
     (a calmer iterate, biased towards the regularised equilibrium); entropy 0.1, lr 5e-6 (seed 2):
@@ -64,8 +65,9 @@ two runs side by side; `--episodes 256`, so ~0.7 s and 256 games per update):
     gradients for the J and Q prompts had cosine 1.00 (J vs Jp 0.97), so no update could move
     them apart; the best policy with J, Q tied and the betting history ignored has NashConv
     0.194. With the defaults NashConv *rose* (0.365 -> 0.77 in 60 updates); the best setting
-    found then (entropy bonus 1.0, 10 minutes, 3 seeds) never took the average below 0.34. Even the exact expected gradient (no sampling noise) drove
-    it into a corner within 20 Adam steps. The corpus now uses a style that differs by card and
+    found then (entropy bonus 1.0, 10 minutes, 3 seeds) never took the average below 0.34.
+    Even the exact expected gradient (no sampling noise) drove it into a corner within 20 Adam
+    steps. The corpus now uses a style that differs by card and
     situation (`spkit.corpus.KUHN_AGGRESSION`): J vs Q cosine 0.61, and the runs above.
   * The README's main command (the configuration above, 300 updates, eval every 25; 4.4 min on
     1 thread beside another job): average policy 0.399 -> 0.125, last iterate -> 0.235.
