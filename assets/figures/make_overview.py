@@ -54,7 +54,8 @@ def main() -> None:
     axes[2].set(xlabel="self-play update", ylabel="NashConv (exact)",
                 title="SPIRAL self-play of spkit-tiny: Kuhn Poker")
     axes[2].legend(fontsize=8)
-    rows = read_metrics(Path(args.tictactoe or args.spiral) / "metrics.csv")
+    if args.tictactoe:  # otherwise the TicTacToe curves come from the same run
+        rows = read_metrics(Path(args.tictactoe) / "metrics.csv")
     for key, label in (("eval/tictactoe/win_vs_random", "win"), ("eval/tictactoe/loss_vs_random", "loss"),
                        ("eval/tictactoe/draw_vs_perfect", "draw vs perfect play")):
         pts = [(r["step"], r[key]) for r in rows if np.isfinite(r.get(key, np.nan))]

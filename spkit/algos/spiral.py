@@ -405,6 +405,13 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
 
 
 # ---- Eval ---------------------------------------------------------------------------------------
+def _direct_answers(tokenizer, state) -> tuple[list[int], list[list[int]]]:
+    """Token ids of `state`'s direct-mode prompt and of each legal answer ``action}``, in
+    `legal_actions()` order: what the model's exact policy at `state` is read from."""
+    prompt = tokenizer(format_prompt(state, state.current_player(), "direct"))["input_ids"]
+    return prompt, [tokenizer(a + "}", add_special_tokens=False)["input_ids"] for a in state.legal_actions()]
+
+
 def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Table, dict[str, float]]:
     """The model's Kuhn Poker policy, one row per information set (12), renormalised over the
     legal moves (i.e. conditioned on answering legally).
@@ -415,14 +422,13 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
     tree = game_tree(game)
     keys = list(tree.infoset_states)
     states = [tree.infoset_states[k] for k in keys]
-    prompts = [format_prompt(s, s.current_player(), cfg.mode) for s in states]
     if cfg.mode == "direct":
         P, C, owner = [], [], []
-        for j, (p, s) in enumerate(zip(prompts, states, strict=True)):
-            pid = tokenizer(p)["input_ids"]
-            for a in s.legal_actions():
+        for j, s in enumerate(states):
+            pid, answers = _direct_answers(tokenizer, s)
+            for a, c in zip(s.legal_actions(), answers, strict=True):
                 P.append(pid)
-                C.append(tokenizer(a + "}", add_special_tokens=False)["input_ids"])
+                C.append(c)
                 owner.append((j, a))
         with torch.no_grad():
             lps = [float(x.sum()) for x in shared_prefix_logprobs(model, P, C)]
@@ -436,6 +442,7 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
             mass.append(math.exp(z))
         return table, {"legal_mass": float(np.mean(mass)), "counts": None}
     n = cfg.kuhn_samples
+    prompts = [format_prompt(s, s.current_player(), cfg.mode) for s in states]
     sampler = Sampler(model, tokenizer)
     params = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.eval_temperature,
                             stop=("}",), include_stop=True)
@@ -463,10 +470,7 @@ def kuhn_gradient_similarity(model, tokenizer, game: Game, keys: list[str] | Non
     keys = keys or sorted(tree.infoset_states)
     grads = []
     for k in keys:
-        s = tree.infoset_states[k]
-        passive, aggressive = s.legal_actions()
-        pid = tokenizer(format_prompt(s, s.current_player(), "direct"))["input_ids"]
-        comps = [tokenizer(a + "}", add_special_tokens=False)["input_ids"] for a in (passive, aggressive)]
+        pid, comps = _direct_answers(tokenizer, tree.infoset_states[k])  # [passive, aggressive]
         lp = shared_prefix_logprobs(model, [pid, pid], comps)
         model.zero_grad(set_to_none=True)
         (lp[1].sum() - lp[0].sum()).backward()
