@@ -91,7 +91,7 @@ def instruction_accuracy(sampler: Sampler, n: int) -> float:
 
 def kuhn_nash_conv(model, tokenizer) -> float:
     """Exact NashConv of the model's direct-mode Kuhn Poker policy."""
-    from spkit.policy import LLMPolicy
+    from spkit.lm_policy import LLMPolicy
     from spkit.solvers.exploitability import nash_conv
 
     return nash_conv(load_game("kuhn_poker"), LLMPolicy(model, tokenizer, mode="direct"))
@@ -177,7 +177,7 @@ no general language ability, and its game moves imitate a deliberately weak demo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spkit.cli import add_common_arguments
+    from spkit.config import add_common_arguments
 
     add_common_arguments(p)
     p.add_argument("--states", type=int, default=100, help="decision states per game")

@@ -1,16 +1,14 @@
 """`spkit` command line: one entry point, one module per subcommand.
 
-Each subcommand lives next to the code it runs and exposes two functions::
+Trainers (`spkit pretrain`, `spkit train ALGO`) have no hand-written flags: their `--flags` are
+generated from the trainer's `Config` dataclass (`spkit.config`), help text from the field docs,
+and the run is the module's `train(cfg)`. Other subcommands live next to the code they run and
+expose `add_arguments(parser)` and `main(args) -> int | None`.
 
-    add_arguments(parser: argparse.ArgumentParser) -> None
-    main(args: argparse.Namespace) -> int | None
-
-Modules are imported only when their subcommand runs, so `spkit --help` is instant and a
-missing optional extra only affects the subcommand that needs it. Shared flags follow one
-convention: `--model NAME_OR_PATH` (default "spkit-tiny"), `--seed INT`, `--out DIR`.
-
-Expected user errors (bad paths, corrupt checkpoints, missing data) are raised as
-`SpkitError` and printed as one line with exit code 2, never as a traceback wall.
+`main(argv)` parses the list it is given (the console script passes `sys.argv[1:]`) and imports
+only the module of the command being run, so `spkit --help` is instant and a missing optional
+extra affects only the command that needs it. Expected user errors (`SpkitError`: a bad path, a
+corrupt checkpoint, a bad flag value) are printed as one line with exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,10 +16,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 from spkit.errors import SpkitError
 
-# name -> (module, one-line help). `train` has one sub-subcommand per algorithm.
+# name -> (module, one-line help). `train` has one sub-subcommand per algorithm (spkit.algos.ALGOS).
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("spkit.pretrain", "train the embedded spkit-tiny model from a synthetic corpus"),
     "sample": ("spkit.generation", "sample completions from a model (quick look)"),
@@ -32,52 +31,69 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("spkit.evals.data", "prepare benchmark data files from local copies"),
     "card": ("spkit.card", "measure a model's abilities and write its model card"),
 }
+TRAINERS = ("pretrain",)  # top-level commands that are trainers (Config + train)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; the flags of the command named in `argv` (and only those) are filled in."""
+    from spkit.algos import ALGOS
+
     parser = argparse.ArgumentParser(
-        prog="spkit",
-        description="Self-play and self-improvement for language models, on a laptop CPU.",
-    )
+        prog="spkit", description="Self-play and self-improvement for language models, on a laptop CPU.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = argv[0] if argv else None
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        if name in _requested_commands():
+        p.set_defaults(_module=module, _trainer=name if name in TRAINERS else None)
+        if name != wanted:
+            continue
+        if name == "train":
+            algos = p.add_subparsers(dest="algo", metavar="ALGO", required=True)
+            for algo, (algo_module, algo_help) in ALGOS.items():
+                q = algos.add_parser(algo, help=algo_help, description=algo_help)
+                q.set_defaults(_module=algo_module, _trainer=algo)
+                if list(argv[1:2]) == [algo]:
+                    _add_trainer_arguments(q, algo_module, algo)
+        elif name in TRAINERS:
+            _add_trainer_arguments(p, module, name)
+        else:
             importlib.import_module(module).add_arguments(p)
     return parser
 
 
-def _requested_commands() -> set[str]:
-    """Only the subcommand being run needs its arguments (and its imports)."""
-    return {a for a in sys.argv[1:2] if a in COMMANDS}
+def _add_trainer_arguments(p: argparse.ArgumentParser, module: str, name: str) -> None:
+    from spkit.config import add_config_arguments
+
+    add_config_arguments(p, importlib.import_module(module).Config, defaults={"out": f"runs/{name}"})
 
 
-def add_common_arguments(
-    p: argparse.ArgumentParser, *, model: bool = True, out: str | None = None
-) -> None:
-    """The shared `--model/--seed/--out` convention of every subcommand."""
-    if model:
-        p.add_argument(
-            "--model",
-            default="spkit-tiny",
-            help='"spkit-tiny" (embedded), a local save_pretrained directory, or a hub id',
-        )
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same numbers)")
-    if out is not None:
-        p.add_argument("--out", default=out, help=f"output directory (default: {out})")
+def _run_trainer(module: str, name: str, args: argparse.Namespace) -> int:
+    """`cfg` from the flags, `train(cfg)`, then the run's headline and where its files are."""
+    from spkit.config import config_from_args
+
+    mod = importlib.import_module(module)
+    cfg = config_from_args(mod.Config, args, defaults={"out": f"runs/{name}"})
+    hist = mod.train(cfg)
+    if hasattr(mod, "summary"):
+        print(mod.summary(hist))
+    if hist.out_dir is not None:
+        made = [hist.out_dir / f for f in ("metrics.csv", f"{name}.png") if (hist.out_dir / f).exists()]
+        print("wrote " + ", ".join(map(str, made + ([hist.final_dir] if hist.final_dir else []))))
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    parser = build_parser()
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     try:
-        rc = importlib.import_module(args._module).main(args)
+        if args._trainer:
+            rc = _run_trainer(args._module, args._trainer, args)
+        else:
+            rc = importlib.import_module(args._module).main(args)
     except SpkitError as e:
         print(f"spkit {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -709,7 +709,7 @@ class FastLlamaEngine:
 
 # ---- CLI: `spkit sample` ---------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spkit.cli import add_common_arguments
+    from spkit.config import add_common_arguments
 
     add_common_arguments(p)
     p.add_argument("--prompt", action="append", default=None,

@@ -72,7 +72,7 @@ def _tempered_choice(probs: dict[str, float], temperature: float, rng: random.Ra
 
 
 class LMPlayer:
-    r"""A causal LM playing through `spkit.policy.LLMPolicy` (spkit's prompt formats).
+    r"""A causal LM playing through `spkit.lm_policy.LLMPolicy` (spkit's prompt formats).
 
     direct: the exact probabilities of each legal move, then a tempered sample (free-text Spy
     clues are sampled after the ``\boxed{`` prefix instead). reasoning: one sampled reasoning
@@ -87,7 +87,7 @@ class LMPlayer:
         temperature: float = 1.0,
         max_new_tokens: int = 96,
     ) -> None:
-        from spkit.policy import LLMPolicy
+        from spkit.lm_policy import LLMPolicy
 
         if mode not in MODES:
             raise SpkitError(f"mode must be one of {MODES}, got {mode!r}")
@@ -425,7 +425,7 @@ def run_terminal(
 
 # ---- Entry ---------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spkit.cli import add_common_arguments
+    from spkit.config import add_common_arguments
 
     p.add_argument("game", choices=CLI_GAMES, help="which game to play")
     add_common_arguments(p)

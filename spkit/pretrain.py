@@ -8,50 +8,60 @@ nanoGPT-style: the whole recipe in one file. Steps:
 3. pack the tokenised documents into fixed-length rows and train a small Llama
    (`transformers.LlamaForCausalLM`) with AdamW, warmup + cosine decay;
 4. `save_pretrained` the model and tokenizer (safetensors) with its loss curve.
+The run (seeds, checkpoints and exact `--resume`, the time budget, logs) is `spkit.run.Run`, as
+for every trainer; `--export DIR` copies the final model where it is used.
 
 The result loads with plain `AutoModelForCausalLM` / `AutoTokenizer`. The model card's ability
 numbers are measured separately by `spkit card` (see `spkit/card.py`).
 
-Run:  spkit pretrain --out assets/models/spkit-tiny --seed 0        (15 min on 2 CPU cores)
-      spkit pretrain --out /tmp/tiny --steps 20 --docs 2000         (a smoke run)
+Run:  spkit pretrain --seed 0 --export assets/models/spkit-tiny     (15 min on 2 CPU cores)
+      spkit pretrain --out runs/tiny --steps 20 --docs 2000         (a smoke run)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from spkit import corpus
+from spkit.config import as_json, param
+from spkit.run import History, Run, RunConfig
 from spkit.tokenizer import train_bpe
-from spkit.train_utils import ensure_writable_dir, plot_metrics, progress, seed_everything
 
 
 @dataclass
-class PretrainConfig:
-    seed: int = 0  # one seed drives corpus, tokenizer, init and batch order
-    docs: int = 60_000  # synthetic documents generated (~6M tokens; training sees ~4M)
-    vocab_size: int = 2048  # BPE vocabulary (byte-level: every string encodes)
-    hidden: int = 192  # model width
-    layers: int = 6  # transformer blocks
-    heads: int = 6  # attention heads (head dim = hidden / heads = 32)
-    intermediate: int = 512  # SwiGLU MLP width
-    context: int = 1024  # max positions (prompts + completions fit in 512)
-    seq_len: int = 384  # packed training row length
-    batch: int = 16  # rows per step
-    steps: int = 700  # optimizer steps
-    lr: float = 3e-3  # peak learning rate (small models like large lrs)
-    warmup: int = 30  # linear warmup steps
-    weight_decay: float = 0.1  # AdamW decoupled weight decay
-    threads: int = 0  # torch threads (0 = torch's default: all cores)
+class Config(RunConfig):
+    seed: int = param(0, "one seed drives corpus, tokenizer, initialisation and batch order")
+    steps: int = param(700, "optimizer steps", ge=1, identity=False)
+    docs: int = param(60_000, "synthetic documents generated (~6M tokens; training sees ~4M)", ge=1)
+    vocab_size: int = param(2048, "BPE vocabulary (byte-level: every string encodes)", ge=300)
+    hidden: int = param(192, "model width (a multiple of 32: the head dimension)", ge=32)
+    layers: int = param(6, "transformer blocks", ge=1)
+    intermediate: int = param(512, "SwiGLU MLP width", ge=1)
+    context: int = param(1024, "max positions (prompts + completions fit in 512)", ge=16)
+    seq_len: int = param(384, "packed training row length", ge=8)
+    batch: int = param(16, "rows per step", ge=1)
+    lr: float = param(3e-3, "peak learning rate (small models like large ones)", gt=0)
+    warmup: int = param(30, "linear warmup steps", ge=0)
+    weight_decay: float = param(0.1, "AdamW decoupled weight decay", ge=0)
+    eval_every: int = param(0, "pretraining has no evaluation; the model card measures the result", ge=0,
+                            identity=False)
+    checkpoint_every: int = param(100, "save a resumable checkpoint every k steps (and at the end)", ge=1,
+                                  identity=False)
+    export: str = param("", "also copy the final model (and its loss curve) into this directory", identity=False)
+
+    @property
+    def heads(self) -> int:
+        return max(1, self.hidden // 32)  # head dimension 32
 
 
-def model_config(cfg: PretrainConfig, tok):
+def model_config(cfg: Config, tok):
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -80,7 +90,7 @@ def pack(docs: list[str], tok, seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n_rows * seq_len], dtype=torch.long).view(n_rows, seq_len)
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
+def lr_at(step: int, cfg: Config) -> float:
     """Linear warmup, then cosine decay to 10% of the peak."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -88,89 +98,89 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
-    """Run the whole recipe; returns a summary dict (also written to `out/pretrain.json`)."""
+class BatchOrder:
+    """The generator that draws each step's rows: saved with checkpoints, so a resumed run draws
+    the same batches as a straight one."""
+
+    def __init__(self, seed: int) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state().tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(torch.tensor(state["gen"], dtype=torch.uint8))
+
+
+def train(cfg: Config, callback=None) -> History:
+    """Run the whole recipe; the final model (with `pretrain.json`, `loss.csv`, `loss.png`) is in
+    `history.final_dir` (and in `cfg.export` when given)."""
     from transformers import LlamaForCausalLM
 
-    out = ensure_writable_dir(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    run = Run(cfg, "pretrain", callback, plot_keys=["train/loss"])
     t0 = time.time()
-    docs = corpus.build(cfg.docs, seed=cfg.seed)
-    tok = train_bpe(docs, vocab_size=cfg.vocab_size)
-    data = pack(docs, tok, cfg.seq_len)  # (rows, seq_len)
+    docs = corpus.build(cfg.docs, seed=cfg.seed)  # 1
+    tok = train_bpe(docs, vocab_size=cfg.vocab_size)  # 2
+    data = pack(docs, tok, cfg.seq_len)  # 3: (rows, seq_len)
     model = LlamaForCausalLM(model_config(cfg, tok))
-    n_params = sum(p.numel() for p in model.parameters())
+    model.generation_config.pad_token_id = tok.pad_token_id
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    model.train()
-    bar = progress(range(cfg.steps), desc="pretrain")
-    for step in bar:
-        rows = torch.randint(0, data.shape[0], (cfg.batch,), generator=gen)
-        x = data[rows]  # (B, T)
+    order = BatchOrder(cfg.seed)
+    run.track(model=model, tokenizer=tok, optimizer=opt, batches=order)
+
+    def step(t: int) -> dict[str, float]:
+        x = data[torch.randint(0, data.shape[0], (cfg.batch,), generator=order.gen)]  # (B, T)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(t, cfg)
+        model.train()
         loss = model(input_ids=x, labels=x).loss  # next-token cross-entropy
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        history.append({"step": step, "train/loss": loss.item(), "train/lr": lr_at(step, cfg)})
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+        model.eval()
+        return {"train/loss": loss.item(), "train/lr": lr_at(t, cfg)}
+
+    hist = run.loop(step)
+    if hist.final_dir is not None:  # 4
+        _write_card_inputs(cfg, hist, len(docs), int(data.numel()), sum(p.numel() for p in model.parameters()),
+                           time.time() - t0)
+    return hist
+
+
+def _write_card_inputs(cfg: Config, hist: History, n_docs: int, n_tokens: int, n_params: int, seconds: float) -> None:
+    """pretrain.json (what `spkit card` reads), loss.csv and loss.png beside the final model."""
+    from spkit.run.metrics import plot_metrics
+
+    losses = hist.series("train/loss")
+    final = hist.final_dir
     summary = {
-        "config": asdict(cfg),
+        "config": as_json(cfg) | {"heads": cfg.heads},
         "params": n_params,
-        "corpus_docs": len(docs),
-        "corpus_tokens": int(data.numel()),
+        "corpus_docs": n_docs,
+        "corpus_tokens": n_tokens,
         "tokens_seen": cfg.steps * cfg.batch * cfg.seq_len,
-        "final_loss": sum(h["train/loss"] for h in history[-20:]) / min(20, len(history)),
-        "seconds": round(time.time() - t0, 1),
-        "corpus_mix": corpus.counts(len(docs)),
+        "final_loss": sum(losses[1][-20:]) / max(1, min(20, len(losses[1]))),
+        "seconds": round(seconds, 1),
+        "corpus_mix": corpus.counts(n_docs),
     }
-    (out / "pretrain.json").write_text(json.dumps(summary, indent=2))
-    with open(out / "loss.csv", "w") as f:
+    (final / "pretrain.json").write_text(json.dumps(summary, indent=2))
+    lrs = dict(zip(*hist.series("train/lr"), strict=True))
+    with open(final / "loss.csv", "w") as f:
         f.write("step,train/loss,train/lr\n")
-        f.writelines(f"{h['step']},{h['train/loss']:.5f},{h['train/lr']:.6g}\n" for h in history)
-    plot_metrics(history, ["train/loss"], out / "loss.png", title="spkit-tiny pretraining")
-    return summary
+        f.writelines(f"{s - 1},{v:.5f},{lrs[s]:.6g}\n" for s, v in zip(*losses, strict=True))
+    plot_metrics(hist.rows, ["train/loss"], final / "loss.png", title="spkit-tiny pretraining")
+    if cfg.export:
+        shutil.copytree(final, Path(cfg.export), dirs_exist_ok=True)
 
 
-# ---- CLI -------------------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spkit.cli import add_common_arguments
-
-    add_common_arguments(p, model=False, out="runs/pretrain")
-    defaults = PretrainConfig()
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
-    p.add_argument("--docs", type=int, default=defaults.docs, help="synthetic documents")
-    p.add_argument("--batch", type=int, default=defaults.batch, help="rows per step")
-    p.add_argument("--hidden", type=int, default=defaults.hidden, help="model width")
-    p.add_argument("--layers", type=int, default=defaults.layers, help="transformer blocks")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = PretrainConfig(
-        seed=args.seed, steps=args.steps, docs=args.docs, batch=args.batch,
-        hidden=args.hidden, layers=args.layers, threads=args.threads,
-    )
-    if cfg.hidden != PretrainConfig.hidden:  # keep the head dimension at 32
-        cfg.heads = max(1, cfg.hidden // 32)
-    s = pretrain(cfg, args.out)
-    print(f"saved {s['params'] / 1e6:.2f}M-param model to {args.out}: "
-          f"final loss {s['final_loss']:.3f} after {cfg.steps} steps in {s['seconds']:.0f}s "
-          f"(loss curve: {Path(args.out) / 'loss.png'}; measure it with `spkit card --model {args.out}`)")
-    return 0
+def summary(hist: History) -> str:
+    """The line `spkit pretrain` prints at the end."""
+    s = json.loads((hist.final_dir / "pretrain.json").read_text())
+    return (f"{s['params'] / 1e6:.2f}M-param model: final loss {s['final_loss']:.3f} in {s['seconds']:.0f}s "
+            f"(measure it with `spkit card --model {hist.final_dir}`)")

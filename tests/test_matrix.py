@@ -13,7 +13,7 @@ from spkit.solvers.matrix import (
     regularized_exploitability,
     von_neumann_winner,
 )
-from spkit.tasks.preference import (
+from spkit.games.preference_matrices import (
     bradley_terry,
     condorcet_cycle,
     condorcet_winner,

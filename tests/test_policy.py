@@ -12,7 +12,7 @@ import torch
 from spkit.errors import SpkitError
 from spkit.games import InvalidMove, load_game
 from spkit.games.prompts import ANSWER_PREFIX
-from spkit.policy import LLMPolicy
+from spkit.lm_policy import LLMPolicy
 from spkit.solvers import nash_conv, policy_table
 
 

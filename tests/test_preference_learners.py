@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,10 +9,10 @@ import pytest
 import torch
 
 from spkit.algos import inpo, nash_md, nash_mp, online_dpo, rlhf_bt, spo, sppo
-from spkit.rl import tabular as tb
+from spkit.rl import preference_games as tb
 from spkit.rl.losses import dpo_loss, inpo_loss
 from spkit.solvers.matrix import exploitability, regularized_equilibrium
-from spkit.tasks.preference import random_intransitive, three_cycle
+from spkit.games.preference_matrices import random_intransitive, three_cycle
 
 # (module, config overrides, the iterate its theory covers)
 LEARNERS = [
@@ -151,14 +150,26 @@ def test_sampled_preference_learners_beat_uniform_on_average():
         assert h.exploit_avg[-1] < base, mod.__name__
 
 
-def test_cli_entry_writes_history(tmp_path):
-    parser = argparse.ArgumentParser()
-    nash_mp.add_arguments(parser)
-    args = parser.parse_args(["--steps", "50", "--family", "random", "--n", "6", "--out", str(tmp_path)])
-    assert nash_mp.main(args) == 0
-    hist = json.loads((tmp_path / "history.json").read_text())
-    assert hist["steps"][-1] == 50 and len(hist["pi_last"]) == 6
-    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 50
+def test_cli_run_writes_metrics_and_plot(tmp_path):
+    from spkit.cli import main
+    from spkit.run.metrics import read_metrics
+
+    out = tmp_path / "run"
+    assert main(["train", "nash_mp", "--steps", "50", "--family", "random", "--n", "6", "--out", str(out)]) == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == 50 and rows[-1]["eval/exploitability_last"] < 0.5
+    assert json.loads((out / "run.json").read_text())["config"]["steps"] == 50
+    assert (out / "nash_mp.png").stat().st_size > 1000
+
+
+def test_preference_run_resumes_exactly(tmp_path):
+    """Sampled form (an RNG and an oracle in the state): 30 steps = 12, stop, resume, 18 more."""
+    kw = dict(family="three_cycle", mode="sampled", seed=3, checkpoint_every=4, tensorboard=False, plot=False)
+    straight = sppo.train(sppo.Config(steps=30, out=str(tmp_path / "a"), **kw))
+    sppo.train(sppo.Config(steps=12, out=str(tmp_path / "b"), **kw))
+    resumed = sppo.train(sppo.Config(steps=30, out=str(tmp_path / "b"), resume=True, **kw))
+    assert np.array_equal(straight.pi_last, resumed.pi_last) and straight.oracle_calls == resumed.oracle_calls
+    assert straight.exploit_avg[-1] == resumed.exploit_avg[-1]
 
 
 def test_oracle_counts_and_noise():

@@ -11,7 +11,7 @@ import pytest
 from spkit import corpus
 from spkit.games import load_game
 from spkit.games.prompts import ANSWER_PREFIX, REASONING_INSTRUCTION, parse_action
-from spkit.pretrain import PretrainConfig, pretrain
+from spkit import pretrain
 from spkit.solvers.exploitability import nash_conv
 from spkit.tasks import steps
 from spkit.tasks.arithmetic import split_of
@@ -78,17 +78,19 @@ def test_game_demonstrations_are_legal_moves_in_the_prompt_format(game):
 def test_small_pretrain_run_learns_and_saves_a_plain_transformers_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = PretrainConfig(docs=300, vocab_size=400, hidden=32, layers=1, heads=2, intermediate=64,
-                         seq_len=128, batch=8, steps=25, warmup=5, lr=1e-2)
-    summary = pretrain(cfg, tmp_path)
-    rows = (tmp_path / "loss.csv").read_text().splitlines()[1:]
+    cfg = pretrain.Config(docs=300, vocab_size=400, hidden=32, layers=1, intermediate=64, seq_len=128, batch=8,
+                          steps=25, warmup=5, lr=1e-2, out=str(tmp_path / "run"), export=str(tmp_path / "model"))
+    hist = pretrain.train(cfg)
+    final = tmp_path / "model"  # --export: the final model, copied where it is used
+    rows = (final / "loss.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[1]) for r in rows]
     assert len(losses) == 25 and losses[-1] < losses[0] - 1.0  # it learns
-    assert summary["params"] < 100_000 and (tmp_path / "loss.png").exists()
-    model = AutoModelForCausalLM.from_pretrained(tmp_path)
-    tok = AutoTokenizer.from_pretrained(tmp_path)
+    summary = json.loads((final / "pretrain.json").read_text())
+    assert summary["params"] < 100_000 and (final / "loss.png").exists() and summary["corpus_docs"] == 300
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
     assert type(model).__name__ == "LlamaForCausalLM" and tok.eos_token == "<|endoftext|>"
-    assert json.loads((tmp_path / "pretrain.json").read_text())["corpus_docs"] == 300
+    assert (hist.final_dir / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
 
 
 def test_embedded_model_card_is_measured_and_consistent(tiny):

@@ -13,12 +13,12 @@ from spkit.games.kuhn_poker import CARDS
 from spkit.games.policies import (
     EpsilonPerfectPolicy,
     HeuristicNegotiator,
-    MinimaxPolicy,
     TabularPolicy,
     UniformRandomPolicy,
     play_match,
     wilson_interval,
 )
+from spkit.solvers.minimax import MinimaxPolicy
 from spkit.solvers import (
     CFRSolver,
     best_response,

@@ -213,14 +213,14 @@ def test_direct_kuhn_table_is_exact_and_normalised(random_tiny):
     assert table["Qpb"]["fold"] == pytest.approx(p[0].item(), abs=1e-5)
     assert 0.0 < info["legal_mass"] < 1.0
     assert nash_conv(game, table) > 0
-    from spkit.policy import LLMPolicy  # the same numbers as the per-state LLMPolicy (batched here)
+    from spkit.lm_policy import LLMPolicy  # the same numbers as the per-state LLMPolicy (batched here)
 
     ref = policy_table(game, LLMPolicy(model, tok, mode="direct"))
     assert all(table[k][a] == pytest.approx(ref[k][a], abs=1e-5) for k in ref for a in ref[k])
 
 
 def _rows(out: Path) -> list[dict]:
-    from spkit.train_utils import read_metrics
+    from spkit.run.metrics import read_metrics
 
     # NaN (a metric not logged in that row) is replaced by None so rows compare with ==
     return [{k: (None if math.isnan(v) else v) for k, v in r.items() if not any(x in k for x in TIMING)}
@@ -254,7 +254,8 @@ def test_game_theoretic_opponents(tiny_dir, tmp_path):
                         tensorboard=False, avg_every=0)
     h = spiral.train(cfg)
     assert math.isfinite(h.last("eval/tictactoe/loss_vs_perfect"))
-    from spkit.games.policies import HeuristicNegotiator, MinimaxPolicy
+    from spkit.games.policies import HeuristicNegotiator
+    from spkit.solvers.minimax import MinimaxPolicy
 
     assert isinstance(spiral.opponent_for(load_game("tictactoe"), "game_theoretic", None), MinimaxPolicy)
     assert isinstance(spiral.opponent_for(load_game("negotiation"), "game_theoretic", None), HeuristicNegotiator)
@@ -264,26 +265,29 @@ def test_game_theoretic_opponents(tiny_dir, tmp_path):
     assert nash_conv(game, cfr) < 0.01  # the CFR opponent is (nearly) an equilibrium
 
 
-def test_cli_flags_map_to_config():
-    import argparse
+def test_cli_flags_are_generated_from_the_config():
+    from spkit.cli import build_parser
+    from spkit.config import config_from_args
 
-    p = argparse.ArgumentParser()
-    spiral.add_arguments(p)
-    args = p.parse_args(["--game", "tictactoe", "--game", "kuhn_poker", "--steps", "7", "--opponent", "random",
-                         "--no-rae", "--mode", "reasoning", "--entropy-coef", "0.1"])
-    cfg = spiral.config_from_args(args)
+    argv = ["train", "spiral", "--games", "tictactoe", "kuhn_poker", "--steps", "7", "--opponent", "random",
+            "--no-rae", "--mode", "reasoning", "--entropy-coef", "0.1"]
+    args = build_parser(argv).parse_args(argv)
+    cfg = config_from_args(spiral.Config, args)
     assert cfg.games == ("tictactoe", "kuhn_poker") and cfg.steps == 7 and cfg.opponent == "random"
     assert not cfg.rae and cfg.mode == "reasoning" and cfg.entropy_coef == 0.1 and cfg.lr == spiral.Config().lr
-    assert spiral.Config.preset("qwen3-4b").lr == 1e-6
+    argv = ["train", "spiral", "--preset", "qwen3-4b", "--steps", "3"]
+    cfg = config_from_args(spiral.Config, build_parser(argv).parse_args(argv))
+    assert cfg.lr == 1e-6 and cfg.mode == "reasoning" and cfg.steps == 3  # a flag overrides the preset
 
 
 def test_bad_config_is_one_clear_error():
+    from spkit.config import validate
     from spkit.errors import SpkitError
 
     with pytest.raises(SpkitError, match="--opponent"):
-        spiral.Config(opponent="mirror").check()
-    with pytest.raises(SpkitError, match="--game"):
-        spiral.Config(games=("chess",)).check()
+        validate(spiral.Config(opponent="mirror"))
+    with pytest.raises(SpkitError, match="--games"):
+        validate(spiral.Config(games=("chess",)))
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch + transformers: ~20 s CPU, more when loaded
@@ -333,9 +337,11 @@ def test_gradient_similarity_matches_separate_backward_passes(random_tiny):
     """The cosine matrix equals the one from two independent full forwards (no shared prefix)."""
     model, tok = random_tiny
     game = load_game("kuhn_poker")
-    keys, sim = spiral.kuhn_gradient_similarity(model, tok, game, ["J", "Kb"])
-    assert keys == ["J", "Kb"] and torch.allclose(sim.diagonal(), torch.ones(2))
-    tree = game_tree(game)
+    from spkit.lm_policy import gradient_similarity
+
+    keys, tree = ["J", "Kb"], game_tree(game)
+    sim = gradient_similarity(model, tok, [tree.infoset_states[k] for k in keys])
+    assert torch.allclose(sim.diagonal(), torch.ones(2))
     grads = []
     for k in keys:
         s = tree.infoset_states[k]

@@ -253,7 +253,7 @@ def test_dashboard_live_updates_as_callback() -> None:
 
 
 def test_dashboard_from_run_dir(tmp_path) -> None:
-    from spkit.train_utils import MetricLogger
+    from spkit.run.metrics import MetricLogger
 
     log = MetricLogger(tmp_path, tensorboard=False)
     log.log(1, **{"train/loss": 2.0})

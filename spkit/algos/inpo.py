@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 
 PAPER = {
     "title": "Iterative Nash Policy Optimization: Aligning LLMs with General Preferences via No-Regret Learning",
@@ -50,13 +52,13 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    steps: int = tb.param(5000, "number of iterations t (linear rate ≈ (1 − ητ)^t: 5,000 at ητ = 0.002)")
-    eta: float = tb.param(0.2, "η: OMD step size (plain OMD needs η ≲ 2τ/L²-ish; 0.5 fails on strong cycles)")
-    tau: float = tb.param(0.01, "τ: strength of the KL regulariser toward π_ref (uniform)")
-    K: int = tb.param(8, "samples per iteration (sampled form)")
-    inner_steps: int = tb.param(5, "gradient steps on the INPO loss per iteration (sampled form)")
-    lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
+class Config(ProblemConfig):
+    steps: int = param(5000, "number of iterations t (linear rate ≈ (1 − ητ)^t: 5,000 at ητ = 0.002)", ge=0, identity=False)
+    eta: float = param(0.2, "η: OMD step size (plain OMD needs η ≲ 2τ/L²-ish; 0.5 fails on strong cycles)", gt=0)
+    tau: float = param(0.01, "τ: strength of the KL regulariser toward π_ref (uniform)", ge=0)
+    K: int = param(8, "samples per iteration (sampled form)", ge=2)
+    inner_steps: int = param(5, "gradient steps on the INPO loss per iteration (sampled form)", ge=1)
+    lr: float = param(0.05, "learning rate of those gradient steps (sampled form)", gt=0)
 
 
 # ---- Loss / update
@@ -64,37 +66,32 @@ class Config(tb.ProblemConfig):
 
 def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, cfg: Config) -> np.ndarray:
     """One OMD step in the KL-regularised game."""
-    win = P @ tb.softmax(theta)  # (n,) P(y ≻ π_t)
-    return tb.mirror_step(tb.log_softmax(theta), win, cfg.eta, cfg.tau, log_ref)  # Eq. (1)
+    win = P @ pg.softmax(theta)  # (n,) P(y ≻ π_t)
+    return pg.mirror_step(pg.log_softmax(theta), win, cfg.eta, cfg.tau, log_ref)  # Eq. (1)
 
 
-def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """Pairs from π_t ordered by the noisy oracle, then a few gradient steps of (2)."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
-    yw, yl = tb.ordered_pairs(ys, oracle)  # (K(K−1)/2,) each
-    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2)
-    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)  # (K,)
+    yw, yl = pg.ordered_pairs(ys, oracle)  # (K(K−1)/2,) each
+    loss = pg.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2)
+    return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run INPO from π_0 = π_ref = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    log_ref = np.log(ref)
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "inpo", callback)
+    log_ref = np.log(game.ref)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, log_ref, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, log_ref, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, log_ref, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, ref=ref, tau=cfg.tau, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, log_ref, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step, tau=cfg.tau)
 
 
-# ---- Entry
+# ---- Entry: `spkit train inpo` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "inpo")
+__all__ = ["PAPER", "Config", "train", "summary"]

@@ -40,7 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 from spkit.rl.losses import nash_md_loss
 
 PAPER = {
@@ -54,13 +56,14 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    steps: int = tb.param(10000, "number of iterations t (KL(π*_τ‖π_t) = O(1/t) with the paper's schedule)")
-    eta: float = tb.param(0.5, "η: mirror-descent step size (schedule 'constant')")
-    schedule: str = tb.param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'")
-    tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ")
-    K: int = tb.param(8, "samples per iteration (sampled form)")
-    lr: float = tb.param(0.1, "learning rate of the policy-gradient step (sampled form)")
+class Config(ProblemConfig):
+    steps: int = param(10000, "number of iterations t (KL(π*_τ‖π_t) = O(1/t) with the paper's schedule)", ge=0, identity=False)
+    eta: float = param(0.5, "η: mirror-descent step size (schedule 'constant')", gt=0)
+    schedule: str = param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'",
+                          choices=("paper", "constant"))
+    tau: float = param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ", ge=0)
+    K: int = param(8, "samples per iteration (sampled form)", ge=2)
+    lr: float = param(0.1, "learning rate of the policy-gradient step (sampled form)", gt=0)
 
 
 # ---- Loss / update
@@ -68,7 +71,7 @@ class Config(tb.ProblemConfig):
 
 def mixture(theta: np.ndarray, log_ref: np.ndarray, coef: float) -> np.ndarray:
     """Geometric mixture π^μ ∝ π^{1−c} μ^c (normalised)."""
-    return tb.softmax((1.0 - coef) * tb.log_softmax(theta) + coef * log_ref)  # Eq. (1)
+    return pg.softmax((1.0 - coef) * pg.log_softmax(theta) + coef * log_ref)  # Eq. (1)
 
 
 def step_size(t: int, cfg: Config) -> float:
@@ -82,13 +85,13 @@ def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, t: int, cf
     eta = step_size(t, cfg)
     mix = mixture(theta, log_ref, eta * cfg.tau)  # (n,)
     # log π_{t+1} = log π^μ_t + η P(y ≻ π^μ_t) = (1−ητ) log π_t + ητ log μ + η P π^μ_t
-    return tb.mirror_step(tb.log_softmax(theta), P @ mix, eta, cfg.tau, log_ref)  # Eq. (2)
+    return pg.mirror_step(pg.log_softmax(theta), P @ mix, eta, cfg.tau, log_ref)  # Eq. (2)
 
 
-def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """y ~ π_t against y' ~ mixture, one noisy comparison each, one step of the TRL loss."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
-    opp = tb.sample(mixture(theta, log_ref, min(cfg.eta * cfg.tau, 1.0)), cfg.K, rng)  # (K,)
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)  # (K,)
+    opp = pg.sample(mixture(theta, log_ref, min(cfg.eta * cfg.tau, 1.0)), cfg.K, rng)  # (K,)
     p = torch.tensor(oracle(ys, opp))  # (K,) P̂(y ≻ y')
     ref = torch.tensor(log_ref)
     idx = torch.as_tensor(ys)
@@ -97,28 +100,23 @@ def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cf
         lp = logp[idx].unsqueeze(1)  # (K, 1): one "token" per response
         return nash_md_loss(lp, ref[idx].unsqueeze(1), torch.ones_like(lp), p, beta=cfg.tau)  # Eq. (3)
 
-    return tb.fit_logits(theta, loss, steps=1, lr=cfg.lr)
+    return pg.fit_logits(theta, loss, steps=1, lr=cfg.lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run Nash-MD from π_0 = π_ref = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    log_ref = np.log(ref)
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "nash_md", callback)
+    log_ref = np.log(game.ref)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, log_ref, t, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, log_ref, t, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, log_ref, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, ref=ref, tau=cfg.tau, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, log_ref, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step, tau=cfg.tau)
 
 
-# ---- Entry
+# ---- Entry: `spkit train nash_md` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "nash_md")
+__all__ = ["PAPER", "Config", "train", "summary"]

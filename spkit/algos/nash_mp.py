@@ -37,7 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 
 PAPER = {
     "title": "Accelerating Nash Learning from Human Feedback via Mirror Prox",
@@ -50,13 +52,13 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    steps: int = tb.param(2000, "number of iterations t")
-    eta: float = tb.param(1.0, "η: mirror-prox step size")
-    tau: float = tb.param(0.01, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner itself")
-    K: int = tb.param(8, "samples per half-step (sampled form)")
-    inner_steps: int = tb.param(5, "gradient steps on the pairwise loss per half-step (sampled form)")
-    lr: float = tb.param(0.05, "learning rate of those gradient steps (sampled form)")
+class Config(ProblemConfig):
+    steps: int = param(2000, "number of iterations t", ge=0, identity=False)
+    eta: float = param(1.0, "η: mirror-prox step size", gt=0)
+    tau: float = param(0.01, "τ: KL regularisation toward π_ref (uniform); 0 targets the von Neumann winner itself", ge=0)
+    K: int = param(8, "samples per half-step (sampled form)", ge=2)
+    inner_steps: int = param(5, "gradient steps on the pairwise loss per half-step (sampled form)", ge=1)
+    lr: float = param(0.05, "learning rate of those gradient steps (sampled form)", gt=0)
 
 
 # ---- Update
@@ -64,42 +66,37 @@ class Config(tb.ProblemConfig):
 
 def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, cfg: Config) -> np.ndarray:
     """Look-ahead with π_t's win rates, then the real step with the look-ahead's win rates."""
-    log_pi = tb.log_softmax(theta)
-    half = tb.mirror_step(log_pi, P @ np.exp(log_pi), cfg.eta, cfg.tau, log_ref)  # Eq. (1)
-    return tb.mirror_step(log_pi, P @ np.exp(half), cfg.eta, cfg.tau, log_ref)  # Eq. (2)
+    log_pi = pg.log_softmax(theta)
+    half = pg.mirror_step(log_pi, P @ np.exp(log_pi), cfg.eta, cfg.tau, log_ref)  # Eq. (1)
+    return pg.mirror_step(log_pi, P @ np.exp(half), cfg.eta, cfg.tau, log_ref)  # Eq. (2)
 
 
-def sampled_step(theta, log_ref, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """The two half-steps, each regressed with the INPO pairwise loss anchored at θ_t."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)
-    yw, yl = tb.ordered_pairs(ys, oracle)
-    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (1), pairs ~ π_t
-    half = tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
-    ys = tb.sample(tb.softmax(half), cfg.K, rng)
-    yw, yl = tb.ordered_pairs(ys, oracle)
-    loss = tb.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2), pairs ~ π_{t+½}
-    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)
+    yw, yl = pg.ordered_pairs(ys, oracle)
+    loss = pg.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (1), pairs ~ π_t
+    half = pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
+    ys = pg.sample(pg.softmax(half), cfg.K, rng)
+    yw, yl = pg.ordered_pairs(ys, oracle)
+    loss = pg.inpo_pair_loss(theta, log_ref, yw, yl, cfg.eta, cfg.tau)  # Eq. (2), pairs ~ π_{t+½}
+    return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run Nash-MP from π_0 = π_ref = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    log_ref = np.log(ref)
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "nash_mp", callback)
+    log_ref = np.log(game.ref)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, log_ref, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, log_ref, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, log_ref, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, ref=ref, tau=cfg.tau, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, log_ref, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step, tau=cfg.tau)
 
 
-# ---- Entry
+# ---- Entry: `spkit train nash_mp` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "nash_mp")
+__all__ = ["PAPER", "Config", "train", "summary"]

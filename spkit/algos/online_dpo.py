@@ -37,7 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 from spkit.rl.losses import dpo_loss
 
 PAPER = {
@@ -51,14 +53,14 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    mode: str = tb.param("exact", "exact (population minimiser) | sampled (K samples, noisy oracle)")
-    steps: int = tb.param(2000, "number of online rounds t")
-    beta: float = tb.param(1.0, "β of the DPO loss (the reference is the current policy π_t)")
-    ridge: float = tb.param(1e-2, "L2 on the implicit BT reward (keeps unsampled responses finite)")
-    K: int = tb.param(8, "samples per round (sampled form)")
-    inner_steps: int = tb.param(5, "gradient steps on the DPO loss per round (sampled form)")
-    lr: float = tb.param(0.5, "learning rate of those gradient steps (sampled form)")
+class Config(ProblemConfig):
+    mode: str = param("exact", "exact (population minimiser) | sampled (K samples, noisy oracle)")
+    steps: int = param(2000, "number of online rounds t", ge=0, identity=False)
+    beta: float = param(1.0, "β of the DPO loss (the reference is the current policy π_t)", gt=0)
+    ridge: float = param(1e-2, "L2 on the implicit BT reward (keeps unsampled responses finite)")
+    K: int = param(8, "samples per round (sampled form)", ge=2)
+    inner_steps: int = param(5, "gradient steps on the DPO loss per round (sampled form)", ge=1)
+    lr: float = param(0.5, "learning rate of those gradient steps (sampled form)", gt=0)
 
 
 # ---- Loss / update
@@ -66,44 +68,39 @@ class Config(tb.ProblemConfig):
 
 def exact_step(theta: np.ndarray, P: np.ndarray, cfg: Config) -> np.ndarray:
     """Population DPO round: BT reward fitted on-policy, then tilt the current policy."""
-    pi = tb.softmax(theta)
-    r = tb.fit_bradley_terry(pi[:, None] * pi[None, :] * P, ridge=cfg.ridge)  # (n,)
-    return tb.log_softmax(tb.log_softmax(theta) + r / cfg.beta)  # Eq. (2)
+    pi = pg.softmax(theta)
+    r = pg.fit_bradley_terry(pi[:, None] * pi[None, :] * P, ridge=cfg.ridge)  # (n,)
+    return pg.log_softmax(pg.log_softmax(theta) + r / cfg.beta)  # Eq. (2)
 
 
-def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """RLHFlow round: best-vs-worst pair of K samples, a few DPO gradient steps."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)
-    win = tb.empirical_win_rates(ys, oracle)
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)
+    win = pg.empirical_win_rates(ys, oracle)
     if win.max() == win.min():
         return theta  # tie: the pair carries no preference
     yw, yl = torch.tensor([ys[win.argmax()]]), torch.tensor([ys[win.argmin()]])
-    prev = torch.tensor(tb.log_softmax(theta))  # reference = current policy
+    prev = torch.tensor(pg.log_softmax(theta))  # reference = current policy
 
     def loss(logp: torch.Tensor) -> torch.Tensor:
         return dpo_loss(logp[yw], logp[yl], prev[yw], prev[yl], beta=cfg.beta)  # Eq. (1)
 
-    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
+    return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run online DPO from π_0 = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "online_dpo", callback)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step)
 
 
-# ---- Entry
+# ---- Entry: `spkit train online_dpo` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "online_dpo")
+__all__ = ["PAPER", "Config", "train", "summary"]

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 
 PAPER = {
     "title": "Deep Reinforcement Learning from Human Preferences",
@@ -48,12 +50,13 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    mode: str = tb.param("exact", "exact (expected comparisons) | sampled (n_pairs noisy comparisons)")
-    steps: int = tb.param(2000, "number of policy-optimisation iterations")
-    beta: float = tb.param(0.1, "β: KL coefficient toward π_ref")
-    eta: float = tb.param(0.5, "η: mirror-ascent step size")
-    n_pairs: int = tb.param(2000, "comparisons used to fit the reward (sampled form)")
+class Config(ProblemConfig):
+    mode: str = param("exact", "exact (expected comparisons) | sampled (n_pairs noisy comparisons)",
+                      choices=("exact", "sampled"))
+    steps: int = param(2000, "number of policy-optimisation iterations", ge=0, identity=False)
+    beta: float = param(0.1, "β: KL coefficient toward π_ref", gt=0)
+    eta: float = param(0.5, "η: mirror-ascent step size", gt=0)
+    n_pairs: int = param(2000, "comparisons used to fit the reward (sampled form)", ge=1)
 
 
 # ---- Reward
@@ -63,8 +66,8 @@ def reference_wins(P: np.ndarray, ref: np.ndarray, cfg: Config, rng: np.random.G
     """Win counts W[i, j] = #(i ≻ j) among comparisons of pairs drawn from π_ref."""
     if cfg.mode == "exact":
         return ref[:, None] * ref[None, :] * P  # expected counts (per comparison)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
-    a, b = tb.sample(ref, cfg.n_pairs, rng), tb.sample(ref, cfg.n_pairs, rng)
+    oracle = pg.Oracle(P, noisy=True, rng=rng)
+    a, b = pg.sample(ref, cfg.n_pairs, rng), pg.sample(ref, cfg.n_pairs, rng)
     a_wins = oracle(a, b) > 0.5
     W = np.zeros_like(P)
     np.add.at(W, (np.where(a_wins, a, b), np.where(a_wins, b, a)), 1.0)
@@ -73,28 +76,24 @@ def reference_wins(P: np.ndarray, ref: np.ndarray, cfg: Config, rng: np.random.G
 
 def optimal_policy(r: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
     """The closed-form optimum of E_π[r] − β KL(π‖π_ref)."""
-    return tb.softmax(np.log(ref) + r / beta)  # Eq. (2)
+    return pg.softmax(np.log(ref) + r / beta)  # Eq. (2)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Fit the BT reward once, then optimise the KL-regularised objective."""
-    P, ref = cfg.problem()
-    rng = np.random.default_rng(cfg.seed)
-    r = tb.fit_bradley_terry(reference_wins(P, ref, cfg, rng))  # (n,) Eq. (1)
-    log_ref = np.log(ref)
+    game = PreferenceRun(cfg, "rlhf_bt", callback)
+    r = pg.fit_bradley_terry(reference_wins(game.P, game.ref, cfg, np.random.default_rng(cfg.seed)))  # Eq. (1)
+    log_ref = np.log(game.ref)
 
     def step(theta: np.ndarray, t: int) -> np.ndarray:
-        return tb.mirror_step(tb.log_softmax(theta), r, cfg.eta, cfg.beta, log_ref)  # Eq. (3)
+        return pg.mirror_step(pg.log_softmax(theta), r, cfg.eta, cfg.beta, log_ref)  # Eq. (3)
 
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, callback=callback)
-    hist.oracle_calls = cfg.n_pairs if cfg.mode != "exact" else 0
-    return hist
+    return game.run(step, oracle_calls=cfg.n_pairs if cfg.mode != "exact" else 0)
 
 
-# ---- Entry
+# ---- Entry: `spkit train rlhf_bt` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "rlhf_bt")
+__all__ = ["PAPER", "Config", "train", "summary"]

@@ -42,7 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 from spkit.rl.advantages import rloo_advantages
 from spkit.rl.losses import ppo_clip_loss
 
@@ -57,12 +59,12 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    mode: str = tb.param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle)")
-    steps: int = tb.param(2000, "number of self-play iterations t")
-    lr: float = tb.param(1.0, "α: natural-policy-gradient step size (exact form)")
-    pg_lr: float = tb.param(0.3, "REINFORCE step size on the logits (sampled form)")
-    K: int = tb.param(8, "samples per iteration (sampled form)")
+class Config(ProblemConfig):
+    mode: str = param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle)")
+    steps: int = param(2000, "number of self-play iterations t", ge=0, identity=False)
+    lr: float = param(1.0, "α: natural-policy-gradient step size (exact form)", gt=0)
+    pg_lr: float = param(0.3, "REINFORCE step size on the logits (sampled form)")
+    K: int = param(8, "samples per iteration (sampled form)", ge=2)
 
 
 # ---- Reward / update
@@ -70,15 +72,15 @@ class Config(tb.ProblemConfig):
 
 def exact_step(theta: np.ndarray, P: np.ndarray, cfg: Config) -> np.ndarray:
     """Natural policy gradient with the exact win-rate reward and baseline b = E_π[r]."""
-    pi = tb.softmax(theta)  # (n,)
+    pi = pg.softmax(theta)  # (n,)
     r = P @ pi  # (n,) Eq. (1)
     return theta + cfg.lr * (r - pi @ r)  # Eq. (2'): F⁻¹∇J = advantage for softmax logits
 
 
-def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """REINFORCE on K samples rewarded by their win rate against each other."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
-    r = torch.tensor(tb.empirical_win_rates(ys, oracle, include_self=False))  # (K,) Eq. (3)
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)  # (K,)
+    r = torch.tensor(pg.empirical_win_rates(ys, oracle, include_self=False))  # (K,) Eq. (3)
     adv = rloo_advantages(r, group_size=cfg.K).double()  # (K,)
     idx = torch.as_tensor(ys)
 
@@ -86,27 +88,22 @@ def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator,
         lp = logp[idx].unsqueeze(1)  # (K, 1): one "token" per response
         return ppo_clip_loss(lp, lp.detach(), adv, torch.ones_like(lp))  # Eq. (2)
 
-    return tb.fit_logits(theta, loss, steps=1, lr=cfg.pg_lr)
+    return pg.fit_logits(theta, loss, steps=1, lr=cfg.pg_lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run SPO from π_0 = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "spo", callback)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step)
 
 
-# ---- Entry
+# ---- Entry: `spkit train spo` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "spo")
+__all__ = ["PAPER", "Config", "train", "summary"]

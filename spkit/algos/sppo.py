@@ -38,7 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.rl import tabular as tb
+from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.config import param
+from spkit.rl import preference_games as pg
 from spkit.rl.losses import sppo_loss
 
 PAPER = {
@@ -52,12 +54,12 @@ PAPER = {
 
 
 @dataclass
-class Config(tb.ProblemConfig):
-    steps: int = tb.param(2000, "number of self-play iterations t")
-    eta: float = tb.param(1.0, "η = 1/β: step size of the multiplicative-weights update")
-    K: int = tb.param(8, "samples per iteration (sampled form)")
-    inner_steps: int = tb.param(5, "gradient steps on the SPPO loss per iteration (sampled form)")
-    lr: float = tb.param(0.1, "learning rate of those gradient steps (sampled form)")
+class Config(ProblemConfig):
+    steps: int = param(2000, "number of self-play iterations t", ge=0, identity=False)
+    eta: float = param(1.0, "η = 1/β: step size of the multiplicative-weights update", gt=0)
+    K: int = param(8, "samples per iteration (sampled form)", ge=2)
+    inner_steps: int = param(5, "gradient steps on the SPPO loss per iteration (sampled form)", ge=1)
+    lr: float = param(0.1, "learning rate of those gradient steps (sampled form)", gt=0)
 
 
 # ---- Loss / update
@@ -65,41 +67,36 @@ class Config(tb.ProblemConfig):
 
 def exact_step(theta: np.ndarray, P: np.ndarray, cfg: Config) -> np.ndarray:
     """One Hedge step on the expected win rates."""
-    win = P @ tb.softmax(theta)  # (n,) P(y ≻ π_t)
-    return tb.mirror_step(tb.log_softmax(theta), win - 0.5, cfg.eta)  # Eq. (1)
+    win = P @ pg.softmax(theta)  # (n,) P(y ≻ π_t)
+    return pg.mirror_step(pg.log_softmax(theta), win - 0.5, cfg.eta)  # Eq. (1)
 
 
-def sampled_step(theta: np.ndarray, oracle: tb.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
+def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """K samples, win rates among them, a few gradient steps of the SPPO regression."""
-    ys = tb.sample(tb.softmax(theta), cfg.K, rng)  # (K,)
-    p_hat = torch.tensor(tb.empirical_win_rates(ys, oracle, include_self=True))  # (K,) Eq. (3)
-    prev = torch.tensor(tb.log_softmax(theta)[ys])  # (K,) log π_t(y_k), fixed
+    ys = pg.sample(pg.softmax(theta), cfg.K, rng)  # (K,)
+    p_hat = torch.tensor(pg.empirical_win_rates(ys, oracle, include_self=True))  # (K,) Eq. (3)
+    prev = torch.tensor(pg.log_softmax(theta)[ys])  # (K,) log π_t(y_k), fixed
     idx = torch.as_tensor(ys)
 
     def loss(logp: torch.Tensor) -> torch.Tensor:
         return sppo_loss(logp[idx], prev, p_hat, cfg.eta)  # Eq. (2)
 
-    return tb.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
+    return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
 # ---- Train
 
 
-def train(cfg: Config, callback=None) -> tb.History:
+def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run SPPO from π_0 = uniform and return the exploitability curves."""
-    P, ref = cfg.problem()
-    rng = np.random.default_rng(cfg.seed)
-    oracle = tb.Oracle(P, noisy=True, rng=rng)
+    game = PreferenceRun(cfg, "sppo", callback)
     if cfg.mode == "exact":
-        step = lambda th, t: exact_step(th, P, cfg)  # noqa: E731
+        step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731
     else:
-        step = lambda th, t: sampled_step(th, oracle, rng, cfg)  # noqa: E731
-    hist = tb.run(step, P, np.zeros(len(ref)), cfg.steps, callback=callback)
-    hist.oracle_calls = oracle.calls
-    return hist
+        step = lambda th, t: sampled_step(th, game.oracle, game.rng, cfg)  # noqa: E731
+    return game.run(step)
 
 
-# ---- Entry
+# ---- Entry: `spkit train sppo` takes its flags from Config and prints summary(history)
 
-
-add_arguments, main = tb.cli(Config, train, "sppo")
+__all__ = ["PAPER", "Config", "train", "summary"]

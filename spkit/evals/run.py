@@ -207,7 +207,7 @@ def write_run(res: dict, out: Path) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from spkit.cli import add_common_arguments
+    from spkit.config import add_common_arguments
 
     add_common_arguments(p, out="runs/eval")
     p.add_argument("--tasks", default=DEFAULT_TASKS,

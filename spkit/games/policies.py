@@ -7,10 +7,10 @@ A policy is anything with
 
 and must only depend on what the player to move knows (its information state), so the exact
 solvers in `spkit.solvers` can evaluate it. `Policy` supplies `sample_action` from
-`action_probabilities`. Language models implement the same protocol (`spkit.policy.LLMPolicy`).
+`action_probabilities`. Language models implement the same protocol (`spkit.lm_policy.LLMPolicy`).
 
 Opponents: `UniformRandomPolicy`, `TabularPolicy` (infoset -> probs, e.g. a CFR average),
-`MinimaxPolicy` (perfect TicTacToe), `EpsilonPerfectPolicy` (a perfect policy that errs with
+`EpsilonPerfectPolicy` (a perfect policy that errs with
 probability ε), `HeuristicNegotiator` (a fixed, sensible negotiation strategy).
 
 `play_match` plays seeded games and reports per-seat returns and win/draw/loss rates with
@@ -95,23 +95,6 @@ class TabularPolicy(Policy):
         if total <= 0:
             return {a: 1.0 / len(legal) for a in legal}
         return {a: p / total for a, p in probs.items()}
-
-
-class MinimaxPolicy(Policy):
-    """Perfect play in a two-player perfect-information game (TicTacToe), deterministic.
-
-    Tie-break among optimal moves: fastest win / slowest loss, then the lowest cell (first
-    legal action); see `spkit.solvers.minimax`. The game is solved once (≈0.1 s) and cached.
-    """
-
-    def __init__(self, game: Game) -> None:
-        from spkit.solvers.minimax import solved  # solvers import games, not the reverse
-
-        self.solution = solved(game)
-
-    def action_probabilities(self, state: State) -> dict[str, float]:
-        best = self.solution.best_action(state)
-        return {a: float(a == best) for a in state.legal_actions()}
 
 
 class EpsilonPerfectPolicy(Policy):

@@ -5,7 +5,7 @@
     spiral.train(cfg, callback=dash)          # or callback=dash.update
     TrainingDashboard.from_run_dir("runs/spiral")   # the same plot after the fact (metrics.csv)
 
-Each panel is one metric against the step, drawn by `spkit.train_utils.plot_metrics` (the
+Each panel is one metric against the step, drawn by `spkit.run.metrics.plot_metrics` (the
 function every lesson uses for its static plots, so live and after-the-fact plots look the
 same) into a PNG shown by an `ipywidgets.Image`; below it, the latest value of every metric.
 """
@@ -74,7 +74,7 @@ class TrainingDashboard(W.VBox):
         cls, path: str | os.PathLike, keys: Sequence[str] | None = None
     ) -> TrainingDashboard:
         """A dashboard of a finished (or running) run: reads ``path/metrics.csv``."""
-        from spkit.train_utils import read_metrics
+        from spkit.run.metrics import read_metrics
 
         p = Path(path)
         csv_path = p if p.is_file() else p / "metrics.csv"
@@ -123,12 +123,8 @@ class TrainingDashboard(W.VBox):
         self.latest.value = f"<table>{cells}</table>" if cells else "<i>waiting for metrics…</i>"
 
     def _png(self, keys: list[str]) -> bytes:
-        import matplotlib.pyplot as plt
+        from spkit.run.metrics import plot_metrics
 
-        from spkit.train_utils import plot_metrics
-
-        fig = plot_metrics(self.history, keys)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
+        plot_metrics(self.history, keys).savefig(buf, format="png", dpi=80)
         return buf.getvalue()

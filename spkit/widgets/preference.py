@@ -1,6 +1,6 @@
 """Preference-game explorer: run every tabular learner on one matrix and compare to the exact winner.
 
-`compare_learners` / `plot_convergence` make the lesson's convergence figure; `PreferenceExplorer`
+`compare_learners` runs every learner for the lesson's convergence figure (`plot_convergence`); `PreferenceExplorer`
 is the interactive widget's state and logic as a plain class (pick a family, edit the matrix,
 re-run), so tests drive it from Python; `PreferenceExplorer.widget()` wraps it in ipywidgets.
 """
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spkit.algos import inpo, nash_md, nash_mp, online_dpo, rlhf_bt, spo, sppo
+from spkit.algos.preference_game import plot_convergence
 from spkit.errors import SpkitError
+from spkit.games.preference_matrices import FAMILIES, make_preference
 from spkit.solvers.matrix import check_preference_matrix, exploitability, von_neumann_winner
-from spkit.tasks.preference import FAMILIES, make_preference
 
 # name -> (module, the iterate its theory covers; "none": no claim to reach the winner)
 LEARNERS = {
@@ -71,29 +72,6 @@ def summary_table(results: dict[str, dict]) -> list[dict]:
             "avg_std": float(avg.std()),
         })
     return rows
-
-
-def plot_convergence(results: dict[str, dict], title: str = "", ax=None):
-    """Exploitability vs step (log-log) for every learner; solid = last, dashed = average
-    iterate; bands = min–max over seeds."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (name, r) in enumerate(results.items()):
-        c = colors[k % len(colors)]
-        x = np.maximum(r["steps"], 1)
-        for key, style in (("last", "-"), ("avg", "--")):
-            y = np.maximum(r[key], 1e-6)
-            ax.plot(x, y.mean(0), style, color=c, label=f"{name} ({key})", lw=1.4)
-            if y.shape[0] > 1:
-                ax.fill_between(x, y.min(0), y.max(0), color=c, alpha=0.15, lw=0)
-    ax.axhline(0.01, color="k", lw=0.8, ls=":")
-    ax.set(xscale="log", yscale="log", xlabel="iteration t", ylabel="exploitability  max_y P(y≻π) − ½",
-           title=title)
-    ax.legend(fontsize=7, ncol=2)
-    return ax
 
 
 @dataclass
@@ -162,7 +140,7 @@ class PreferenceExplorer:
     def widget(self):  # pragma: no cover - exercised in the notebook / browser
         """ipywidgets UI: family picker, size, an editable matrix entry, run button, plot + table."""
         import ipywidgets as W
-        import matplotlib.pyplot as plt
+        from IPython.display import display
 
         fam = W.Dropdown(options=list(FAMILIES), value=self.family if self.family in FAMILIES else "three_cycle",
                          description="family")
@@ -193,8 +171,7 @@ class PreferenceExplorer:
             self.run()
             out_plot.clear_output(wait=True)
             with out_plot:
-                plot_convergence(self.results, title=f"{self.family}, n={self.P.shape[0]}")
-                plt.show()
+                display(plot_convergence(self.results, title=f"{self.family}, n={self.P.shape[0]}").figure)
             out_tab.value = self.table_html()
 
         fam.observe(on_family, "value")

@@ -63,6 +63,46 @@ class SampleStats:
         return wilson_interval(self.counts.get(action, 0), self.n - self.n_invalid)
 
 
+@dataclass
+class PolicyTable:
+    """A policy at several states: `probs[i]` over state i's legal moves; `legal_mass[i]` the share
+    of the model's probability (direct) or of its samples (reasoning) that answered legally;
+    `counts[i]` the legal answers sampled per move (reasoning mode only, for bootstrap intervals)."""
+
+    probs: list[dict[str, float]]
+    legal_mass: list[float]
+    counts: list[dict[str, int]] | None
+
+
+def direct_answers(tokenizer, state: State) -> tuple[list[int], list[list[int]]]:
+    """Token ids of `state`'s direct-mode prompt and of each legal answer ``action}``, in
+    `legal_actions()` order: what the model's exact direct-mode policy is read from."""
+    prompt = tokenizer(format_prompt(state, state.current_player(), "direct"))["input_ids"]
+    return prompt, [tokenizer(a + "}", add_special_tokens=False)["input_ids"] for a in state.legal_actions()]
+
+
+def gradient_similarity(model, tokenizer, states: list[State]) -> torch.Tensor:
+    """Cosine similarity between the parameter gradients of each state's direct-mode preference
+    log p(last legal move) − log p(first legal move) (for Kuhn Poker: aggressive vs passive), (n, n).
+
+    Why: a gradient step that raises a move at state I moves state J by the dot product of their
+    gradients. At cosine ≈ 1 the network *cannot* move I and J apart, whatever the reward says,
+    so an RL run can only reach policies where they are tied (lesson 02 measures both)."""
+    from spkit.logprobs import shared_prefix_logprobs
+
+    grads = []
+    for s in states:
+        pid, comps = direct_answers(tokenizer, s)
+        lp = shared_prefix_logprobs(model, [pid, pid], [comps[0], comps[-1]])
+        model.zero_grad(set_to_none=True)
+        (lp[1].sum() - lp[0].sum()).backward()
+        grads.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                               for p in model.parameters()]))
+    model.zero_grad(set_to_none=True)
+    g = torch.nn.functional.normalize(torch.stack(grads), dim=1)
+    return g @ g.T
+
+
 def _stable_seed(*parts: object) -> int:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8", "replace")).digest()
     return int.from_bytes(digest[:8], "little") >> 2
@@ -141,15 +181,47 @@ class LLMPolicy(Policy):
 
     # ---- the two views ---------------------------------------------------------------------
     def _direct(self, state: State, legal: list[str]) -> dict[str, float]:
-        from spkit.logprobs import score_continuations
+        t = self.table([state])
+        self.legal_mass = t.legal_mass[0]
+        return t.probs[0]
 
+    def table(self, states: list[State]) -> PolicyTable:
+        """The policy at many states at once: one batched forward (direct mode; the shared rules
+        paragraph is run once) or one batched sampling call (reasoning mode). Each row is
+        renormalised over the legal moves; a reasoning-mode row with no legal answer is uniform."""
+        if self.mode == "direct":
+            return self._direct_table(states)
+        prompts = [self.prompt(s) for s in states]
+        outs = self.sampler.generate([p for p in prompts for _ in range(self.n_samples)], self._params(),
+                                     seed=_stable_seed(self.seed, self.mode, *prompts))
+        counts = []
+        for j, s in enumerate(states):
+            c = dict.fromkeys(s.legal_actions(), 0)
+            for o in outs[j * self.n_samples: (j + 1) * self.n_samples]:
+                a = parse_action(self._as_answer(o.text), s.legal_actions(), s)
+                if isinstance(a, str):
+                    c[a] += 1
+            counts.append(c)
+        probs = [{a: x / sum(c.values()) if sum(c.values()) else 1 / len(c) for a, x in c.items()} for c in counts]
+        return PolicyTable(probs, [sum(c.values()) / self.n_samples for c in counts], counts)
+
+    def _direct_table(self, states: list[State]) -> PolicyTable:
+        from spkit.logprobs import shared_prefix_logprobs
+
+        P, C, owner = [], [], []
+        for j, s in enumerate(states):
+            pid, answers = direct_answers(self.tokenizer, s)
+            P += [pid] * len(answers)
+            C += answers
+            owner += [j] * len(answers)
         with torch.no_grad():
-            logp = score_continuations(
-                self.model, self.tokenizer, self.prompt(state), [a + "}" for a in legal]
-            ).double()
-        self.legal_mass = float(torch.logsumexp(logp, 0).exp())
-        probs = torch.softmax(logp, 0).tolist()
-        return dict(zip(legal, probs, strict=True))
+            lps = torch.tensor([float(x.sum()) for x in shared_prefix_logprobs(self.model, P, C)], dtype=torch.float64)
+        probs, mass = [], []
+        for j, s in enumerate(states):
+            lp = lps[[i for i, o in enumerate(owner) if o == j]]  # softmax over legal answers, stable
+            probs.append(dict(zip(s.legal_actions(), torch.softmax(lp, 0).tolist(), strict=True)))
+            mass.append(float(torch.logsumexp(lp, 0).exp()))
+        return PolicyTable(probs, mass, None)
 
     def _sampled(self, state: State, legal: list[str]) -> dict[str, float]:
         prompt = self.prompt(state)

@@ -1,0 +1,299 @@
+"""The one training loop every spkit trainer uses (CleanRL's loop, made importable).
+
+An algorithm file writes what is particular to its paper — how to set up, one `step`, one
+`evaluate` — and hands them to `Run`::
+
+    @dataclass
+    class Config(RunConfig):                      # seed, steps, budget, out, resume, ... inherited
+        lr: float = param(1e-5, "learning rate", gt=0)
+
+    def train(cfg: Config, callback=None) -> History:
+        run = Run(cfg, "myalgo", callback=callback, plot_keys=["eval/score"])
+        model, tok = load_model(...)              # after Run(): seeds and threads are set
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        run.track(model=model, tokenizer=tok, optimizer=opt, baseline=baseline)
+        return run.loop(step=lambda t: ..., evaluate=lambda t: ...)
+
+`Run` owns everything else, once: threads and seeds (`seed + rank` per process), the run
+directory and its identity (`run.json`; a fresh run refuses a directory holding another run
+unless `--overwrite`, a resume refuses a checkpoint whose config differs and says which fields),
+a lock against two processes writing one directory, atomic checkpoints and exact `--resume`
+(model, optimizer, RNGs, and every `state_dict()`/`load_state_dict()` object given to `track`,
+as JSON), the step and `--max-minutes` budget (decided by rank 0 for all ranks), evaluation every
+`eval_every` steps, a guard that stops a diverged run (non-finite loss or weights) with one line
+and keeps the last good checkpoint, metrics (CSV + TensorBoard), the progress bar, the final plot
+and the `final/` model. `step(t)` trains step t (0-based) and returns its metrics; `evaluate(t)`
+returns metrics after t steps, t = 0 being the untrained start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from spkit.config import as_json, identity_diff, param, validate
+from spkit.errors import SpkitError
+from spkit.run.checkpoint import Checkpointer, finite_weights
+from spkit.run.distributed import init_distributed, rank0_decides
+from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress
+from spkit.seeding import seed_everything
+
+__all__ = ["RunConfig", "Run", "History", "ensure_writable_dir"]
+
+Metrics = dict[str, float]
+RUN_FILES = ("run.json", "metrics.csv", "checkpoints", "final", "tb")  # what --overwrite deletes
+
+
+@dataclass
+class RunConfig:
+    """The fields every trainer shares; an algorithm's `Config` subclasses it."""
+
+    seed: int = param(0, "random seed: every random choice of the run derives from it")
+    steps: int = param(100, "training steps (updates)", ge=0, identity=False)
+    max_minutes: float = param(0.0, "wall-clock budget, loading and evaluations included; 0 = none", ge=0,
+                               identity=False)
+    eval_every: int = param(10, "evaluate every k steps (and at the start and the end); 0 = start and end only",
+                            ge=0, identity=False)
+    checkpoint_every: int = param(50, "save a resumable checkpoint every k steps (and at the end)", ge=1,
+                                  identity=False)
+    keep_checkpoints: int = param(2, "how many of the newest checkpoints to keep", ge=1, identity=False)
+    out: str = param("", "run directory (metrics, plots, checkpoints, final/); '' = in memory, no files",
+                     identity=False)
+    resume: bool = param(False, "continue the run in --out from its newest complete checkpoint", identity=False)
+    overwrite: bool = param(False, "start afresh in an --out that holds a run, deleting that run", identity=False)
+    threads: int = param(0, "torch CPU threads (0 = torch's default); results depend on it", ge=0,
+                         identity=False)
+    tensorboard: bool = param(True, "also write TensorBoard events (metrics.csv is always written)",
+                              identity=False)
+    plot: bool = param(True, "save the run's main curves as OUT/<algorithm>.png at the end", identity=False)
+
+
+class Stateful(Protocol):
+    """Anything `Run.track` saves with a checkpoint: JSON-able state in, the same state out."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class History:
+    """What `train` returns: every logged row (as in metrics.csv) and where the run lives."""
+
+    rows: list[Metrics] = field(default_factory=list)
+    out_dir: Path | None = None
+    final_dir: Path | None = None
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one metric, skipping rows where it was not logged."""
+        pts = [(int(r["step"]), r[key]) for r in self.rows if key in r and math.isfinite(r[key])]
+        return [s for s, _ in pts], [v for _, v in pts]
+
+    def last(self, key: str) -> float:
+        vals = self.series(key)[1]
+        return vals[-1] if vals else math.nan
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` or fail with one line (an unwritable --out is a user error, found up front)."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".spkit_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SpkitError(f"output directory {p} is not writable: {e.strerror or e}") from None
+    return p
+
+
+class Run:
+    """One training run: set up by the constructor, driven by `loop` (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        name: str,
+        callback: Callable[[int, Metrics], None] | None = None,
+        plot_keys: tuple[str, ...] | list[str] = (),
+        eval_at: Callable[[int], bool] | None = None,
+    ) -> None:
+        validate(cfg)
+        if cfg.resume and cfg.overwrite:
+            raise SpkitError("--resume and --overwrite contradict each other; pass one")
+        if cfg.resume and not cfg.out:
+            raise SpkitError("--resume needs --out, the directory of the run to continue")
+        self.cfg, self.name, self.callback, self.plot_keys = cfg, name, callback, list(plot_keys)
+        self.eval_at = eval_at or (lambda t: cfg.eval_every > 0 and t % cfg.eval_every == 0)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.rank, self.world = init_distributed()
+        seed_everything(cfg.seed + self.rank)
+        self.t_begin = time.perf_counter()
+        self.out = Path(cfg.out) if cfg.out else None
+        self.writes = self.out is not None and self.rank == 0
+        self._lock = self._open_run_dir() if self.writes else None
+        self.model: torch.nn.Module | None = None
+        self.tokenizer: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.state: dict[str, Stateful] = {}
+        self.rows: list[Metrics] = []
+
+    # ---- the run directory: identity, lock ----------------------------------------------------
+    def _open_run_dir(self):
+        out = ensure_writable_dir(self.out)
+        lock = open(out / ".lock", "a+")  # noqa: SIM115 - held open for the whole run
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SpkitError(f"another process is writing to {out} (pid {lock.read().strip() or '?'}); "
+                             "wait for it or choose another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        held = [n for n in RUN_FILES if (out / n).exists()]
+        if self.cfg.resume:
+            self._check_same_algorithm(out)
+        elif held and self.cfg.overwrite:
+            for n in held:
+                shutil.rmtree(out / n) if (out / n).is_dir() else (out / n).unlink()
+        elif held:
+            raise SpkitError(f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it "
+                             "or --overwrite to replace it")
+        if not self.cfg.resume:
+            atomic_write_text(out / "run.json", json.dumps(
+                {"algorithm": self.name, "config": as_json(self.cfg)}, indent=1))
+        return lock
+
+    def _check_same_algorithm(self, out: Path) -> None:
+        try:
+            saved = json.loads((out / "run.json").read_text())
+        except (OSError, ValueError):
+            raise SpkitError(f"--resume: {out} holds no spkit run (run.json missing or unreadable)") from None
+        if saved.get("algorithm") != self.name:
+            raise SpkitError(f"--resume: {out} holds a {saved.get('algorithm')!r} run, not {self.name!r}")
+
+    # ---- what a checkpoint holds --------------------------------------------------------------
+    def track(self, model: torch.nn.Module | None = None, tokenizer: Any = None,
+              optimizer: torch.optim.Optimizer | None = None, **state: Stateful) -> None:
+        """Register what checkpoints save and `--resume` restores; `model` is also the final model."""
+        self.model, self.tokenizer, self.optimizer = model, tokenizer, optimizer
+        self.state = state
+
+    def _restore(self, ckpt: Checkpointer) -> tuple[int, float]:
+        """Load the newest good checkpoint into the tracked objects; (step, wall seconds so far)."""
+        saved = ckpt.load_latest(self.model, self.optimizer)
+        if saved is None:
+            raise SpkitError(f"--resume: no complete checkpoint under {ckpt.root}")
+        diffs = identity_diff(self.cfg, saved.get("config", {}))
+        if diffs:
+            raise SpkitError("--resume: this config differs from the checkpoint's in " + "; ".join(diffs)
+                             + " (use another --out, or --overwrite to start afresh)")
+        for key, obj in self.state.items():
+            obj.load_state_dict(saved["extra"][key])
+        return int(saved["step"]), float(saved["extra"].get("_wall", 0.0))
+
+    def _save(self, ckpt: Checkpointer, step: int, wall: float) -> None:
+        if self.model is not None and not finite_weights(self.model):
+            raise SpkitError(f"step {step}: the weights hold NaN or inf (training diverged: is the "
+                             "learning rate too high?); nothing was saved, the last good checkpoint is "
+                             f"{ckpt.latest()} (--resume continues from it)")
+        extra = {k: v.state_dict() for k, v in self.state.items()} | {"_wall": wall}
+        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg))
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None) -> History:
+        """Run `step` from the start (or the resumed step) to `cfg.steps` or the time budget."""
+        cfg = self.cfg
+        ckpt = Checkpointer(self.out, cfg.keep_checkpoints) if self.out else None
+        start, wall0 = self._restore(ckpt) if cfg.resume else (0, 0.0)
+        logger = MetricLogger(self.out, cfg.tensorboard, start if cfg.resume else None) if self.writes else None
+        self.rows = logger.history if logger else []  # the logger appends to its own history
+        evaluate = evaluate or (lambda t: {})
+        try:
+            if start == 0:
+                self._log(logger, 0, evaluate(0) if self.rank == 0 else {})
+            bar = self._bar(start)
+            for t in range(start, cfg.steps):
+                metrics = step(t)
+                done = t + 1
+                self._guard(done, metrics, ckpt)
+                wall = wall0 + time.perf_counter() - self.t_begin
+                last = done == cfg.steps or rank0_decides(cfg.max_minutes > 0 and wall > 60 * cfg.max_minutes)
+                if (self.eval_at(done) or last) and self.rank == 0:
+                    metrics = {**metrics, **evaluate(done)}
+                if metrics:
+                    self._log(logger, done, {**metrics, "train/wall_seconds": wall})
+                if ckpt is not None and self.rank == 0 and (done % cfg.checkpoint_every == 0 or last):
+                    self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin)
+                self._advance(bar, done, wall - wall0)
+                if last:
+                    break
+            bar.close()
+            return self._finish()
+        finally:
+            if logger is not None:
+                logger.close()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _guard(self, step: int, metrics: Metrics, ckpt: Checkpointer | None) -> None:
+        """Stop a diverged run with one line before anything of it is saved."""
+        bad = {k: v for k, v in metrics.items() if (k.startswith("losses/") or k == "train/loss")
+               and not math.isfinite(v)}
+        if bad:
+            k, v = next(iter(bad.items()))
+            where = (f"the last good checkpoint is {ckpt.latest()} (--resume continues from it)"
+                     if ckpt is not None and ckpt.latest() else "no checkpoint was written")
+            raise SpkitError(f"step {step}: {k} is {v} (training diverged: is the learning rate too high?); "
+                             f"stopped, {where}")
+
+    def _log(self, logger: MetricLogger | None, step: int, metrics: Metrics) -> None:
+        if self.rank != 0:
+            return
+        if logger is not None:
+            logger.log(step, **metrics)
+        else:
+            self.rows.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+        if self.callback is not None:
+            self.callback(step, dict(metrics))
+
+    def _bar(self, start: int):
+        quiet = {"disable": True} if self.rank != 0 or self.out is None else {}  # in-memory runs are quiet
+        if self.cfg.max_minutes > 0:  # the budget ends the run: count seconds, show steps beside
+            return progress(total=round(60 * self.cfg.max_minutes), unit="s", desc=f"{self.name} (time budget)",
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]", **quiet)
+        return progress(total=self.cfg.steps, initial=start, desc=self.name, unit="step", **quiet)
+
+    def _advance(self, bar, step: int, elapsed: float) -> None:
+        if self.cfg.max_minutes > 0:
+            bar.update(min(elapsed, bar.total) - bar.n)
+            bar.set_postfix_str(f"step {step}/{self.cfg.steps}")
+        else:
+            bar.update(1)
+
+    def _finish(self) -> History:
+        rows = self.rows
+        final = None
+        if self.writes:
+            if self.model is not None:
+                final = self.out / "final"
+                self.model.save_pretrained(final, safe_serialization=True)
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(final)
+            if self.cfg.plot and self.plot_keys and any(k in r for r in rows for k in self.plot_keys):
+                plot_metrics(rows, self.plot_keys, self.out / f"{self.name}.png", title=self.name)
+        return History(rows, self.out, final)
