@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
+from spkit.games.preference_matrices import make_preference, random_intransitive
 from spkit.solvers.matrix import regularized_equilibrium, von_neumann_winner
-from spkit.tasks.preference import make_preference, random_intransitive
 from spkit.widgets.preference import LEARNERS, compare_learners, summary_table
 
 

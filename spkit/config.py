@@ -181,7 +181,7 @@ def _defaults(cls: type) -> dict[str, Any]:
 def _show(v: Any) -> str:
     if isinstance(v, (tuple, list)):
         return " ".join(map(str, v)) or "none"
-    return repr(v) if isinstance(v, str) else str(v)
+    return "''" if v == "" else str(v)
 
 
 # ---- run identity -----------------------------------------------------------------------------------

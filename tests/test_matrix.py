@@ -6,13 +6,6 @@ import numpy as np
 import pytest
 
 from spkit.errors import SpkitError
-from spkit.solvers.matrix import (
-    duality_gap,
-    exploitability,
-    regularized_equilibrium,
-    regularized_exploitability,
-    von_neumann_winner,
-)
 from spkit.games.preference_matrices import (
     bradley_terry,
     condorcet_cycle,
@@ -22,6 +15,13 @@ from spkit.games.preference_matrices import (
     random_intransitive,
     three_cycle,
     three_cycle_winner,
+)
+from spkit.solvers.matrix import (
+    duality_gap,
+    exploitability,
+    regularized_equilibrium,
+    regularized_exploitability,
+    von_neumann_winner,
 )
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from spkit.algos import inpo, nash_md, nash_mp, online_dpo, rlhf_bt, spo, sppo
+from spkit.games.preference_matrices import random_intransitive, three_cycle
 from spkit.rl import preference_games as tb
 from spkit.rl.losses import dpo_loss, inpo_loss
 from spkit.solvers.matrix import exploitability, regularized_equilibrium
-from spkit.games.preference_matrices import random_intransitive, three_cycle
 
 # (module, config overrides, the iterate its theory covers)
 LEARNERS = [

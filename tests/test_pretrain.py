@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from spkit import corpus
+from spkit import corpus, pretrain
 from spkit.games import load_game
 from spkit.games.prompts import ANSWER_PREFIX, REASONING_INSTRUCTION, parse_action
-from spkit import pretrain
 from spkit.solvers.exploitability import nash_conv
 from spkit.tasks import steps
 from spkit.tasks.arithmetic import split_of

@@ -18,7 +18,6 @@ from spkit.games.policies import (
     play_match,
     wilson_interval,
 )
-from spkit.solvers.minimax import MinimaxPolicy
 from spkit.solvers import (
     CFRSolver,
     best_response,
@@ -31,6 +30,7 @@ from spkit.solvers import (
     solve_minimax,
 )
 from spkit.solvers.exploitability import build_tree
+from spkit.solvers.minimax import MinimaxPolicy
 
 
 @pytest.fixture(scope="module")

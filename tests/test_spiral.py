@@ -213,7 +213,9 @@ def test_direct_kuhn_table_is_exact_and_normalised(random_tiny):
     assert table["Qpb"]["fold"] == pytest.approx(p[0].item(), abs=1e-5)
     assert 0.0 < info["legal_mass"] < 1.0
     assert nash_conv(game, table) > 0
-    from spkit.lm_policy import LLMPolicy  # the same numbers as the per-state LLMPolicy (batched here)
+    from spkit.lm_policy import (
+        LLMPolicy,  # the same numbers as the per-state LLMPolicy (batched here)
+    )
 
     ref = policy_table(game, LLMPolicy(model, tok, mode="direct"))
     assert all(table[k][a] == pytest.approx(ref[k][a], abs=1e-5) for k in ref for a in ref[k])

@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spkit.games import load_game  # noqa: E402
-from spkit.solvers.cfr import cfr_curve  # noqa: E402
 from spkit.games.preference_matrices import three_cycle  # noqa: E402
 from spkit.run.metrics import read_metrics  # noqa: E402
+from spkit.solvers.cfr import cfr_curve  # noqa: E402
 from spkit.widgets.preference import compare_learners, plot_convergence  # noqa: E402
 
 

@@ -258,8 +258,9 @@ def merge_turns(batch: list[tuple[Turn, float]]) -> list[tuple[Turn, float, int]
     return [(t, a, n) for t, a, n in rows.values()]
 
 
-def _padded_logprobs(model, prompts: list[list[int]], completions: list[list[int]], T: int) -> torch.Tensor:
-    return torch.stack([F.pad(x, (0, T - len(x))) for x in shared_prefix_logprobs(model, prompts, completions)])
+def _pad(rows: list[list[float]] | list[torch.Tensor], T: int) -> torch.Tensor:
+    """Right-pad variable-length rows with zeros into a (B, T) tensor."""
+    return torch.stack([F.pad(torch.as_tensor(r, dtype=torch.float32), (0, T - len(r))) for r in rows])
 
 
 def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None) -> dict[str, float]:
@@ -275,17 +276,16 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
-            logp = _padded_logprobs(model, P, C, T)  # (b, T)
+            logp = _pad(shared_prefix_logprobs(model, P, C), T)  # (b, T)
             dev = logp.device
-            old = torch.stack([F.pad(torch.tensor(t.old_logprobs), (0, T - len(t.old_logprobs)))
-                               for t, _, _ in mb]).to(dev)  # (b, T)
-            mask = torch.stack([F.pad(torch.ones(len(c)), (0, T - len(c))) for c in C]).to(dev)  # (b, T)
+            old = _pad([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
+            mask = _pad([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
             adv = torch.tensor([a for _, a, _ in mb], device=dev)  # (b,) summed advantages
             w = torch.tensor([float(n) for _, _, n in mb], device=dev)  # (b,) turns merged
             ref = None
             if ref_model is not None and cfg.kl_coef > 0:
                 with torch.no_grad():
-                    ref = _padded_logprobs(ref_model, P, C, T)
+                    ref = _pad(shared_prefix_logprobs(ref_model, P, C), T)
             loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef, w, n_tok)
             loss.backward()
             share = float((mask * w[:, None]).sum()) / max(n_tok, 1.0)
