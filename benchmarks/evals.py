@@ -88,7 +88,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from spkit.evals.lm import SpkitLM
-    from spkit.evals.nltk_data import ensure_punkt_tab
+    from spkit.tasks.nltk_data import ensure_punkt_tab
     from spkit.evals.report import headline
 
     ensure_punkt_tab()

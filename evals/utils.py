@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spkit.evals.nltk_data import ensure_punkt_tab
+from spkit.tasks.nltk_data import ensure_punkt_tab
 
 ensure_punkt_tab()  # before anything imports lm-eval's IFEval code (which would download)
 

@@ -253,7 +253,7 @@ def test_ifeval_runs_offline_without_any_download(tmp_path):
         "import nltk\n"
         "def boom(*a, **k): raise RuntimeError('download attempted')\n"
         "nltk.download = boom\n"
-        "from spkit.evals.nltk_data import ensure_punkt_tab\n"
+        "from spkit.tasks.nltk_data import ensure_punkt_tab\n"
         "root = ensure_punkt_tab()\n"
         "from lm_eval.tasks.ifeval import instructions_util as u\n"
         "assert u.count_sentences('Dr. Smith came home. He slept! Did he?') == 3\n"

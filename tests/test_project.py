@@ -58,6 +58,17 @@ def test_ruff_clean():
     assert out.returncode == 0, out.stdout[-3000:]
 
 
+def test_import_layers_hold():
+    """The layer contracts in pyproject.toml (`[tool.importlinter]`): nothing imports upward, and
+    there are no import circles between layers. No exceptions are listed there."""
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    assert Path(lint).exists(), "import-linter is a dev dependency: pip install -e '.[dev]'"
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert all("ignore_imports" not in c for c in config["contracts"])
+    out = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "BROKEN" not in out.stdout, out.stdout[-3000:]
+
+
 def test_no_pickles_shipped():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     if not tracked:

@@ -5,5 +5,5 @@
 * ``data``      — ``spkit data prepare|check``: the local data layout and converters
 * ``lm``        — the ``spkit`` lm-eval backend (spkit's Sampler; registered as "spkit")
 * ``metrics``   — ProcessBench F1, MATH equivalence/normalised match, extractors
-* ``nltk_data`` — NLTK punkt_tab written offline for IFEval
+(NLTK's punkt_tab data for IFEval is written offline by ``spkit.tasks.nltk_data``.)
 """

@@ -116,7 +116,7 @@ def run(
     Checks every needed data file before loading the model, so a missing or malformed file
     costs a second, not a model load.
     """
-    from spkit.evals.nltk_data import ensure_punkt_tab
+    from spkit.tasks.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # before lm-eval imports its IFEval code
     names = resolve_tasks(tasks)

@@ -198,7 +198,7 @@ def document(record: dict, rng: random.Random) -> str:
 
 def _lm_eval_registry() -> dict | None:
     try:
-        from spkit.evals.nltk_data import ensure_punkt_tab
+        from spkit.tasks.nltk_data import ensure_punkt_tab
 
         ensure_punkt_tab()  # before lm-eval's IFEval import, which would try to download
         from lm_eval.tasks.ifeval import instructions_registry
