@@ -88,8 +88,8 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from spkit.evals.lm import SpkitLM
-    from spkit.tasks.nltk_data import ensure_punkt_tab
     from spkit.evals.report import headline
+    from spkit.tasks.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()
     torch.set_num_threads(args.threads)
