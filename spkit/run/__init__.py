@@ -223,8 +223,9 @@ class Run:
         self.rows = logger.history if logger else []  # the logger appends to its own history
         evaluate = evaluate or (lambda t: {})
         try:
-            if start == 0:
-                self._log(logger, 0, evaluate(0) if self.rank == 0 else {})
+            first = evaluate(0) if start == 0 and self.rank == 0 else {}
+            if first:  # the untrained start, as the baseline of every curve
+                self._log(logger, 0, first)
             bar = self._bar(start)
             for t in range(start, cfg.steps):
                 metrics = step(t)
