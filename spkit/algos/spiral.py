@@ -146,12 +146,13 @@ from spkit.games.policies import (
     UniformRandomPolicy,
 )
 from spkit.games.prompts import MODES, format_prompt, parse_action
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
 from spkit.logprobs import shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
 from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes
 from spkit.rl.tabular_pg import average_policy
+from spkit.sampling import SamplingParams
 from spkit.solvers.exploitability import Table, game_tree, nash_conv
 from spkit.train_utils import (
     Checkpointer,
