@@ -82,7 +82,8 @@ if TYPE_CHECKING:
 class Engine(Protocol):
     """A model's forward plus its KV cache, for one `Sampler.generate` call.
 
-    Rows are the prompts of the batch, in order; after `select` they are renumbered 0..b-1.
+    Rows are the prompts of the batch, in order; after `select` the kept rows are renumbered
+    0..b-1 (`Sampler` calls these positions slots).
     """
 
     def prefill(self, layout: Layout, max_new_tokens: int) -> torch.Tensor:
@@ -318,7 +319,7 @@ class Sampler:
 
             steps = tqdm(steps, desc="sampling", leave=False)
         for t in steps:
-            tok, slp = sample_tokens(logits, params, uniforms[slot_rows, t])  # (live rows,)
+            tok, slp = sample_tokens(logits, params, uniforms[slot_rows, t])  # (slots,)
             lp = torch.log_softmax(logits.float(), -1).gather(1, tok[:, None]).squeeze(1)
             done = torch.zeros_like(alive)
             if not params.ignore_eos:
