@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
+from spkit.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
 _WORDS = ("the a game player card bet check fold call pot chip board move win lose draw think "
@@ -122,7 +123,7 @@ def generate_flops(model, plens: list[int], glens: list[int]) -> float:
 
 def sampler_flops(model, tok, prompts: list[str], glens: list[int]) -> float:
     """What spkit's sampler computes: prefix once, unique suffixes packed, live rows only."""
-    from spkit.generation import plan_layout
+    from spkit.sampling import plan_layout
 
     body, head = body_and_head_flops(model)
     lay = plan_layout([tok(p)["input_ids"] for p in prompts])

@@ -23,11 +23,12 @@ import torch
 from spkit.algos import spiral
 from spkit.games import load_game
 from spkit.games.prompts import format_prompt
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
 from spkit.logprobs import token_logprobs
 from spkit.models import load_model
 from spkit.rl.losses import ppo_clip_loss
 from spkit.rl.selfplay import LMAgent, _parse, play_episodes
+from spkit.sampling import SamplingParams
 
 
 def anchor_rollouts(model, tok, game, n: int, params: SamplingParams, agent: LMAgent) -> tuple[int, int]:

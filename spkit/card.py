@@ -24,7 +24,8 @@ from pathlib import Path
 from spkit import corpus
 from spkit.games import load_game
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
+from spkit.sampling import SamplingParams
 from spkit.tasks import arithmetic, instructions
 
 GAMES = ("kuhn_poker", "tictactoe", "negotiation", "spy")

@@ -1,33 +1,38 @@
-"""Batched sampling with a KV cache: the rollout engine of every self-play algorithm in spkit.
+"""`Sampler`: batched sampling with a KV cache, the rollout engine of every self-play algorithm
+in spkit.
+
+    from spkit.generation import Sampler
+    from spkit.sampling import SamplingParams
 
     sampler = Sampler(model, tokenizer)
     outs = sampler.generate(prompts, SamplingParams(max_new_tokens=64, stop=("}",)), seed=0)
     outs[0].text, outs[0].token_ids, outs[0].logprobs, outs[0].finish_reason
 
-What a `Completion` holds (the conventions follow vLLM where vLLM has one):
+What a `Completion` holds (EOS kept in `token_ids`, untempered `logprobs`, stop strings cut
+from `text`, finish reasons) is documented on `spkit.sampling.Completion`; the sampling math
+(per-row seeds, the inverse-CDF draw, the prompt layout) lives in `spkit.sampling` too.
 
-* `token_ids` are the sampled tokens. An EOS token that ended the completion is included
-  (the policy chose to stop; RL losses must see that choice), but not in `text`.
-* `logprobs[i]` is log p(token_ids[i] | prefix) under the model's *untempered* distribution
-  (softmax of the raw logits: temperature 1, no top-k/top-p truncation). That is the quantity
-  PPO ratios and KL terms need, whatever temperature the rollout used.
-  `sampling_logprobs[i]` is the log-probability under the distribution actually sampled from
-  (after temperature, top-k, top-p); it is 0.0 for greedy decoding.
-* Stop strings: `text` is cut right before the first occurrence of a stop string (the stop
-  string is excluded, as in vLLM, unless `include_stop=True`). Generation stops at the token
-  whose decoding completes the stop string, and that token is the last of `token_ids` — so a
-  stop string that ends in the middle of a token keeps the whole token: `text + stop` is a
-  prefix of `decode(token_ids)`. Only generated text is searched, never the prompt.
-* `finish_reason` is "eos" (the model emitted EOS), "stop" (a stop string) or "length"
-  (`max_new_tokens`, or the model's last position, as in vLLM).
+Design. `Sampler.generate` encodes the prompts, plans their layout (`plan_layout`: the longest
+token prefix common to all prompts, then the distinct suffixes) and runs one loop:
+
+    logits = engine.prefill(layout, max_new_tokens)   # (B, V): one row per prompt
+    repeat: draw a token per row -> record it, its log-prob, eos / stop / length
+            drop finished rows now and then (engine.select)
+            logits = engine.decode(tokens)
+
+An `Engine` owns the model's forward and its KV cache; the loop above never looks inside.
+Two engines implement it:
+
+* `HFEngine` (below): the model's own forward with a `DynamicCache`; exact for any causal LM
+  (and peft-wrapped models). `Sampler(fast=False)` forces it.
+* `spkit.engines.fused_llama.FastLlamaEngine`: a hand-fused forward for plain
+  Llama/Qwen2/Qwen3/Mistral models, chosen automatically when it applies (its docstring says
+  why it is faster).
 
 Determinism: a call with the same model, prompts, params and `seed` returns the same
-completions (same machine, same torch thread count). Each row draws its randomness from its
-own generator, seeded from `(seed, row index)`, one uniform number per generated token
-(inverse-CDF sampling), so row i's sample does not depend on the other rows of the batch
-except through floating-point differences in the logits (other batch shapes may round
-differently; that can flip a sample only where a uniform falls within ~1e-6 of a boundary of
-the cumulative distribution). The fused and the generic engine agree in the same way.
+completions (same machine, same torch thread count). Every row has its own random stream
+(`spkit.sampling.row_uniforms`), so row i's sample does not depend on the rest of the batch
+except through floating-point rounding; the two engines agree in the same way.
 `seed=None` draws the seed from torch's global RNG, so `seed_everything` makes such calls
 reproducible.
 
@@ -36,19 +41,14 @@ reading every row's keys/values (memory-bound attention); `model.generate` adds 
 padding, a copy of the whole cache per step (`DynamicCache` grows by concatenation) and
 per-op overhead. The gains come from work not done:
 
-1. Prompt deduplication and prefix sharing: the longest token prefix common to all prompts is
-   run once (batch 1) and its keys/values are stored once and read once per step for all
-   rows; identical prompts (n samples of one prompt) are prefilled once.
-2. No compute on padding: prefill packs the real tokens of all prompts into one matrix for the
-   linear layers; only attention sees the padded layout.
-3. Finished rows leave the batch: the cache is compacted once a quarter of the rows are done.
-4. A fused forward for Llama/Qwen/Mistral-style models (one QKV matmul, one gate-up matmul,
-   a cache written in place and grown by doubling, attention over its whole contiguous
-   buffer with unwritten columns masked, which CPU matmuls run faster than a strided
-   slice). Other architectures (and peft-wrapped models) use the model's own forward with a
-   `DynamicCache` (same layout tricks, prefix copied per row), exact for any causal LM. `Sampler(fast=False)` forces that path.
-   `torch.compile` was measured on the fused step and does not pay on CPU (a minute of
-   compilation, then slower steps), so it is not used.
+1. Prompt deduplication and prefix sharing (both engines): the shared prefix is run once
+   (batch 1); identical prompts (n samples of one prompt) are prefilled once. The fused
+   engine also stores the prefix's keys/values once and reads them once per step for all
+   rows; `HFEngine` copies them into every row.
+2. Finished rows leave the batch (both engines): the cache is compacted once a quarter of the
+   rows are done.
+3. The fused engine does no compute on padding, fuses matmuls and grows its cache in place
+   (see `spkit.engines.fused_llama`).
 
 Run `python benchmarks/sampler.py` for the speed against `model.generate`.
 """
@@ -56,147 +56,47 @@ Run `python benchmarks/sampler.py` for the speed against `model.generate`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
+from spkit.engines.fused_llama import FastLlamaEngine
 from spkit.errors import SpkitError
+from spkit.sampling import (
+    Completion,
+    Layout,
+    SamplingParams,
+    plan_layout,
+    row_uniforms,
+    sample_tokens,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-FINISH_REASONS = ("stop", "length", "eos")
 
+# ---- Engine: what the decode loop needs from a model ------------------------------------------
+@runtime_checkable
+class Engine(Protocol):
+    """A model's forward plus its KV cache, for one `Sampler.generate` call.
 
-# ---- Public types --------------------------------------------------------------------------
-@dataclass
-class SamplingParams:
-    """How to sample. The defaults are plain sampling at temperature 1."""
-
-    max_new_tokens: int = 64  # at most this many generated tokens per completion
-    temperature: float = 1.0  # 0 means greedy (argmax)
-    top_p: float = 1.0  # nucleus: keep the smallest set of tokens with mass >= top_p
-    top_k: int = 0  # keep the k most likely tokens (0 = all)
-    stop: tuple[str, ...] = ()  # stop strings; the text is cut before the first one
-    include_stop: bool = False  # keep the matched stop string at the end of `text`
-    ignore_eos: bool = False  # keep sampling after EOS (benchmarks want fixed lengths)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        self.stop = tuple(s for s in self.stop if s)
-        if self.max_new_tokens < 0:
-            raise SpkitError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise SpkitError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise SpkitError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise SpkitError(f"top_k must be >= 0, got {self.top_k}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-
-@dataclass
-class Completion:
-    """One sampled continuation of one prompt (see the module docstring for conventions)."""
-
-    prompt: str
-    text: str
-    prompt_ids: list[int]
-    token_ids: list[int]
-    logprobs: list[float]  # untempered log p(token | prefix), one per token_id
-    finish_reason: str  # "eos" | "stop" | "length"
-    sampling_logprobs: list[float] = field(default_factory=list)  # under the sampled dist.
-
-
-# ---- Sampling math -------------------------------------------------------------------------
-def row_seed(seed: int, row: int) -> int:
-    """The seed of one row: a 63-bit hash of (seed, row), the same for every backend."""
-    digest = hashlib.blake2b(f"spkit:{seed}:{row}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device) -> torch.Tensor:
-    """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, i)."""
-    out = torch.empty(n_rows, max(n_steps, 1))
-    g = torch.Generator()
-    for i in range(n_rows):
-        g.manual_seed(row_seed(seed, i))
-        out[i] = torch.rand(out.shape[1], generator=g)
-    return out.to(device)
-
-
-def sample_tokens(
-    logits: torch.Tensor, params: SamplingParams, u: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row by inverse-CDF with the given uniforms.
-
-    logits: (b, V) raw; u: (b,) in [0, 1). Returns (tokens (b,), log-prob of each token under
-    the distribution sampled from (b,)). Order of transforms: temperature, top-k, top-p (as in
-    transformers and vLLM); at least one token always survives, so top_k=1 or a tiny top_p is
-    greedy.
+    Rows are the prompts of the batch, in order; after `select` the kept rows are renumbered
+    0..b-1 (`Sampler` calls these positions slots).
     """
-    logits = logits.float()
-    if params.greedy:
-        tok = logits.argmax(-1)
-        return tok, torch.zeros_like(tok, dtype=torch.float32)
-    scaled = logits / params.temperature
-    V = scaled.shape[-1]
-    if params.top_k > 0 or params.top_p < 1.0:
-        if 0 < params.top_k < V:
-            vals, idx = torch.topk(scaled, params.top_k, dim=-1)  # sorted descending
-        else:
-            vals, idx = torch.sort(scaled, dim=-1, descending=True, stable=True)
-        probs = torch.softmax(vals, dim=-1)  # (b, k)
-        if params.top_p < 1.0:
-            before = probs.cumsum(-1) - probs  # mass strictly above each token
-            keep = before < params.top_p
-            keep[:, 0] = True
-            probs = probs * keep
-    else:
-        idx = None
-        probs = torch.softmax(scaled, dim=-1)  # (b, V) in vocabulary order
-    cum = probs.double().cumsum(-1)  # (b, k)
-    total = cum[:, -1:]
-    j = torch.searchsorted(cum, u.double().unsqueeze(1) * total, right=True)  # (b, 1)
-    j = j.clamp_(max=cum.shape[1] - 1)
-    p = probs.gather(1, j).double() / total
-    tok = j if idx is None else idx.gather(1, j)
-    return tok.squeeze(1), p.log().float().squeeze(1)
 
+    def prefill(self, layout: Layout, max_new_tokens: int) -> torch.Tensor:
+        """Run the prompts, fill the cache; return each row's next-token logits (B, V)."""
+        ...
 
-# ---- Prompt layout -------------------------------------------------------------------------
-@dataclass
-class Layout:
-    """How a batch of prompts is laid out: one shared prefix, unique suffixes, rows."""
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per live row (b,); return the next logits (b, V)."""
+        ...
 
-    prefix: list[int]  # token ids common to every prompt (run once)
-    suffixes: list[list[int]]  # distinct remainders (each non-empty)
-    row_to_suffix: list[int]  # row -> index into suffixes
-
-
-def plan_layout(prompt_ids: list[list[int]], share_prefix: bool = True) -> Layout:
-    """Longest common token prefix (leaving >= 1 token per prompt) + deduplicated suffixes."""
-    P = 0
-    if share_prefix and len(prompt_ids) > 1:
-        first, P = prompt_ids[0], min(len(p) for p in prompt_ids) - 1
-        for p in prompt_ids[1:]:
-            k = 0
-            while k < P and p[k] == first[k]:
-                k += 1
-            P = k
-    uniq: dict[tuple[int, ...], int] = {}
-    rows = []
-    for p in prompt_ids:
-        rows.append(uniq.setdefault(tuple(p[P:]), len(uniq)))
-    return Layout(list(prompt_ids[0][:P]) if P else [], [list(s) for s in uniq], rows)
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (indices into the current rows), in this order."""
+        ...
 
 
 # ---- Engine: the model's own forward (any causal LM) -----------------------------------------
@@ -232,14 +132,20 @@ class HFEngine:
         return out.logits[:, -1, :]
 
     def prefill(self, layout: Layout, max_new_tokens: int = 0) -> torch.Tensor:
-        """Run the prompts; return last-position logits per row (B, V)."""
+        """Run the prompts; return last-position logits per row (B, V).
+
+        Three steps: the shared prefix once (batch 1), copied into each of the U unique
+        suffixes' cache rows; the suffixes, left-padded to the longest (S tokens); then the
+        suffix rows are repeated/reordered into the B prompt rows (`layout.row_to_suffix`).
+        """
         dev, P = self.device, len(layout.prefix)
         self.cache = self._new_cache()
         U = len(layout.suffixes)
-        if P:
+        if P:  # 1. the shared prefix
             ids = torch.tensor([layout.prefix], device=dev)
             self._forward(ids, torch.ones_like(ids), torch.arange(P, device=dev)[None])
             self.cache.batch_repeat_interleave(U)
+        # 2. the suffixes, left-padded; pads are masked out and skipped by the positions
         S = max(len(s) for s in layout.suffixes)
         ids = torch.zeros(U, S, dtype=torch.long, device=dev)
         mask = torch.zeros(U, P + S, dtype=torch.long, device=dev)
@@ -250,6 +156,7 @@ class HFEngine:
             mask[u, P + S - len(s):] = 1
             pos[u, S - len(s):] = torch.arange(P, P + len(s))
         logits = self._forward(ids, mask, pos)  # (U, V)
+        # 3. one row per prompt
         rows = torch.tensor(layout.row_to_suffix, device=dev)
         if len(rows) != U or not torch.equal(rows, torch.arange(U, device=dev)):
             self.cache.batch_select_indices(rows)
@@ -342,7 +249,8 @@ class Sampler:
             self._cand_cache[key] = cand
         return self._cand_cache[key].to(device)
 
-    def _engine(self):
+    def _engine(self) -> Engine:
+        """The fused engine when the model allows (and `fast` is not False), else HFEngine."""
         if self.fast is not False:
             eng = FastLlamaEngine.maybe(self.model)
             if eng is not None:
@@ -396,7 +304,7 @@ class Sampler:
         layout = plan_layout(prompt_ids, self.share_prefix)
         logits = engine.prefill(layout, T)  # (B, V)
         dev = logits.device
-        U = row_uniforms(seed, B, T, dev)  # (B, T)
+        uniforms = row_uniforms(seed, B, T, dev)  # (B, T): one random number per row and step
         eos = torch.tensor(sorted(self.eos_ids()) or [-1], device=dev)
         cand = self._stop_candidates(params.stop, logits.shape[-1], dev) if params.stop else None
         toks: list[list[int]] = [[] for _ in range(B)]
@@ -411,7 +319,7 @@ class Sampler:
 
             steps = tqdm(steps, desc="sampling", leave=False)
         for t in steps:
-            tok, slp = sample_tokens(logits, params, U[slot_rows, t])  # (S,)
+            tok, slp = sample_tokens(logits, params, uniforms[slot_rows, t])  # (slots,)
             lp = torch.log_softmax(logits.float(), -1).gather(1, tok[:, None]).squeeze(1)
             done = torch.zeros_like(alive)
             if not params.ignore_eos:
@@ -454,257 +362,6 @@ class Sampler:
             cut = min((text.find(s), -len(s)) for s in params.stop if s in text)
             text = text[: cut[0] - cut[1]] if params.include_stop else text[: cut[0]]
         return Completion(prompt, text, list(prompt_ids), toks, lps, reason, slps)
-
-
-# ---- Engine: fused forward for Llama-family models -------------------------------------------
-_FAST_TYPES = ("llama", "qwen2", "qwen3", "mistral")
-
-
-def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm as Llama computes it (in float32, weight applied in the input dtype)."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), w, eps)
-    xf = x.float()
-    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, rotate-half convention. x: (N, heads, D); cos/sin: (N, 1, D)."""
-    half = x.shape[-1] // 2
-    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rot * sin
-
-
-@dataclass
-class _Layer:
-    """One decoder layer's weights, fused where that saves matmul calls."""
-
-    ln1: torch.Tensor
-    ln2: torch.Tensor
-    w_qkv: torch.Tensor  # (Hq*D + 2*Hkv*D, H)
-    b_qkv: torch.Tensor | None
-    w_o: torch.Tensor  # (H, Hq*D)
-    w_gu: torch.Tensor  # (2*I, H)
-    w_down: torch.Tensor  # (H, I)
-    q_norm: torch.Tensor | None  # (D,) Qwen3 per-head norms
-    k_norm: torch.Tensor | None
-
-
-class FastLlamaEngine:
-    """A fused forward pass for Llama/Qwen2/Qwen3/Mistral-style models (same weights, same math).
-
-    Cache layout: the shared prefix's keys/values once per layer, (Hkv, P, D), and a per-row
-    buffer (B, Hkv, C, D) for suffix + generated tokens, written in place and grown by
-    doubling C (no per-step concatenation). A decode step attends to the prefix with one matmul
-    for all rows and to each row's own tokens with a batched matmul; the two score blocks
-    share one softmax. Prefill runs the linear layers on packed real tokens only.
-    Weights are read from the model at every `generate` call, so training updates are seen.
-    """
-
-    def __init__(self, model: PreTrainedModel) -> None:
-        cfg, base = model.config, model.model
-        self.model = model
-        self.Hq, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
-        attn0 = base.layers[0].self_attn
-        self.D = getattr(attn0, "head_dim", cfg.hidden_size // self.Hq)
-        self.scale = getattr(attn0, "scaling", self.D**-0.5)
-        self.eps = getattr(base.norm, "variance_epsilon", getattr(base.norm, "eps", 1e-6))
-        self.act = base.layers[0].mlp.act_fn
-        self.rotary = base.rotary_emb
-        self.embed = base.embed_tokens.weight
-        self.norm = base.norm.weight
-        self.lm_head = model.lm_head.weight
-        self.layers = [self._fuse(layer) for layer in base.layers]
-        self.dtype, self.device = self.embed.dtype, self.embed.device
-
-    @classmethod
-    def maybe(cls, model) -> FastLlamaEngine | None:
-        """The engine if `model` is a plain (unwrapped) Llama-family model, else None."""
-        cfg = getattr(model, "config", None)
-        if getattr(cfg, "model_type", None) not in _FAST_TYPES:
-            return None
-        if cfg.model_type == "mistral" and getattr(cfg, "sliding_window", None):
-            return None
-        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
-            return None
-        base = getattr(model, "model", None)
-        linear = torch.nn.Linear
-        try:
-            ok = type(model.lm_head) is linear and hasattr(base, "rotary_emb")
-            for layer in base.layers:
-                a, m = layer.self_attn, layer.mlp
-                mods = [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
-                ok &= all(type(x) is linear for x in mods)
-                ok &= a.o_proj.bias is None and m.gate_proj.bias is None and m.down_proj.bias is None
-        except AttributeError:
-            return None
-        return cls(model) if ok else None
-
-    def _fuse(self, layer) -> _Layer:
-        a, m = layer.self_attn, layer.mlp
-        biases = [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]
-        b_qkv = None
-        if any(b is not None for b in biases):
-            ws = [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]
-            b_qkv = torch.cat([b if b is not None else w.new_zeros(w.shape[0])
-                               for b, w in zip(biases, ws, strict=True)])
-        qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
-        return _Layer(
-            ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-            w_qkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), b_qkv=b_qkv,
-            w_o=a.o_proj.weight, w_gu=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-            w_down=m.down_proj.weight,
-            q_norm=qn.weight if qn is not None else None,
-            k_norm=kn.weight if kn is not None else None,
-        )
-
-    # -- shared pieces --
-    def _qkv(self, L: _Layer, x: torch.Tensor):
-        """x: (N, H) packed tokens -> q (N, Hq, D), k, v (N, Hkv, D), rotated for the
-        positions last given to `_set_positions`."""
-        Hq, Hkv, D = self.Hq, self.Hkv, self.D
-        qkv = F.linear(_rms(x, L.ln1, self.eps), L.w_qkv, L.b_qkv).view(-1, Hq + 2 * Hkv, D)
-        qk, v = qkv[:, : Hq + Hkv], qkv[:, Hq + Hkv:]
-        if L.q_norm is not None:
-            qk = torch.cat([_rms(qk[:, :Hq], L.q_norm, self.eps),
-                            _rms(qk[:, Hq:], L.k_norm, self.eps)], dim=1)
-        cos, sin = self._cos_sin
-        qk = _rope(qk, cos, sin)
-        return qk[:, :Hq], qk[:, Hq:], v
-
-    def _set_positions(self, pos: torch.Tensor) -> None:
-        """cos/sin for positions pos (N,), from the model's own rotary module (any scaling)."""
-        cos, sin = self.rotary(self.embed[:1][None], pos[None])  # (1, N, D) each
-        self._cos_sin = (cos[0, :, None, :].to(self.dtype), sin[0, :, None, :].to(self.dtype))
-
-    def _mlp(self, L: _Layer, x: torch.Tensor) -> torch.Tensor:
-        g, u = F.linear(_rms(x, L.ln2, self.eps), L.w_gu).chunk(2, dim=-1)
-        return F.linear(self.act(g) * u, L.w_down)
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(_rms(x, self.norm, self.eps), self.lm_head)
-
-    # -- prefill --
-    def prefill(self, layout: Layout, max_new_tokens: int) -> torch.Tensor:
-        dev, Hkv, D = self.device, self.Hkv, self.D
-        P = len(layout.prefix)
-        self.P = P
-        self.k_pre: list[torch.Tensor] = []
-        self.v_pre: list[torch.Tensor] = []
-        if P:
-            self._prefill_prefix(torch.tensor(layout.prefix, device=dev))
-        U, S0 = len(layout.suffixes), max(len(s) for s in layout.suffixes)
-        lens = torch.tensor([len(s) for s in layout.suffixes], device=dev)
-        valid = torch.arange(S0, device=dev)[None] >= (S0 - lens)[:, None]  # (U, S0) left pad
-        flat = valid.flatten().nonzero().squeeze(1)  # packed token -> padded slot
-        ids = torch.tensor([t for s in layout.suffixes for t in s], device=dev)
-        pos = P + (valid.long().cumsum(1) - 1).flatten()[flat]
-        cap = S0 + max_new_tokens
-        self.max_cap = cap
-        cap0 = min(cap, S0 + 16)  # the cache grows by doubling (see `_grow`)
-        self.k = [torch.zeros(U, Hkv, cap0, D, dtype=self.dtype, device=dev) for _ in self.layers]
-        self.v = [torch.zeros_like(k) for k in self.k]
-        # keys/values of the prefix (all True) then the suffix: causal and not padding
-        causal = torch.ones(S0, S0, dtype=torch.bool, device=dev).tril()
-        mask = causal[None] & valid[:, None, :]  # (U, S0, S0)
-        mask |= torch.eye(S0, dtype=torch.bool, device=dev)[None]  # pad queries: no empty row
-        mask = torch.cat([mask.new_ones(U, S0, P), mask], dim=2)[:, None]  # (U, 1, S0, P+S0)
-        x = self.embed[ids]  # (N, H)
-        self._set_positions(pos)
-        for i, L in enumerate(self.layers):
-            q, k, v = self._qkv(L, x)
-            qp, kp, vp = (self._scatter(t, flat, U, S0) for t in (q, k, v))  # (U, h, S0, D)
-            self.k[i][:, :, :S0], self.v[i][:, :, :S0] = kp, vp
-            if P:
-                kp = torch.cat([self.k_pre[i].expand(U, -1, -1, -1), kp], dim=2)
-                vp = torch.cat([self.v_pre[i].expand(U, -1, -1, -1), vp], dim=2)
-            o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=self.scale,
-                                               enable_gqa=self.Hq != Hkv)  # (U, Hq, S0, D)
-            o = o.transpose(1, 2).reshape(U * S0, -1)[flat]  # (N, Hq*D)
-            x = x + F.linear(o, L.w_o)
-            x = x + self._mlp(L, x)
-        last = (lens.cumsum(0) - 1)  # last packed token of each suffix
-        logits = self._logits(x[last])  # (U, V)
-        rows = torch.tensor(layout.row_to_suffix, device=dev)
-        if len(rows) != U or not torch.equal(rows, torch.arange(U, device=dev)):
-            self.k = [k.index_select(0, rows) for k in self.k]
-            self.v = [v.index_select(0, rows) for v in self.v]
-            valid, logits = valid[rows], logits[rows]
-        self.bias = torch.zeros(len(rows), 1, 1, cap, dtype=self.dtype, device=dev)
-        self.bias[:, 0, 0, :S0].masked_fill_(~valid, float("-inf"))  # (B, 1, 1, cap)
-        self.bias[:, 0, 0, S0:] = float("-inf")  # columns not written yet
-        self.cur = S0  # next column to write (same for all rows)
-        self.next_pos = P + lens[rows]  # (B,)
-        return logits
-
-    def _scatter(self, t: torch.Tensor, flat: torch.Tensor, U: int, S0: int) -> torch.Tensor:
-        """Packed (N, h, D) -> left-padded (U, h, S0, D)."""
-        out = t.new_zeros(U * S0, t.shape[1], t.shape[2])
-        out[flat] = t
-        return out.view(U, S0, t.shape[1], t.shape[2]).transpose(1, 2)
-
-    def _prefill_prefix(self, ids: torch.Tensor) -> None:
-        P = ids.shape[0]
-        pos = torch.arange(P, device=self.device)
-        x = self.embed[ids]
-        self._set_positions(pos)
-        for L in self.layers:
-            q, k, v = self._qkv(L, x)
-            q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, h, P, D)
-            self.k_pre.append(k[0].contiguous())
-            self.v_pre.append(v[0].contiguous())
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                               enable_gqa=self.Hq != self.Hkv)
-            x = x + F.linear(o[0].transpose(0, 1).reshape(P, -1), L.w_o)
-            x = x + self._mlp(L, x)
-
-    # -- decode --
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, Hq, Hkv, D, P, c = len(tokens), self.Hq, self.Hkv, self.D, self.P, self.cur
-        G = Hq // Hkv
-        x = self.embed[tokens]  # (b, H)
-        self._set_positions(self.next_pos)
-        if c == self.k[0].shape[2]:
-            self._grow()
-        self.bias[:, 0, 0, c] = 0.0
-        n, L = b * Hkv, self.k[0].shape[2]
-        bias = self.bias[:, :, :, :L]  # (b, 1, 1, L)
-        for i, lw in enumerate(self.layers):
-            q, k, v = self._qkv(lw, x)
-            K, V = self.k[i], self.v[i]  # (b, Hkv, L, D)
-            K[:, :, c], V[:, :, c] = k, v
-            # attend over the whole (contiguous) buffer; unwritten columns are masked. On CPU
-            # this is faster than a strided [:c+1] view, which bmm would copy.
-            Kr, Vr = K.view(n, L, D), V.view(n, L, D)
-            q = (q * self.scale).view(n, G, D)
-            s = torch.bmm(q, Kr.transpose(1, 2)).view(b, Hkv, G, L) + bias
-            if P:  # the shared prefix: one matmul per kv-head for all rows
-                qh = q.view(b, Hkv, G, D).transpose(0, 1).reshape(Hkv, b * G, D)
-                sp = torch.bmm(qh, self.k_pre[i].transpose(1, 2))  # (Hkv, b*G, P)
-                s = torch.cat([sp.view(Hkv, b, G, P).transpose(0, 1), s], dim=-1)
-            p = torch.softmax(s.float(), dim=-1).to(self.dtype)  # (b, Hkv, G, P+L)
-            o = torch.bmm(p[..., P:].reshape(n, G, L), Vr).view(b, Hkv, G, D)
-            if P:
-                pp = p[..., :P].transpose(0, 1).reshape(Hkv, b * G, P)
-                o = o + torch.bmm(pp, self.v_pre[i]).view(Hkv, b, G, D).transpose(0, 1)
-            x = x + F.linear(o.reshape(b, Hq * D), lw.w_o)
-            x = x + self._mlp(lw, x)
-        self.cur += 1
-        self.next_pos = self.next_pos + 1
-        return self._logits(x)
-
-    def _grow(self) -> None:
-        """Double the cache's columns (at most to prompt + max_new_tokens): log T copies."""
-        old = self.k[0].shape[2]
-        new = min(self.max_cap, 2 * old)
-        for buf in (self.k, self.v):
-            for i, t in enumerate(buf):
-                buf[i] = F.pad(t, (0, 0, 0, new - old))
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-        self.bias, self.next_pos = self.bias[rows], self.next_pos[rows]
 
 
 # ---- CLI: `spkit sample` ---------------------------------------------------------------------

@@ -147,7 +147,7 @@ class LLMPolicy(Policy):
         return format_prompt(state, state.current_player(), self.mode)
 
     def _params(self):
-        from spkit.generation import SamplingParams
+        from spkit.sampling import SamplingParams
 
         # Direct mode only needs the rest of one box; reasoning needs room to think.
         if self.mode == "direct":

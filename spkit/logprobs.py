@@ -109,7 +109,7 @@ def shared_prefix_logprobs(
     """
     from transformers import DynamicCache
 
-    from spkit.generation import plan_layout
+    from spkit.sampling import plan_layout
 
     P = len(plan_layout(prompt_ids).prefix)
     if len(prompt_ids) < 2 or P < min_prefix:  # noqa: SIM300 (reads as "prefix too short")

@@ -4,7 +4,7 @@ Optional: needs the `[vllm]` extra (`pip install 'spkit[vllm]'`) and a CUDA mach
 conversion from vLLM's outputs to `Completion` is plain Python and tested without vLLM.
 
 Conventions carried over from spkit's own sampler:
-* per-row seeds derived from `(seed, row)` by `spkit.generation.row_seed`, as spkit's sampler does, so row i's sample does not depend on the rest of the batch (vLLM's per-request seed);
+* per-row seeds derived from `(seed, row)` by `spkit.sampling.row_seed`, as spkit's sampler does, so row i's sample does not depend on the rest of the batch (vLLM's per-request seed);
 * `logprobs` = log-probs of the sampled tokens (`SamplingParams(logprobs=0)`); vLLM v1 reports
   them from the raw model outputs (its default `logprobs_mode="raw_logprobs"`), i.e. untempered,
   like spkit's sampler;
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from spkit.errors import SpkitError
-from spkit.generation import Completion, row_seed
+from spkit.sampling import Completion, row_seed
 
 
 def to_vllm_params(params, seed: int | None):

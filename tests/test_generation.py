@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from spkit.errors import SpkitError
-from spkit.generation import Completion, Sampler, SamplingParams, plan_layout, sample_tokens
+from spkit.generation import Sampler
 from spkit.logprobs import token_logprobs
+from spkit.sampling import Completion, SamplingParams, plan_layout, sample_tokens
 from spkit.testing import tiny_random_model
 
 TINY_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "spkit-tiny"
@@ -269,7 +270,7 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
     per-head q/k norms (Qwen3) go through the fused engine and still match `generate`."""
     import transformers
 
-    from spkit.generation import FastLlamaEngine
+    from spkit.engines.fused_llama import FastLlamaEngine
 
     _, tok = tiny
     cls = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
@@ -299,10 +300,13 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
 
 
 def test_unsupported_models_use_the_generic_engine(tiny):
-    from spkit.generation import FastLlamaEngine, HFEngine
+    from spkit.engines.fused_llama import FastLlamaEngine
+    from spkit.generation import Engine, HFEngine
 
     model, tok = tiny
     assert FastLlamaEngine.maybe(torch.nn.Linear(2, 2)) is None
     with pytest.raises(SpkitError):
         Sampler(torch.nn.Linear(2, 2), tok, fast=True)._engine()
     assert isinstance(Sampler(model, tok, fast=False)._engine(), HFEngine)
+    assert isinstance(HFEngine(model), Engine)
+    assert isinstance(FastLlamaEngine(model), Engine)  # the tiny model is a plain Llama

@@ -200,7 +200,7 @@ def test_a_diverged_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(t
     with pytest.raises(SpkitError, match=r"step 4: losses/policy is nan .* last good checkpoint is .*step_0000003"):
         run.loop(step)
     assert not (tmp_path / "final").exists() and [r["step"] for r in read_metrics(tmp_path / "metrics.csv")] == [
-        0, 1, 2, 3]
+        1, 2, 3]
     with torch.no_grad():
         model.weight.fill_(math.inf)  # finite loss, broken weights: nothing is saved either
     run = Run(RunConfig(steps=6, checkpoint_every=1, out=str(tmp_path / "b"), tensorboard=False), "toy")

@@ -18,10 +18,10 @@ from spkit.algos import spiral
 from spkit.games import load_game
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY, UniformRandomPolicy
 from spkit.games.prompts import format_prompt
-from spkit.generation import Completion, SamplingParams
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.selfplay import Episode, LMAgent, Turn, play_episodes
 from spkit.rl.tabular_pg import average_policy, own_reach, run_tabular_pg
+from spkit.sampling import Completion, SamplingParams
 from spkit.solvers.exploitability import expected_returns, game_tree, nash_conv, policy_table
 
 TIMING = ("seconds", "per_s")

@@ -89,7 +89,7 @@ from spkit.games import load_game
 from spkit.games.base import Game
 from spkit.games.policies import HeuristicNegotiator, TabularPolicy, UniformRandomPolicy
 from spkit.games.prompts import MODES
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
 from spkit.lm_policy import LLMPolicy
 from spkit.logprobs import shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
@@ -98,6 +98,7 @@ from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episod
 from spkit.rl.tabular_pg import average_policy
 from spkit.run import History, Run, RunConfig
 from spkit.run.distributed import all_reduce_grads
+from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 from spkit.solvers.exploitability import Table, game_tree, nash_conv
 from spkit.solvers.minimax import MinimaxPolicy

@@ -30,7 +30,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
+from spkit.sampling import SamplingParams
 
 
 @register_model("spkit")

@@ -36,7 +36,8 @@ from typing import Any
 from spkit.games.base import Game, InvalidMove, State
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
-from spkit.generation import Sampler, SamplingParams
+from spkit.generation import Sampler
+from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 
 __all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates"]
