@@ -165,7 +165,7 @@ model = AutoModelForCausalLM.from_pretrained("assets/models/spkit-tiny")
 tok = AutoTokenizer.from_pretrained("assets/models/spkit-tiny")
 ```
 
-Regenerate it with `spkit pretrain --out assets/models/spkit-tiny --seed 0` and re-measure it
+Regenerate it with `spkit pretrain --seed 0 --export assets/models/spkit-tiny` and re-measure it
 with `spkit card --model assets/models/spkit-tiny --write`."""
 
 CARD_LIMITS = """\

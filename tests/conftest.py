@@ -40,3 +40,15 @@ def random_tiny():
     from spkit.testing import tiny_random_model
 
     return tiny_random_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A random tiny Llama saved as a save_pretrained dir (what `--model PATH` loads)."""
+    from spkit.testing import tiny_random_model
+
+    path = tmp_path_factory.mktemp("tinyrand")
+    model, tok = tiny_random_model()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

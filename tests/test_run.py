@@ -31,15 +31,6 @@ from spkit.run.metrics import MetricLogger, read_metrics
 FAST = dict(family="three_cycle", mode="sampled", tensorboard=False, plot=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from spkit.testing import tiny_random_model
-
-    path = tmp_path_factory.mktemp("tinyrand")
-    model, tok = tiny_random_model()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def _spiral_cfg(tiny_dir: Path, out: Path, **kw) -> spiral.Config:

@@ -38,16 +38,6 @@ class ScriptedSampler:
         return [Completion(p, self.answer, [1, 2], [3, 4], [-0.5, -0.25], "stop") for p in prompts]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """A random tiny Llama saved as a save_pretrained dir (what `--model PATH` loads)."""
-    from spkit.testing import tiny_random_model
-
-    path = tmp_path_factory.mktemp("tinyrand")
-    model, tok = tiny_random_model()
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 # ---- rollouts -----------------------------------------------------------------------------------
