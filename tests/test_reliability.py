@@ -361,3 +361,8 @@ def test_no_global_backend_switch_in_files_owned_here():
     for rel in ("spkit/evals/report.py", "spkit/evals/run.py", "spkit/play.py",
                 "spkit/widgets/boards.py"):
         assert "matplotlib.use(" not in (ROOT / rel).read_text(), rel
+
+
+def test_play_model_path_with_rich_markup_is_not_a_traceback(capsys):
+    line = _one_line_error(capsys, "play", "tictactoe", "--model", "./no[/]such")
+    assert "not found" in line
