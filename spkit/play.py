@@ -455,8 +455,10 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    if args.temperature < 0:
+    if not args.temperature >= 0:  # also refuses nan
         raise SpkitError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.games is not None and args.games < 1:
+        raise SpkitError(f"--games must be >= 1, got {args.games}")
     game = load_game(args.game)
     console.print(f"Loading {terminal_safe(args.model)} …", markup=False)  # a path is not markup
     player = as_player(args.model, mode=args.mode, temperature=args.temperature)

@@ -4,6 +4,7 @@ terminal, outcomes read as English, and library code leaves matplotlib's backend
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -366,3 +367,54 @@ def test_no_global_backend_switch_in_files_owned_here():
 def test_play_model_path_with_rich_markup_is_not_a_traceback(capsys):
     line = _one_line_error(capsys, "play", "tictactoe", "--model", "./no[/]such")
     assert "not found" in line
+
+
+def test_eval_unwritable_nltk_data_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SPKIT_NLTK_DATA", str(blocker / "nltk"))
+    line = _one_line_error(capsys, "eval", "--tasks", "spkit_arith", "--out",
+                           str(tmp_path / "out"))
+    assert "SPKIT_NLTK_DATA" in line
+
+
+@pytest.mark.parametrize("results", ['{"results": {"spkit_arith": 1}}',
+                                     '{"results": {}, "spkit": {"tasks": 5}}',
+                                     '{"results": {}, "spkit": []}'])
+def test_report_on_malformed_results_structure_is_one_line(results, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(results)
+    assert "not an `spkit eval` results file" in _one_line_error(capsys, "report", str(run))
+
+
+def test_report_prints_labels_without_escape_sequences(tmp_path, capsys):
+    from spkit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({
+        "results": {"spkit_arith": {"exact_match,strict-match": 0.5}},
+        "spkit": {"tasks": ["spkit_arith"], "label": "evil\x1b]52;c;ZXZpbA==\x07\x1b[2J"}}))
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "evil" in out and "\x1b" not in out and "\x07" not in out
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--games", "0"), ("--games", "-2"),
+                                             ("--temperature", "nan")])
+def test_play_rejects_bad_numbers(flag, value, capsys, monkeypatch):
+    import spkit.play
+
+    monkeypatch.setattr(spkit.play, "as_player", lambda *a, **k: pytest.fail("model loaded"))
+    assert flag in _one_line_error(capsys, "play", "kuhn_poker", flag, value)
+
+
+def test_spkit_lm_rejects_bad_batch_size_before_loading(monkeypatch):
+    import spkit.models
+    from spkit.evals.lm import SpkitLM
+
+    monkeypatch.setattr(spkit.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    for bad in (0, -1, "x"):
+        with pytest.raises(SpkitError, match="batch_size"):
+            SpkitLM(pretrained="spkit-tiny", batch_size=bad)

@@ -161,8 +161,13 @@ def load_run(run_dir: str | Path) -> dict:
         raise SpkitError(f"{path} is not valid UTF-8 text; re-run `spkit eval`") from None
     except json.JSONDecodeError as e:
         raise SpkitError(f"{path} is not valid JSON ({e.msg}); re-run `spkit eval`") from None
-    if not isinstance(res, dict) or not isinstance(res.get("results", {}), dict) or \
-            not isinstance(res.get("spkit", {}), dict):
+    def table(key: str) -> bool:  # {name: {metric: value}}
+        v = res.get(key, {})
+        return isinstance(v, dict) and all(isinstance(x, dict) for x in v.values())
+
+    if not (isinstance(res, dict) and table("results") and table("groups") and table("n-samples")
+            and isinstance(res.get("spkit", {}), dict)
+            and isinstance(res.get("spkit", {}).get("tasks") or [], list)):
         raise SpkitError(f"{path} is not an `spkit eval` results file; re-run `spkit eval`")
     return res
 
@@ -213,7 +218,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    print(compare(args.runs, args.out))
+    from spkit.text import terminal_safe
+
+    print(terminal_safe(compare(args.runs, args.out)))  # labels come from shared files
     if args.out:
         print(f"\nwrote {args.out}/report.md and {args.out}/score_vs_step.png")
     return 0

@@ -299,8 +299,9 @@ def main(args: argparse.Namespace) -> int:
               max_length=args.max_length)
     if res:
         from spkit.evals import report
+        from spkit.text import terminal_safe
 
-        print(report.headline_markdown([res]))
+        print(terminal_safe(report.headline_markdown([res])))
         info = res["spkit"]
         print(f"\n{info['samples']} samples in {info['seconds']} s "
               f"({info['samples_per_s']} samples/s); wrote {args.out}/")
