@@ -122,8 +122,8 @@ def load_model(
 
     path = resolve_model_path(name_or_path)
     dev = pick_device(device)
-    tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     check_weights(path)
+    tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         # safetensors only: a pickle (.bin) checkpoint never reaches torch.load
         model = AutoModelForCausalLM.from_pretrained(
@@ -163,18 +163,22 @@ def check_tokenizer_files(path: str | os.PathLike) -> None:
     p = Path(path)
     if not p.is_dir():
         return  # a hub id: transformers resolves it
+    _check_json(p / "config.json")  # AutoTokenizer reads it too
     if not any((p / f).is_file() for f in TOKENIZER_FILES):
         raise SpkitError(f"no tokenizer files in {p} (expected tokenizer.json or similar); "
                          "save the tokenizer next to the model with tokenizer.save_pretrained(DIR)")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        f = p / name
-        if f.is_file():
-            try:
-                json.loads(f.read_bytes().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
-                raise SpkitError(f"{f} is corrupt or truncated (not valid JSON: {why}); copy the "
-                                 "tokenizer files again from the original model") from None
+        _check_json(p / name)
+
+
+def _check_json(f: Path) -> None:
+    if f.is_file():
+        try:
+            json.loads(f.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+            raise SpkitError(f"{f} is corrupt or truncated (not valid JSON: {why}); copy it "
+                             "again from the original model") from None
 
 
 def check_weights(path: str | os.PathLike) -> None:
@@ -186,6 +190,7 @@ def check_weights(path: str | os.PathLike) -> None:
     p = Path(path)
     if not p.is_dir():
         return
+    _check_json(p / "config.json")
     files = sorted(p.glob("*.safetensors"))
     if not files:
         pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)

@@ -418,3 +418,18 @@ def test_spkit_lm_rejects_bad_batch_size_before_loading(monkeypatch):
     for bad in (0, -1, "x"):
         with pytest.raises(SpkitError, match="batch_size"):
             SpkitLM(pretrained="spkit-tiny", batch_size=bad)
+
+
+def test_truncated_config_json_is_one_line(random_tiny, tmp_path, capsys, monkeypatch):
+    import lm_eval
+
+    path = _save(*random_tiny, tmp_path / "m")
+    cfg = path / "config.json"
+    cfg.write_bytes(cfg.read_bytes()[:40])
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    capsys.readouterr()  # save_pretrained's progress bar
+    line = _one_line_error(capsys, "eval", "--model", str(path), "--backend", "hf", "--tasks",
+                           "spkit_arith", "--out", str(tmp_path / "out"))
+    assert "config.json is corrupt or truncated" in line
+    with pytest.raises(SpkitError, match="config.json is corrupt or truncated"):
+        load_model(path, device="cpu")

@@ -82,7 +82,7 @@ def _dtype_name(dtype: str | None) -> str | None:
 def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtype: str | None,
              seed: int, max_length: int | None = None) -> tuple[Any, dict | None]:
     """(model object or lm-eval model name, model_args) for simple_evaluate."""
-    from spkit.models import check_tokenizer_files, check_weights, pick_device, resolve_model_path
+    from spkit.models import check_weights, load_tokenizer, pick_device, resolve_model_path
 
     path = resolve_model_path(model)
     if backend == "spkit":
@@ -92,7 +92,7 @@ def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtyp
                        seed=seed, max_length=max_length), None
     if backend in ("hf", "vllm"):  # lm-eval loads these itself: check the files first
         check_weights(path)
-        check_tokenizer_files(path)
+        load_tokenizer(path)  # cheap; a hub id missing from the cache while offline: one line
     if backend == "hf":
         dev = str(pick_device(device))  # lm-eval's hf asserts on CUDA unless told the device
         # use_safetensors: a pickle (.bin) checkpoint never reaches torch.load
