@@ -382,6 +382,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from spkit.models import load_model
+    from spkit.text import terminal_safe
 
     model, tok = load_model(args.model)
     prompts = args.prompt or ["You are player 0 in Kuhn Poker. Your card: K."]
@@ -394,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     batch = [p for p in prompts for _ in range(args.n)]
     outs = Sampler(model, tok, backend=args.backend).generate(batch, params, seed=args.seed)
     for i, c in enumerate(outs):
-        print(f"--- [{i}] prompt: {c.prompt!r}  ({len(c.token_ids)} tokens, {c.finish_reason}, "
-              f"sum logprob {sum(c.logprobs):.2f})")
-        print(c.text)
+        print(f"--- [{i}] prompt: {terminal_safe(repr(c.prompt))}  ({len(c.token_ids)} tokens, "
+              f"{c.finish_reason}, sum logprob {sum(c.logprobs):.2f})")
+        print(terminal_safe(c.text))
     return 0

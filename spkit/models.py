@@ -12,6 +12,7 @@ one line that names the cause.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +56,16 @@ def pick_device(device: str | None = None) -> torch.device:
     import torch
 
     if device:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise SpkitError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        mps = getattr(torch.backends, "mps", None)
+        if (dev.type == "cuda" and not torch.cuda.is_available()) or (
+                dev.type == "mps" and not (mps and mps.is_available())):
+            raise SpkitError(f"device {device!r} is not available on this machine; "
+                             "use cpu (or leave the device out to pick one automatically)")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -85,10 +95,11 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Pre
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
+    check_tokenizer_files(path)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise SpkitError(_explain_load_error(path, e)) from None
+    except Exception as e:  # noqa: BLE001 - tokenizers, json and hub errors all mean "cannot load"
+        raise SpkitError(_explain_load_error(path, e, what="tokenizer")) from None
     if tok.pad_token is None:  # batched generation needs a pad token; EOS is the usual choice
         tok.pad_token = tok.eos_token
     return tok
@@ -111,10 +122,13 @@ def load_model(
 
     path = resolve_model_path(name_or_path)
     dev = pick_device(device)
+    check_weights(path)
     tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
+        # safetensors only: a pickle (.bin) checkpoint never reaches torch.load
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code
+            path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code,
+            use_safetensors=True,
         )
     except Exception as e:  # safetensors, json, torch and hub errors all mean "cannot load"
         raise SpkitError(_explain_load_error(path, e)) from None
@@ -134,10 +148,94 @@ def _wrap_lora(model: PreTrainedModel, lora: dict) -> PreTrainedModel:
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
 
 
-def _explain_load_error(path: str, e: Exception) -> str:
+# ---- checks of a local model directory (cheap: file names, JSON, safetensors headers)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.tiktoken")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+CONVERT_HINT = ("convert it once, in an environment you trust with the file: "
+                "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR) writes "
+                "model.safetensors")
+
+
+def check_tokenizer_files(path: str | os.PathLike) -> None:
+    """A local directory has tokenizer files, and its JSON ones parse (else one SpkitError)."""
+    p = Path(path)
+    if not p.is_dir():
+        return  # a hub id: transformers resolves it
+    _check_json(p / "config.json")  # AutoTokenizer reads it too
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise SpkitError(f"no tokenizer files in {p} (expected tokenizer.json or similar); "
+                         "save the tokenizer next to the model with tokenizer.save_pretrained(DIR)")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        _check_json(p / name)
+
+
+def _check_json(f: Path) -> None:
+    if f.is_file():
+        try:
+            json.loads(f.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+            raise SpkitError(f"{f} is corrupt or truncated (not valid JSON: {why}); copy it "
+                             "again from the original model") from None
+
+
+def check_weights(path: str | os.PathLike) -> None:
+    """A local directory has complete safetensors weights; pickle-only checkpoints are refused.
+
+    Reads only file sizes and safetensors headers, so a truncated copy fails in milliseconds
+    with the file's name, before any backend (spkit, lm-eval's hf, vLLM) loads it.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return
+    _check_json(p / "config.json")
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise SpkitError(f"{p} has only pickle weights ({', '.join(pickles[:3])}); spkit loads "
+                             f"safetensors only, since unpickling can run code. {CONVERT_HINT}")
+        raise SpkitError(f"no weights file (*.safetensors) in {p}")
+    index = p / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SpkitError(f"{index} is corrupt (no weight_map); copy the model again") from None
+        missing = sorted(s for s in shards if not (p / s).is_file())
+        if missing:
+            raise SpkitError(f"{p} is incomplete: weight shard(s) {', '.join(missing[:3])} listed "
+                             f"in {index.name} are missing")
+    for f in files:
+        _check_safetensors(f)
+
+
+def _check_safetensors(f: Path) -> None:
+    size = f.stat().st_size
+    bad = f"{f} is corrupt or incomplete (not a valid safetensors file); copy or download it again"
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                raise SpkitError(bad)
+            header = json.loads(fh.read(n).decode("utf-8"))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        raise SpkitError(bad) from None
+    if 8 + n + end > size:
+        raise SpkitError(f"{f} is incomplete (truncated: {size:,} of {8 + n + end:,} bytes); "
+                         "copy or download it again")
+
+
+def _explain_load_error(path: str, e: Exception, what: str = "model") -> str:
     """Turn the many ways loading fails into one actionable line."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if Path(path).is_dir():
+        if what == "tokenizer":
+            return f"could not load the tokenizer in {path} (corrupt or incomplete files?): {msg}"
         weights = [f.name for f in Path(path).glob("*.safetensors")]
         if not weights and not list(Path(path).glob("*.bin")):
             return f"no weights file (*.safetensors) in {path}"
@@ -145,4 +243,7 @@ def _explain_load_error(path: str, e: Exception) -> str:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in msg.lower() or "connect" in msg.lower():
         return (f"model {path!r} is not in the local cache and the hub is unreachable (offline); "
                 "download it elsewhere and pass its local directory to --model")
-    return f"could not load model {path!r}: {msg}"
+    if what == "model" and "safetensors" in msg.lower():
+        return (f"model {path!r} has no safetensors weights; spkit does not unpickle .bin "
+                f"checkpoints: download it, then {CONVERT_HINT}")
+    return f"could not load {what} {path!r}: {msg}"

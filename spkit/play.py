@@ -34,6 +34,7 @@ from spkit.games import Game, InvalidMove, State, load_game
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, normalize
 from spkit.games.spy import CLUE
+from spkit.text import terminal_safe
 
 MODES = ("direct", "reasoning")
 CLI_GAMES = ("tictactoe", "kuhn_poker", "negotiation")
@@ -183,6 +184,9 @@ def match_human_input(state: State, text: str) -> str | InvalidMove:
     return InvalidMove(f"{shown!r} is not a legal move; legal moves: " + ", ".join(legal))
 
 
+OUTCOME_TEXT = {"win": "you win", "loss": "you lose", "draw": "draw"}
+
+
 @dataclass
 class Tally:
     """Results across games, from the human's point of view."""
@@ -288,6 +292,10 @@ class GameSession:
         r = self.returns()[self.human_seat]
         return "win" if r > 0 else "loss" if r < 0 else "draw"
 
+    def outcome_text(self) -> str:
+        """The outcome as the end-of-game line says it: "you win", "you lose" or "draw"."""
+        return OUTCOME_TEXT[self.outcome()]
+
     def _score_if_over(self) -> None:
         if self.over and not self.scored:
             self.scored = True
@@ -336,7 +344,7 @@ def play_transcript(
         returns = state.returns()
         lines.append("end: " + state.observation_text(0).replace("\n", " | "))
     lines.append("returns: " + ", ".join(f"{names[p]} {r:+.2f}" for p, r in enumerate(returns)))
-    return "\n".join(lines), returns
+    return terminal_safe("\n".join(lines)), returns  # clues and invalid outputs are model text
 
 
 # ---- Terminal front end --------------------------------------------------------------------
@@ -361,11 +369,13 @@ def board_renderable(session: GameSession):
             grid.add_row(*cells)
         mark = "X" if seat == 0 else "O"
         return Panel(grid, title=f"TicTacToe — you play {mark}", expand=False)
-    return Panel(Text(state.observation_text(seat)), title=session.game.name, expand=False)
+    # observations can quote model text (clues, messages): no escape sequences reach the terminal
+    return Panel(Text(terminal_safe(state.observation_text(seat))), title=session.game.name,
+                 expand=False)
 
 
 def _read(stdin: IO[str], console, prompt: str) -> str | None:
-    console.print(prompt, end="")
+    console.print(prompt, end="", markup=False, highlight=False)
     line = stdin.readline()
     if not line:  # EOF
         return None
@@ -375,16 +385,20 @@ def _read(stdin: IO[str], console, prompt: str) -> str | None:
 def _show_move(console, session: GameSession, move: ModelMove, show_text: bool) -> None:
     from rich.text import Text
 
+    # Everything here can contain model text: terminal_safe strips escape sequences and
+    # control characters (clear screen, clipboard writes) before rich prints it.
     who = "Model" if session.game.num_players == 2 else f"Model (player {move.player})"
     if show_text and move.text and not move.probs:
-        console.print(Text(f"{who} wrote: {move.text.strip()[:400]}", style="dim"))
+        console.print(Text(f"{who} wrote: {terminal_safe(move.text).strip()[:400]}", style="dim"))
     if move.probs:
         top = sorted(move.probs.items(), key=lambda kv: -kv[1])[:5]
-        console.print(Text(f"{who} probabilities: " + ", ".join(f"{a} {p:.2f}" for a, p in top), style="dim"))
+        shown = ", ".join(f"{terminal_safe(a)} {p:.2f}" for a, p in top)
+        console.print(Text(f"{who} probabilities: {shown}", style="dim"))
     if move.invalid:
-        console.print(Text(f"{who} made an invalid move ({move.invalid_reason}) and forfeits.", style="bold red"))
+        why = terminal_safe(move.invalid_reason)
+        console.print(Text(f"{who} made an invalid move ({why}) and forfeits.", style="bold red"))
     else:
-        console.print(Text(f"{who} plays: {move.action}", style="bold"))
+        console.print(Text(f"{who} plays: {terminal_safe(move.action)}", style="bold"))
 
 
 def run_terminal(
@@ -400,7 +414,8 @@ def run_terminal(
         console.print(board_renderable(session))
         if session.over:
             r = session.returns()[session.human_seat]
-            console.print(Text(f"Game over: you {session.outcome()} ({r:+.2f}).", style="bold green"))
+            console.print(Text(f"Game over: {session.outcome_text()} ({r:+.2f}).",
+                               style="bold green"))
             console.print(Text(session.tally.text()))
             if max_games is not None and session.tally.games >= max_games:
                 return session.tally.games
@@ -440,10 +455,12 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    if args.temperature < 0:
+    if not args.temperature >= 0:  # also refuses nan
         raise SpkitError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.games is not None and args.games < 1:
+        raise SpkitError(f"--games must be >= 1, got {args.games}")
     game = load_game(args.game)
-    console.print(f"Loading {args.model} …")
+    console.print(f"Loading {terminal_safe(args.model)} …", markup=False)  # a path is not markup
     player = as_player(args.model, mode=args.mode, temperature=args.temperature)
     seat = 0 if args.first == "human" else 1
     session = GameSession(game, player, human_seat=seat, seed=args.seed)

@@ -88,7 +88,13 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
             f"no benchmark data directory: pass --data-dir DIR (or set {ENV_VAR}); "
             f"the shipped fixtures are in {FIXTURES}"
         )
-    return Path(d).expanduser().resolve()
+    path = Path(d).expanduser().resolve()
+    if not path.is_dir():
+        source = "--data-dir" if explicit else f"${ENV_VAR}"
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise SpkitError(f"benchmark data directory {path} {what} (from {source}); create it "
+                         f"with `spkit data prepare`, or use the fixtures in {FIXTURES}")
+    return path
 
 
 def data_file(name: str, stem: str, root: str | os.PathLike | None = None) -> Path:
@@ -116,8 +122,13 @@ def read_jsonl(path: Path, name: str) -> list[dict]:
     if not path.is_file():
         raise SpkitError(f"{name}: data file {path} not found; {fix}")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SpkitError(f"{path} line {i} is not valid UTF-8 (byte {e.start + 1}); "
+                                 f"{fix}") from None
             if not line.strip():
                 continue
             try:
@@ -161,7 +172,11 @@ def _read_any(path: Path) -> list[dict]:
                 return [json.loads(line) for line in f if line.strip()]
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
-            return data["data"] if isinstance(data, dict) and "data" in data else data
+            data = data["data"] if isinstance(data, dict) and "data" in data else data
+            if not isinstance(data, list):
+                raise SpkitError(f"{path}: expected a JSON array of records (or "
+                                 f'{{"data": [...]}}), got {type(data).__name__}')
+            return data
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -205,7 +220,10 @@ def _from_hub(name: str, split: str) -> list[dict]:
 
 def _normalise(name: str, rec: dict) -> dict:
     """Small upstream variations -> the exact schema (e.g. IFEval kwargs with null padding)."""
-    if name == "ifeval":
+    if not isinstance(rec, dict):
+        return rec  # validate() names the problem
+    if name == "ifeval" and isinstance(rec.get("kwargs"), list) and all(
+            isinstance(kw, dict) for kw in rec["kwargs"]):
         rec = dict(rec)
         rec["kwargs"] = [{k: v for k, v in kw.items() if v is not None} for kw in rec["kwargs"]]
     if name == "processbench" and "final_answer_correct" not in rec:
@@ -217,6 +235,9 @@ def prepare(name: str, out: str | os.PathLike, src: str | os.PathLike | None = N
     """Write ``out/<name>/<stem>.jsonl`` from ``src`` (a file, a directory, or the HF cache)."""
     if name not in DATASETS:
         raise SpkitError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    from spkit.run import ensure_writable_dir
+
+    ensure_writable_dir(out)  # before reading anything
     written = []
     files: dict[str, str] = DATASETS[name]["files"]
     for stem, hub_split in files.items():

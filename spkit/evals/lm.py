@@ -30,6 +30,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.sampling import SamplingParams
 
@@ -51,6 +52,12 @@ class SpkitLM(LM):
         **_: Any,  # lm-eval passes extra model_args (e.g. trust_remote_code); ignored
     ) -> None:
         super().__init__()
+        try:
+            bs = 64 if str(batch_size).startswith("auto") else int(batch_size)
+        except ValueError:
+            bs = 0
+        if bs < 1:
+            raise SpkitError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes --device (default "cuda") to every backend
             warnings.warn(f"device {device!r} unavailable; using the default device",
@@ -62,7 +69,7 @@ class SpkitLM(LM):
             model, tokenizer = load_model(pretrained, device=device, dtype=dtype)
         self.model, self.tok = model.eval(), tokenizer
         self.sampler = Sampler(model, tokenizer)
-        self.batch_size = 64 if str(batch_size).startswith("auto") else int(batch_size)
+        self.batch_size = bs
         cfg = model.config
         self.max_length = int(max_length or getattr(cfg, "max_position_embeddings", 2048))
         self.seed = seed

@@ -135,20 +135,17 @@ def run_markdown(res: dict) -> str:
 
 def plot_run(res: dict, png: Path) -> None:
     """Horizontal bars of the headline metrics of one run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     h = {k: v for k, v in headline(res).items() if not math.isnan(v)}
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(h) + 1.2))
+    fig = Figure(figsize=(7, 0.35 * len(h) + 1.2))
+    ax = fig.subplots()
     ax.barh(list(h)[::-1], [100 * v for v in h.values()][::-1], color="#4c72b0")
     ax.set_xlim(0, 100)
     ax.set_xlabel("score (%)")
     ax.set_title(_run_name(res), fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    plt.close(fig)
 
 
 # ---- comparing runs
@@ -159,13 +156,28 @@ def load_run(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise SpkitError(f"{path} not found; point `spkit report` at `spkit eval --out` dirs")
     try:
-        return json.loads(path.read_text())
+        res = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpkitError(f"{path} is not valid UTF-8 text; re-run `spkit eval`") from None
     except json.JSONDecodeError as e:
         raise SpkitError(f"{path} is not valid JSON ({e.msg}); re-run `spkit eval`") from None
+    def table(key: str) -> bool:  # {name: {metric: value}}
+        v = res.get(key, {})
+        return isinstance(v, dict) and all(isinstance(x, dict) for x in v.values())
+
+    if not (isinstance(res, dict) and table("results") and table("groups") and table("n-samples")
+            and isinstance(res.get("spkit", {}), dict)
+            and isinstance(res.get("spkit", {}).get("tasks") or [], list)):
+        raise SpkitError(f"{path} is not an `spkit eval` results file; re-run `spkit eval`")
+    return res
 
 
 def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
     """Table (returned, and written to ``out/report.md``) and ``out/score_vs_step.png``."""
+    if out is not None:
+        from spkit.run import ensure_writable_dir
+
+        ensure_writable_dir(out)
     runs = [load_run(d) for d in run_dirs]
     order = sorted(range(len(runs)), key=lambda i: (runs[i].get("spkit", {}).get("step") is None,
                                                    runs[i].get("spkit", {}).get("step") or 0, i))
@@ -181,16 +193,14 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
 
 def plot_steps(runs: list[dict], png: Path) -> None:
     """Score vs training step, one line per headline metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     steps = [r.get("spkit", {}).get("step") for r in runs]
     use_steps = all(s is not None for s in steps) and len(set(steps)) == len(steps)
     xs = steps if use_steps else list(range(len(runs)))
     heads = [headline(r) for r in runs]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for key in dict.fromkeys(k for h in heads for k in h):
         ax.plot(xs, [100 * h.get(key, math.nan) for h in heads], marker="o", label=key)
     ax.set_xlabel("training step" if use_steps else "run")
@@ -200,7 +210,6 @@ def plot_steps(runs: list[dict], png: Path) -> None:
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    plt.close(fig)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -209,7 +218,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    print(compare(args.runs, args.out))
+    from spkit.text import terminal_safe
+
+    print(terminal_safe(compare(args.runs, args.out)))  # labels come from shared files
     if args.out:
         print(f"\nwrote {args.out}/report.md and {args.out}/score_vs_step.png")
     return 0

@@ -68,10 +68,21 @@ def step_of(model: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _dtype_name(dtype: str | None) -> str | None:
+    """spkit's dtype spellings (bf16, fp16, ...) as the torch names lm-eval's backends take."""
+    if dtype in (None, "auto"):
+        return dtype
+    import torch
+
+    from spkit.models import pick_dtype
+
+    return str(pick_dtype(dtype, torch.device("cpu"))).removeprefix("torch.")
+
+
 def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtype: str | None,
              seed: int, max_length: int | None = None) -> tuple[Any, dict | None]:
     """(model object or lm-eval model name, model_args) for simple_evaluate."""
-    from spkit.models import pick_device, resolve_model_path
+    from spkit.models import check_weights, load_tokenizer, pick_device, resolve_model_path
 
     path = resolve_model_path(model)
     if backend == "spkit":
@@ -79,19 +90,49 @@ def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtyp
 
         return SpkitLM(pretrained=model, batch_size=batch_size, device=device, dtype=dtype,
                        seed=seed, max_length=max_length), None
+    if backend in ("hf", "vllm"):  # lm-eval loads these itself: check the files first
+        check_weights(path)
+        load_tokenizer(path)  # cheap; a hub id missing from the cache while offline: one line
     if backend == "hf":
         dev = str(pick_device(device))  # lm-eval's hf asserts on CUDA unless told the device
-        args = {"pretrained": path, "device": dev, "dtype": dtype or "float32"}
+        # use_safetensors: a pickle (.bin) checkpoint never reaches torch.load
+        args = {"pretrained": path, "device": dev, "dtype": _dtype_name(dtype) or "float32",
+                "use_safetensors": True}
         if max_length:
             args["max_length"] = max_length
         return "hf", args
     if backend == "vllm":
-        args = {"pretrained": path, "dtype": dtype or "auto", "seed": seed,
-                "gpu_memory_utilization": 0.85}
+        args = {"pretrained": path, "dtype": _dtype_name(dtype) or "auto", "seed": seed,
+                "gpu_memory_utilization": 0.85, "load_format": "safetensors"}
         if max_length:
             args["max_model_len"] = max_length
         return "vllm", args
     raise SpkitError(f"unknown backend {backend!r}; use spkit, hf or vllm")
+
+
+def check_settings(*, limit: float | None = None, backend: str = "spkit",
+                   batch_size: int = 64, max_gen_toks: int | None = None,
+                   num_fewshot: int | None = None, device: str | None = None,
+                   dtype: str | None = None, max_length: int | None = None) -> None:
+    """Refuse impossible settings in one line, before any data or model is touched."""
+    import math
+
+    if limit is not None and not (limit > 0 and math.isfinite(limit)):
+        raise SpkitError(f"--limit must be > 0 (a count, or a fraction if < 1), got {limit}")
+    for flag, value, low in (("--batch-size", batch_size, 1), ("--max-gen-toks", max_gen_toks, 1),
+                             ("--num-fewshot", num_fewshot, 0), ("--max-length", max_length, 1)):
+        if value is not None and value < low:
+            raise SpkitError(f"{flag} must be >= {low}, got {value}")
+    if backend not in ("spkit", "hf", "vllm"):
+        raise SpkitError(f"unknown backend {backend!r}; use spkit, hf or vllm")
+    from spkit.models import pick_device, pick_dtype
+
+    if device:
+        pick_device(device)
+    if dtype not in (None, "auto"):
+        import torch
+
+        pick_dtype(dtype, torch.device("cpu"))
 
 
 def run(
@@ -116,6 +157,12 @@ def run(
     Checks every needed data file before loading the model, so a missing or malformed file
     costs a second, not a model load.
     """
+    check_settings(limit=limit, backend=backend, batch_size=batch_size, max_gen_toks=max_gen_toks,
+                   num_fewshot=num_fewshot, device=device, dtype=dtype, max_length=max_length)
+    if out is not None:  # an unwritable --out must not cost a whole evaluation
+        from spkit.run import ensure_writable_dir
+
+        ensure_writable_dir(out)
     from spkit.tasks.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # before lm-eval imports its IFEval code
@@ -236,6 +283,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise SpkitError(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         import torch
 
@@ -250,8 +299,9 @@ def main(args: argparse.Namespace) -> int:
               max_length=args.max_length)
     if res:
         from spkit.evals import report
+        from spkit.text import terminal_safe
 
-        print(report.headline_markdown([res]))
+        print(terminal_safe(report.headline_markdown([res])))
         info = res["spkit"]
         print(f"\n{info['samples']} samples in {info['seconds']} s "
               f"({info['samples_per_s']} samples/s); wrote {args.out}/")

@@ -64,7 +64,11 @@ def ensure_punkt_tab() -> Path:
     root = nltk_data_dir()
     lang_dir = root / "tokenizers" / "punkt_tab" / "english"
     if not all((lang_dir / f).is_file() for f in FILES):
-        write_punkt_tab(root)
+        try:
+            write_punkt_tab(root)
+        except OSError as e:
+            raise SpkitError(f"cannot write NLTK's punkt data to {root} ({e.strerror or e}); "
+                             "set SPKIT_NLTK_DATA to a writable directory") from None
     paths = os.environ.get("NLTK_DATA", "").split(os.pathsep)
     if str(root) not in paths:
         os.environ["NLTK_DATA"] = os.pathsep.join([str(root), *[p for p in paths if p]])

@@ -219,7 +219,7 @@ class GameBoard(W.VBox):
             if s.forfeit is not None:
                 bad = s.moves[-1]
                 how = f"{esc(self._who(s.forfeit))} made an invalid move ({esc(bad.invalid_reason)}). "
-            parts.append(f"<b>{how}Game over: you {esc(s.outcome())} ({r:+.2f}).</b> "
+            parts.append(f"<b>{how}Game over: {esc(s.outcome_text())} ({r:+.2f}).</b> "
                          "Press <i>New game</i> to play again.")
         elif s.human_turn:
             parts.append(f"Your move (you are player {s.human_seat}).")
