@@ -36,7 +36,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
         path = ASSETS / "models" / TINY
         if not (path / "config.json").exists():
             raise SpkitError(
-                f"embedded model missing at {path}; run `spkit pretrain --out {path}` "
+                f"embedded model missing at {path}; run `spkit pretrain --export {path}` "
                 "or set SPKIT_ASSETS to the repository's assets/ directory"
             )
         return str(path)

@@ -276,6 +276,20 @@ def test_terminal_play_strips_escapes_from_model_text():
         assert bad not in out
 
 
+def test_spkit_sample_strips_escapes_from_model_text(tiny_dir, monkeypatch, capsys):
+    from spkit.cli import main
+    from spkit.generation import Sampler
+    from spkit.sampling import Completion
+
+    def hostile(self, prompts, params=None, seed=None, progress=False):
+        return [Completion(p, HOSTILE, [1], [2], [-0.1], "stop") for p in prompts]
+
+    monkeypatch.setattr(Sampler, "generate", hostile)
+    assert main(["sample", "--model", str(tiny_dir), "--n", "1", "--prompt", "hi\x1b]52;c;eA==\x07"]) == 0
+    out = capsys.readouterr().out
+    assert "ok then red nul" in out and not any(c in out for c in ("\x1b", "\x9b", "\x00", "\x07", "\x7f"))
+
+
 # ---- 4. outcome wording ----------------------------------------------------------------------
 
 
