@@ -1,4 +1,5 @@
-"""spkit.rl — the shared RL math: advantages, losses, tabular preference-game machinery.
+"""spkit.rl — the shared RL math: losses, advantages, self-play rollouts, preference-game updates,
+tabular self-play policy gradient and average policies.
 
 Import from the submodules (`spkit.rl.losses`, `spkit.rl.advantages`, `spkit.rl.preference_games`);
 nothing heavy is imported here so `import spkit.rl` stays cheap.
