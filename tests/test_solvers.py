@@ -259,3 +259,18 @@ def test_wilson_interval():
     assert lo == 0.0 and 0.25 < hi < 0.35
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_nash_conv_interval_brackets_the_known_answer():
+    """Uniform Kuhn play has NashConv 11/12: sampled counts give an interval around it that
+    narrows with the sample size; infosets without samples play uniformly (interval = point)."""
+    from spkit.solvers.exploitability import game_tree, nash_conv_interval
+
+    game = load_game("kuhn_poker")
+    keys = {k: s.legal_actions() for k, s in game_tree(game).infoset_states.items()}
+    empty = {k: dict.fromkeys(acts, 0) for k, acts in keys.items()}
+    assert nash_conv_interval(game, empty, seed=0) == pytest.approx((11 / 12, 11 / 12))
+    for n, width in ((40, 0.5), (4000, 0.1)):
+        counts = {k: dict.fromkeys(acts, n) for k, acts in keys.items()}
+        lo, hi = nash_conv_interval(game, counts, seed=0)
+        assert lo <= 11 / 12 <= hi and hi - lo < width

@@ -100,7 +100,7 @@ from spkit.run import History, Run, RunConfig
 from spkit.run.distributed import all_reduce_grads
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
-from spkit.solvers.exploitability import Table, game_tree, nash_conv
+from spkit.solvers.exploitability import Table, game_tree, nash_conv, nash_conv_interval
 from spkit.solvers.minimax import MinimaxPolicy
 
 PAPER = {
@@ -315,20 +315,6 @@ def kuhn_table(model, tokenizer, game: Game, cfg: Config, seed: int) -> tuple[Ta
     return dict(zip(keys, t.probs, strict=True)), {"legal_mass": float(np.mean(t.legal_mass)), "counts": counts}
 
 
-def bootstrap_nashconv(game: Game, counts: dict[str, dict[str, int]], seed: int, reps: int = 50) -> tuple[float, float]:
-    """90% bootstrap interval of NashConv for a table estimated from per-infoset samples."""
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(reps):
-        table = {}
-        for k, c in counts.items():
-            n = sum(c.values())
-            draws = rng.multinomial(n, [x / n for x in c.values()]) if n else [1] * len(c)
-            table[k] = {a: x / sum(draws) for a, x in zip(c, draws, strict=True)}
-        vals.append(nash_conv(game, table))
-    return float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
-
-
 @functools.cache
 def _eval_game(name: str) -> Game:
     return load_game(name)  # one object per name: its solved tree / minimax table are cached on it
@@ -343,7 +329,7 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
     m["eval/kuhn_poker/nashconv_last"] = nash_conv(kuhn, table)
     m["eval/kuhn_poker/legal_mass"] = info["legal_mass"]
     if info["counts"] is not None:
-        m["eval/kuhn_poker/nashconv_lo"], m["eval/kuhn_poker/nashconv_hi"] = bootstrap_nashconv(kuhn, info["counts"], seed)
+        m["eval/kuhn_poker/nashconv_lo"], m["eval/kuhn_poker/nashconv_hi"] = nash_conv_interval(kuhn, info["counts"], seed)
     if tables:
         m["eval/kuhn_poker/nashconv_avg"] = nash_conv(kuhn, average_policy(game_tree(kuhn), tables))
     agent = LMAgent(Sampler(model, tokenizer), cfg.mode, learner=True, params=SamplingParams(
