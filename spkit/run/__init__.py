@@ -239,7 +239,7 @@ class Run:
                     self._log(logger, done, {**metrics, "train/wall_seconds": wall})
                 if ckpt is not None and self.rank == 0 and (done % cfg.checkpoint_every == 0 or last):
                     self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin)
-                self._advance(bar, done, wall - wall0)
+                self._advance(bar, done, wall)
                 if last:
                     break
             bar.close()
@@ -279,9 +279,9 @@ class Run:
                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{postfix}]", **quiet)
         return progress(total=self.cfg.steps, initial=start, desc=self.name, unit="step", **quiet)
 
-    def _advance(self, bar, step: int, elapsed: float) -> None:
-        if self.cfg.max_minutes > 0:
-            bar.update(min(elapsed, bar.total) - bar.n)
+    def _advance(self, bar, step: int, wall: float) -> None:
+        if self.cfg.max_minutes > 0:  # wall time of the whole run, earlier sessions included
+            bar.update(min(wall, bar.total) - bar.n)
             bar.set_postfix_str(f"step {step}/{self.cfg.steps}")
         else:
             bar.update(1)
@@ -290,11 +290,14 @@ class Run:
         rows = self.rows
         final = None
         if self.writes:
-            if self.model is not None:
-                final = self.out / "final"
-                self.model.save_pretrained(final, safe_serialization=True)
+            if self.model is not None:  # written aside, then renamed: never a half-written final/
+                final, tmp = self.out / "final", self.out / ".tmp_final"
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.model.save_pretrained(tmp, safe_serialization=True)
                 if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(final)
+                    self.tokenizer.save_pretrained(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                tmp.rename(final)
             if self.cfg.plot and self.plot_keys and any(k in r for r in rows for k in self.plot_keys):
                 plot_metrics(rows, self.plot_keys, self.out / f"{self.name}.png", title=self.name)
         return History(rows, self.out, final)
