@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,19 @@ def test_lesson_is_stored_without_outputs(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
-def test_lesson_executes(path: Path, tmp_path: Path) -> None:
+def test_lesson_executes(path: Path, tmp_path: Path, monkeypatch) -> None:
+    """...and every cell that shows a figure has an image in its output: the kernel uses the
+    inline backend a reader's JupyterLab uses, so a library call that switched matplotlib's
+    global backend (after which `plt.show()` shows nothing) fails here."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    env = {"SPKIT_SMALL": "1", "SPKIT_LESSON_OUT": str(tmp_path)}
-    os.environ.update(env)
+    for key, value in {"SPKIT_SMALL": "1", "SPKIT_LESSON_OUT": str(tmp_path),
+                       "MPLBACKEND": "module://matplotlib_inline.backend_inline"}.items():
+        monkeypatch.setenv(key, value)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute()
+    shows = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and ("plt.show()" in c.source or "display(fig" in c.source)]
+    blank = [i for i in shows if not any("image/png" in o.get("data", {}) for o in nb.cells[i].outputs)]
+    assert not blank, f"{path.name}: cells {blank} draw a figure but show no image"
