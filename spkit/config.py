@@ -147,7 +147,10 @@ def config_from_args(cls: type, args: argparse.Namespace, defaults: dict[str, An
     """The validated config: the preset (or the dataclass defaults, then the command's
     `defaults`), overridden by every flag given."""
     preset = getattr(args, "preset", None)
-    base = cls.PRESETS[preset]() if preset else cls(**(defaults or {}))
+    base = cls.PRESETS[preset]() if preset else cls()
+    plain = cls()  # the command's defaults apply where the preset kept the dataclass default
+    kept = {k: v for k, v in (defaults or {}).items() if getattr(base, k) == getattr(plain, k)}
+    base = dataclasses.replace(base, **kept)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
              if getattr(args, f.name, None) is not None}
     for name, value in given.items():

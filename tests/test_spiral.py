@@ -270,6 +270,7 @@ def test_cli_flags_are_generated_from_the_config():
     argv = ["train", "spiral", "--preset", "qwen3-4b", "--steps", "3"]
     cfg = config_from_args(spiral.Config, build_parser(argv).parse_args(argv))
     assert cfg.lr == 1e-6 and cfg.mode == "reasoning" and cfg.steps == 3  # a flag overrides the preset
+    assert config_from_args(spiral.Config, build_parser(argv).parse_args(argv), {"out": "runs/x"}).out == "runs/x"
 
 
 def test_bad_config_is_one_clear_error():
