@@ -441,5 +441,6 @@ def summary(history: History) -> str:
     """The line `spkit train spiral` prints at the end."""
     k = "eval/kuhn_poker/nashconv_last"
     first = history.series(k)[1][:1] or [float("nan")]
-    return (f"Kuhn Poker NashConv: {first[0]:.3f} -> {history.last(k):.3f} (last iterate), "
-            f"{history.last('eval/kuhn_poker/nashconv_avg'):.3f} (average policy)")
+    line = f"Kuhn Poker NashConv: {first[0]:.3f} -> {history.last(k):.3f} (last iterate)"
+    avg = history.last("eval/kuhn_poker/nashconv_avg")
+    return line + (f", {avg:.3f} (average policy)" if avg == avg else "")  # no average unless trained on Kuhn
