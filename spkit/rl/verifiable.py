@@ -41,7 +41,7 @@ from spkit.tasks import arithmetic
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
     "train_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
-    "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
+    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
 ]
 
 # ---- the lm-eval task spkit_arith, as numbers (checked against evals/*.yaml in the tests)
@@ -145,6 +145,26 @@ def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
 # ---- held-out evaluation
 
 
+def heldout_completions(model, tokenizer, limit: int | None = None, batch_size: int = EVAL_BATCH,
+                        sampler: Sampler | None = None) -> tuple[list[dict], list[Completion]]:
+    """(problems, greedy completions) of the held-out set, generated as `spkit eval` does."""
+    problems = heldout_problems(limit)
+    sampler = sampler or Sampler(model, tokenizer)
+    params = SamplingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0, stop=EVAL_STOP)
+    prompts = [arithmetic.prompt(p["question"]) for p in problems]
+    lens = [len(sampler.encode(p)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lens[i])  # as SpkitLM: longest first
+    outs: list[Completion | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    for b in range(0, len(order), batch_size):
+        chunk = order[b: b + batch_size]
+        for i, c in zip(chunk, sampler.generate([prompts[i] for i in chunk], params, seed=b), strict=True):
+            outs[i] = c
+    model.train(was_training)
+    return problems, outs  # type: ignore[return-value]
+
+
 def evaluate_heldout(model, tokenizer, limit: int | None = None, batch_size: int = EVAL_BATCH,
                      sampler: Sampler | None = None) -> dict[str, float]:
     """Greedy held-out accuracy on `spkit_arith` (the first `limit` problems of each level; all
@@ -153,26 +173,12 @@ def evaluate_heldout(model, tokenizer, limit: int | None = None, batch_size: int
     Returns "eval/strict" and "eval/flexible" (means over all problems, lm-eval's
     ``weight_by_size`` group score), "eval/strict/level_<s>" per level, and
     "eval/completion_len" (mean generated tokens)."""
-    problems = heldout_problems(limit)
-    sampler = sampler or Sampler(model, tokenizer)
-    params = SamplingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0, stop=EVAL_STOP)
-    prompts = [arithmetic.prompt(p["question"]) for p in problems]
-    lens = [len(sampler.encode(p)) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lens[i])  # as SpkitLM: longest first
-    texts: list[str] = [""] * len(prompts)
-    n_tok: list[int] = [0] * len(prompts)
-    was_training = model.training
-    model.eval()
-    for b in range(0, len(order), batch_size):
-        chunk = order[b: b + batch_size]
-        for i, c in zip(chunk, sampler.generate([prompts[i] for i in chunk], params, seed=b), strict=True):
-            texts[i], n_tok[i] = c.text, len(c.token_ids)
-    model.train(was_training)
-    strict = score(texts, problems, 1, "strict")
-    flexible = score(texts, problems, 1, "flexible")
+    problems, outs = heldout_completions(model, tokenizer, limit, batch_size, sampler)
+    strict = score(outs, problems, 1, "strict")
+    flexible = score(outs, problems, 1, "flexible")
     levels = torch.tensor([p["steps"] for p in problems])
     m = {"eval/strict": strict.mean().item(), "eval/flexible": flexible.mean().item(),
-         "eval/completion_len": float(sum(n_tok)) / max(len(n_tok), 1)}
+         "eval/completion_len": sum(len(c.token_ids) for c in outs) / max(len(outs), 1)}
     for level in EVAL_LEVELS:
         m[f"eval/strict/level_{level}"] = strict[levels == level].mean().item()
     return m
