@@ -18,7 +18,7 @@ import torch
 from spkit.algos import grpo, rft
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
-from spkit.rl.losses import aggregate_tokens, grpo_loss, sft_loss
+from spkit.rl.losses import grpo_loss, sft_loss
 from spkit.sampling import Completion
 from spkit.tasks import arithmetic
 
@@ -76,18 +76,36 @@ def test_sft_loss_masks_the_prompt_like_hf_labels(random_tiny):
     assert mask.sum().item() == sum(len(c) for c in C)  # completion tokens only
 
 
+def _grads(model):
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("aggregation", ["seq_mean", "token_mean", "dr_grpo"])
-def test_microbatch_shares_sum_to_the_full_batch_loss(aggregation):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(5, 6, generator=g)
-    mask = (torch.rand(5, 6, generator=g) > 0.3).float()
-    mask[:, 0] = 1
-    full = aggregate_tokens(x, mask, aggregation, 9)
-    total = 0.0
-    for sl in V.microbatches(5, 2):
-        share = mask[sl].sum() / mask.sum() if aggregation == "token_mean" else (sl.stop - sl.start) / 5
-        total += aggregate_tokens(x[sl], mask[sl], aggregation, 9) * share
-    assert torch.allclose(total, full, atol=1e-6)
+def test_updates_do_not_depend_on_the_micro_batch_size(random_tiny, aggregation):
+    """Micro-batch weights make the accumulated gradient the whole batch's gradient exactly."""
+    from spkit.generation import Sampler
+    from spkit.testing import tiny_random_model
+
+    model, tok = random_tiny
+    ref, _ = tiny_random_model(seed=1)
+    probs = V.train_problems(2, 0)
+    outs = V.sample_groups(Sampler(model, tok), probs, 3, V.rollout_params(5), seed=1)
+    batch = grpo.Batch(outs, torch.tensor([1.0, 0, 0, 1, 1, 0]), 6, torch.zeros(6))
+    grads = []
+    for mb in (2, 64):
+        cfg = grpo.Config(k=3, micro_batch=mb, aggregation=aggregation, max_grad_norm=0, kl_coef=0.1,
+                          max_new_tokens=5)
+        grpo.update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg, ref)
+        grads.append(_grads(model))
+    assert grads[0] and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+    if aggregation == "token_mean":  # RFT's SFT step (always a token mean)
+        grads = []
+        for mb in (1, 64):
+            cfg = rft.Config(micro_batch=mb, max_grad_norm=0)
+            rft.sft_update(model, torch.optim.SGD(model.parameters(), lr=0.0), [o.prompt_ids for o in outs],
+                           [o.token_ids for o in outs], cfg)
+            grads.append(_grads(model))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 
 
 class _Accel(SimpleNamespace):

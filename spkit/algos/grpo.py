@@ -76,7 +76,7 @@ from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
-from spkit.rl.losses import grpo_loss, masked_mean
+from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
 from spkit.run import History, Run, RunConfig
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
@@ -191,9 +191,8 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None) -> dict[
                 clipped = ((ratio < 1 - cfg.clip_eps) | (ratio > 1 + cfg.clip_eps_high)).float()
                 tok_share = float(mask.sum()) / max(n_tok, 1.0)
                 stats["clip_frac"] += masked_mean(clipped, mask, None).item() * tok_share / cfg.ppo_epochs
-                if sl.start in ref:
-                    kl = torch.exp(ref[sl.start] - logp) - (ref[sl.start] - logp) - 1
-                    stats["kl"] += masked_mean(kl, mask, None).item() * tok_share / cfg.ppo_epochs
+                if sl.start in ref:  # mean KL(π‖π_ref) per token, whatever the aggregation
+                    stats["kl"] += masked_mean(kl_k3(logp, ref[sl.start]), mask, None).item() * tok_share / cfg.ppo_epochs
             stats["policy"] += loss.item() / cfg.ppo_epochs
         if cfg.max_grad_norm > 0:
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
