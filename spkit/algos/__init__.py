@@ -18,4 +18,7 @@ ALGOS: dict[str, tuple[str, str]] = {
     "nash_mp": ("spkit.algos.nash_mp", "Nash-MP: mirror prox (extrapolated) preference learning"),
     "online_dpo": ("spkit.algos.online_dpo", "online iterative DPO (best vs worst of K samples)"),
     "rlhf_bt": ("spkit.algos.rlhf_bt", "classic RLHF with a Bradley-Terry reward (baseline)"),
+    # self-improving reasoning on a verifiable task (spkit_arith)
+    "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
+    "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
 }

@@ -35,7 +35,10 @@ __all__ = [
     "sppo_loss",
     "inpo_loss",
     "nash_md_loss",
+    "aggregate_tokens",
     "ppo_clip_loss",
+    "grpo_loss",
+    "sft_loss",
     "kl_k3",
     "entropy_from_logits",
 ]
@@ -213,14 +216,58 @@ def ppo_clip_loss(
     ratio = torch.exp(logp - old_logp)  # (B, T)
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
+    return aggregate_tokens(per_token, mask, aggregation, max_len)
+
+
+def aggregate_tokens(
+    per_token: Tensor, mask: Tensor, aggregation: Aggregation = "token_mean", max_len: int | None = None
+) -> Tensor:
+    """A (B, T) per-token loss to a scalar, as `ppo_clip_loss` documents for each aggregation."""
     if aggregation == "token_mean":
         return masked_mean(per_token, mask, dim=None)
     if aggregation == "seq_mean":
         return masked_mean(per_token, mask, dim=-1).mean()
     if aggregation == "dr_grpo":
-        length = logp.shape[-1] if max_len is None else max_len
-        return (per_token * mask).sum() / (logp.shape[0] * length)
+        length = per_token.shape[-1] if max_len is None else max_len
+        return (per_token * mask).sum() / (per_token.shape[0] * length)
     raise SpkitError(f"unknown aggregation {aggregation!r}; use 'token_mean', 'seq_mean' or 'dr_grpo'")
+
+
+def grpo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    aggregation: Aggregation = "seq_mean",
+    max_len: int | None = None,
+    ref_logp: Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> Tensor:
+    """GRPO's objective (and Dr. GRPO's / DAPO's by the options): per token
+    −min(r·A, clip(r, 1−ε, 1+ε_high)·A) + β·k3(π‖π_ref), aggregated once with `aggregation`.
+
+    The KL term is added per token *before* aggregating, as in TRL's `GRPOTrainer`, so it is
+    weighted like the policy term ("seq_mean" = GRPO paper, "token_mean" = DAPO's token-level
+    mean, "dr_grpo" = Σ / (B · max_len)). Both terms are linear in the aggregation, so this is
+    `ppo_clip_loss(...) + β · aggregate_tokens(k3, ...)`.
+    """
+    loss = ppo_clip_loss(logp, old_logp, advantages, mask, clip_eps, clip_eps_high, aggregation, max_len)
+    if ref_logp is not None and kl_coef > 0:
+        loss = loss + kl_coef * aggregate_tokens(kl_k3(logp, ref_logp), mask, aggregation, max_len)
+    return loss
+
+
+def sft_loss(token_logps: Tensor, mask: Tensor, aggregation: Aggregation = "token_mean",
+             max_len: int | None = None) -> Tensor:
+    """Negative log-likelihood of the completion tokens only: the prompt is masked out by
+    construction, since `token_logps` (B, T) holds log π(y_t | x, y_<t) of completion tokens.
+
+    "token_mean" (default) equals Hugging Face's causal-LM loss with the prompt labels set to
+    −100 (TRL's `completion_only_loss`), i.e. every kept token counts once.
+    """
+    return aggregate_tokens(-token_logps, mask, aggregation, max_len)
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:

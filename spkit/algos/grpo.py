@@ -1,0 +1,252 @@
+r"""GRPO — group-relative policy optimisation on a verifiable reward, with Dr. GRPO and DAPO as options.
+
+Shao, Wang, Zhu, Xu, Song, Bi, Zhang, Zhang, Li, Wu, Guo (2024), "DeepSeekMath: Pushing the
+Limits of Mathematical Reasoning in Open Language Models", arXiv:2402.03300 (GRPO).
+Liu, Chen, Li, Pang, Du, Lee, Lin (2025), "Understanding R1-Zero-Like Training: A Critical
+Perspective", arXiv:2503.20783 (Dr. GRPO). Yu et al. (2025), "DAPO: An Open-Source LLM
+Reinforcement Learning System at Scale", arXiv:2503.14476 (DAPO).
+
+Idea: PPO without a value network. For each problem sample a group of K answers; an answer's
+advantage is its reward relative to the group's (mean-centred, in GRPO also divided by the
+group's std), the same for every token of the answer; then PPO's clipped surrogate raises the
+probability of answers that beat their group. Dr. GRPO removes the two length/difficulty biases
+(the std scaling, and the per-sequence length normalisation: divide by a constant instead);
+DAPO clips the ratio asymmetrically (a higher upper bound keeps low-probability tokens
+explorable), averages over tokens rather than sequences, and refills the batch with groups
+that carry a signal (dynamic sampling: all-correct and all-wrong groups have zero advantage).
+
+Algorithm (one step t):
+  1. Rollout: K completions y_1..y_K ~ π_old(·|x) for each of `problems` train-split problems.
+     `--dynamic-sampling` (DAPO): keep only groups with 0 < Σ r < K, and draw more problems
+     (at most `max_rounds` rounds) until `problems` such groups are collected.        # Eq. (DS)
+  2. Reward: r_i = 1 if the strict `#### n` answer is right, else 0.
+  3. Â_i = (r_i − mean_j r_j) / (std_j r_j + 1e-4)        (--scale-rewards, GRPO)       # Eq. (A)
+     Â_i =  r_i − mean_j r_j                               (--no-scale-rewards, Dr. GRPO)
+  4. For `ppo_epochs` passes (one optimizer step each) minimise, per token,
+        ℓ_{i,t} = −min(ρ_{i,t} Â_i, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) Â_i) + β·k3_{i,t},
+        ρ_{i,t} = π_θ(y_{i,t} | x, y_{i,<t}) / π_old(y_{i,t} | x, y_{i,<t}),
+        k3 = π_ref/π_θ − log(π_ref/π_θ) − 1   (β = `kl_coef`, π_ref = the initial model) # Eq. (PPO)
+     aggregated as `aggregation`:
+        seq_mean   (1/G) Σ_i (1/|y_i|) Σ_t ℓ_{i,t}       — GRPO
+        token_mean (1/Σ_i |y_i|) Σ_i Σ_t ℓ_{i,t}        — DAPO (token-level)
+        dr_grpo    (1/(G·L)) Σ_i Σ_t ℓ_{i,t}, L = max_new_tokens — Dr. GRPO
+     (`spkit.rl.losses.grpo_loss`, equal to TRL's `GRPOTrainer` loss on identical inputs).
+  5. Every `eval_every` steps: greedy held-out accuracy, the `spkit eval --tasks spkit_arith`
+     number, against the completions drawn so far.
+The run itself (seeds, budget, checkpoints, resume, logs, plots, final/) is `spkit.run.Run`.
+
+Presets (`--preset`, flags beside it override): grpo (std scaling, seq_mean, β = 0.04 as in
+DeepSeekMath), dr_grpo (no std scaling, dr_grpo aggregation, β = 0), dapo (std scaling,
+token_mean, ε_low = 0.2, ε_high = 0.28, dynamic sampling, β = 0). The defaults without a preset
+are GRPO's advantages and aggregation without the KL term (TRL's default β = 0).
+
+Deviations from the papers:
+  1. A 3.3M-parameter model (spkit-tiny) on generated arithmetic problems in GSM8K's format, a
+     few hundred steps on a CPU, instead of 7B-32B models on math benchmarks.
+  2. One process samples and updates the same weights, so π_old is exactly the sampling policy
+     (ratios start at 1); `ppo_epochs` > 1 reuses the batch as GRPO's μ inner iterations.
+  3. DAPO's overlong-reward shaping is not used: completions end at the spkit_arith stop
+     strings or after `max_new_tokens`, and an unfinished answer simply scores 0.
+  4. Dynamic sampling gives up after `max_rounds` rounds and trains on the groups it has
+     (logged as train/groups), where DAPO keeps sampling.
+
+Metrics: train/reward (mean over all groups drawn this step), train/solved_all, train/solved_none
+(shares of groups), train/groups (groups trained on), train/samples (completions drawn so far),
+train/completion_len, train/rollout_seconds; losses/policy, losses/kl, losses/clip_frac,
+losses/grad_norm; eval/strict (the headline), eval/flexible, eval/strict/level_<s>.
+
+Commands:
+  spkit train grpo --max-minutes 8 --threads 1 --out runs/grpo
+  spkit train grpo --preset dr_grpo --max-minutes 8 --out runs/dr_grpo
+  spkit train grpo --preset dapo --max-minutes 8 --out runs/dapo
+  spkit train grpo --kl-coef 0.04 --ppo-epochs 2 --seed 1 --out runs/grpo_kl
+  spkit train grpo --out runs/grpo --steps 400 --resume                     # continue a run
+  spkit eval --model runs/grpo/final --tasks spkit_arith                    # the same number
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from spkit.config import param
+from spkit.generation import Sampler
+from spkit.rl import verifiable as V
+from spkit.rl.advantages import grpo_advantages
+from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
+from spkit.run import History, Run, RunConfig
+from spkit.sampling import Completion
+from spkit.seeding import derive_seed
+
+PAPER = {
+    "title": "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+    "arxiv": "2402.03300",
+    "citation": "Shao et al. GRPO (DeepSeekMath), arXiv:2402.03300, 2024; Liu et al. Dr. GRPO, "
+    "arXiv:2503.20783, 2025; Yu et al. DAPO, arXiv:2503.14476, 2025.",
+}
+AGGREGATIONS = ("seq_mean", "token_mean", "dr_grpo")
+
+
+# ---- Config ------------------------------------------------------------------------------------
+@dataclass
+class Config(RunConfig):
+    """GRPO settings; defaults sized for spkit-tiny on a CPU (see the presets for the variants)."""
+
+    model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
+    steps: int = param(200, "policy updates (rollout batches)", ge=0, identity=False)
+    problems: int = param(16, "train-split problems (groups) per step", ge=1)
+    k: int = param(8, "completions per problem: the group size G", ge=2)
+    temperature: float = param(1.0, "rollout sampling temperature", gt=0)
+    max_new_tokens: int = param(V.EVAL_MAX_NEW_TOKENS, "tokens per completion; also Dr. GRPO's constant L",
+                                ge=1)
+    scale_rewards: bool = param(True, "divide advantages by the group std (GRPO); --no-scale-rewards = Dr. GRPO")
+    aggregation: str = param("seq_mean", "token aggregation: seq_mean (GRPO) | token_mean (DAPO) | "
+                             "dr_grpo (Σ/(G·max_new_tokens))", choices=AGGREGATIONS)
+    clip_eps: float = param(0.2, "PPO clip ε (ε_low)", gt=0)
+    clip_eps_high: float = param(0.2, "upper clip ε_high (DAPO clip-higher: 0.28)", gt=0)
+    dynamic_sampling: bool = param(False, "DAPO: train only on groups with mixed rewards, refilling the batch")
+    max_rounds: int = param(4, "dynamic sampling: at most this many rollout rounds per step", ge=1)
+    kl_coef: float = param(0.0, "β of the k3 KL penalty to the initial model (GRPO paper: 0.04)", ge=0)
+    lr: float = param(2e-5, "learning rate (Adam)", gt=0)
+    ppo_epochs: int = param(1, "optimizer steps over each rollout batch (GRPO's μ)", ge=1)
+    micro_batch: int = param(64, "completions per forward/backward (gradient accumulation)", ge=1)
+    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
+    eval_limit: int = param(0, "held-out problems per level per evaluation (0 = all 100: the spkit_arith "
+                            "number)", ge=0, identity=False)
+
+    PRESETS = {  # a class constant (no annotation), not a field
+        "grpo": lambda: Config(scale_rewards=True, aggregation="seq_mean", kl_coef=0.04),
+        "dr_grpo": lambda: Config(scale_rewards=False, aggregation="dr_grpo", kl_coef=0.0),
+        "dapo": lambda: Config(scale_rewards=True, aggregation="token_mean", clip_eps=0.2, clip_eps_high=0.28,
+                               dynamic_sampling=True, kl_coef=0.0),
+    }
+
+
+# ---- 1-2. Rollout and reward (with DAPO's dynamic sampling) ----------------------------------------
+@dataclass
+class Batch:
+    """The groups trained on this step: completions (G·K, grouped) and their rewards (G·K,)."""
+
+    completions: list[Completion]
+    rewards: torch.Tensor
+    drawn: int  # completions sampled this step (all rounds)
+    drawn_rewards: torch.Tensor  # rewards of every group drawn (for train/reward)
+
+
+def rollout(sampler: Sampler, cfg: Config, params, seed: int) -> Batch:
+    """Steps 1-2: sample and score; with dynamic sampling keep mixed groups (Eq. DS), refilling."""
+    comps: list[Completion] = []
+    rewards: list[torch.Tensor] = []
+    drawn: list[torch.Tensor] = []
+    for r in range(cfg.max_rounds if cfg.dynamic_sampling else 1):
+        problems = V.train_problems(cfg.problems, derive_seed(seed, "problems", r))
+        outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(seed, "sample", r))
+        rew = V.score(outs, problems, cfg.k)  # 2
+        drawn.append(rew)
+        keep = V.mixed_groups(rew, cfg.k) if cfg.dynamic_sampling else torch.ones(cfg.problems, dtype=torch.bool)
+        for g in keep.nonzero().flatten().tolist():  # Eq. (DS)
+            comps += outs[g * cfg.k: (g + 1) * cfg.k]
+            rewards.append(rew[g * cfg.k: (g + 1) * cfg.k])
+        if len(rewards) >= cfg.problems:
+            break
+    n = min(len(rewards), cfg.problems)
+    return Batch(comps[: n * cfg.k], torch.cat(rewards[:n]) if n else torch.zeros(0),
+                 sum(len(d) for d in drawn), torch.cat(drawn))
+
+
+# ---- 3-4. Advantages and the clipped update ----------------------------------------------------------
+def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None) -> dict[str, float]:
+    """Steps 3-4: Eq. (A), then `ppo_epochs` optimizer steps of Eq. (PPO) over the batch.
+
+    Micro-batches are weighted so their gradients sum to the whole batch's loss exactly:
+    token_mean by their share of the tokens, seq_mean and dr_grpo by their share of the rows."""
+    adv = grpo_advantages(batch.rewards, cfg.k, scale=cfg.scale_rewards)  # (G·K,) Eq. (A)
+    comps = batch.completions
+    P, C = [c.prompt_ids for c in comps], [c.token_ids for c in comps]
+    n_rows, n_tok = len(comps), float(sum(len(c) for c in C))
+    ref: dict[int, torch.Tensor] = {}
+    if ref_model is not None and cfg.kl_coef > 0:
+        with torch.no_grad():
+            for sl in V.microbatches(n_rows, cfg.micro_batch):
+                ref[sl.start] = V.padded_logprobs(ref_model, P[sl], C[sl])[0]
+    stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+    model.train()
+    for _ in range(cfg.ppo_epochs):
+        optimizer.zero_grad(set_to_none=True)
+        for sl in V.microbatches(n_rows, cfg.micro_batch):
+            logp, mask = V.padded_logprobs(model, P[sl], C[sl])  # (b, T)
+            T = logp.shape[1]
+            old = torch.stack([torch.nn.functional.pad(torch.tensor(c.logprobs, device=logp.device),
+                                                       (0, T - len(c.logprobs))) for c in comps[sl]])  # (b, T)
+            a = adv[sl].to(logp.device)  # (b,)
+            share = float(mask.sum()) / max(n_tok, 1.0) if cfg.aggregation == "token_mean" else len(a) / n_rows
+            loss = grpo_loss(logp, old, a, mask, cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation,
+                             cfg.max_new_tokens, ref.get(sl.start), cfg.kl_coef) * share  # Eq. (PPO)
+            loss.backward()
+            with torch.no_grad():
+                ratio = torch.exp(logp - old)
+                clipped = ((ratio < 1 - cfg.clip_eps) | (ratio > 1 + cfg.clip_eps_high)).float()
+                tok_share = float(mask.sum()) / max(n_tok, 1.0)
+                stats["clip_frac"] += masked_mean(clipped, mask, None).item() * tok_share / cfg.ppo_epochs
+                if sl.start in ref:  # mean KL(π‖π_ref) per token, whatever the aggregation
+                    stats["kl"] += masked_mean(kl_k3(logp, ref[sl.start]), mask, None).item() * tok_share / cfg.ppo_epochs
+            stats["policy"] += loss.item() / cfg.ppo_epochs
+        if cfg.max_grad_norm > 0:
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        optimizer.step()
+    model.eval()
+    return stats
+
+
+# ---- Train ---------------------------------------------------------------------------------------
+PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/solved_none", "losses/policy", "losses/kl"]
+
+
+def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
+    """Run GRPO (or a variant); return every logged row. `callback(step, metrics)` per logged step."""
+    from spkit.models import load_model
+
+    run = Run(cfg, "grpo", callback, PLOT_KEYS)
+    model, tok = load_model(cfg.model)
+    ref_model = None
+    if cfg.kl_coef > 0:
+        ref_model, _ = load_model(cfg.model)
+        ref_model.requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    counter = V.SampleCounter()
+    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
+    sampler = Sampler(model, tok)
+    params = V.rollout_params(cfg.max_new_tokens, cfg.temperature)
+
+    def step(t: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t))  # 1-2
+        counter.samples += batch.drawn
+        t_roll = time.perf_counter() - t0
+        losses = update(model, optimizer, batch, cfg, ref_model) if batch.completions else {}  # 3-4
+        groups = batch.drawn_rewards.reshape(-1, cfg.k).mean(1)
+        return {"train/reward": batch.drawn_rewards.mean().item(),
+                "train/solved_all": (groups == 1).float().mean().item(),
+                "train/solved_none": (groups == 0).float().mean().item(),
+                "train/groups": float(len(batch.completions) // cfg.k),
+                "train/samples": float(counter.samples),
+                "train/completion_len": sum(len(c.token_ids) for c in batch.completions) / max(len(batch.completions), 1),
+                "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
+                **{f"losses/{k}": v for k, v in losses.items()}}
+
+    def evaluate(t: int) -> dict[str, float]:  # 5
+        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler),
+                "train/samples": float(counter.samples)}
+
+    return run.loop(step, evaluate)
+
+
+def summary(history: History) -> str:
+    """The line `spkit train grpo` prints at the end."""
+    return V.summary_line(history)
+
+
+__all__ = ["PAPER", "Config", "Batch", "rollout", "update", "train", "summary"]
