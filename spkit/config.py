@@ -83,6 +83,8 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> None:
     if not m or value is None:
         return
     values = value if isinstance(value, (tuple, list)) else (value,)
+    if not values and m.get("choices"):
+        raise SpkitError(f"{flag(f.name)} needs at least one of {', '.join(map(str, m['choices']))}")
     for v in values:
         if m.get("choices") and v not in m["choices"]:
             raise SpkitError(f"{flag(f.name)} must be one of {', '.join(map(str, m['choices']))}; got {v!r}")

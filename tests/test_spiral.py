@@ -281,6 +281,8 @@ def test_bad_config_is_one_clear_error():
         validate(spiral.Config(opponent="mirror"))
     with pytest.raises(SpkitError, match="--games"):
         validate(spiral.Config(games=("chess",)))
+    with pytest.raises(SpkitError, match="--games needs at least one"):
+        validate(spiral.Config(games=()))
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch + transformers: ~20 s CPU, more when loaded
