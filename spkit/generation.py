@@ -25,7 +25,7 @@ Two engines implement it:
 
 * `HFEngine` (below): the model's own forward with a `DynamicCache`; exact for any causal LM
   (and peft-wrapped models). `Sampler(fast=False)` forces it.
-* `spkit.engines.fused_llama.FastLlamaEngine`: a hand-fused forward for plain
+* `spkit.engines.fused_llama.FusedLlamaEngine`: a hand-fused forward for plain
   Llama/Qwen2/Qwen3/Mistral models, chosen automatically when it applies (its docstring says
   why it is faster).
 
@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from spkit.engines.fused_llama import FastLlamaEngine
+from spkit.engines.fused_llama import FusedLlamaEngine
 from spkit.errors import SpkitError
 from spkit.sampling import (
     Completion,
@@ -252,7 +252,7 @@ class Sampler:
     def _engine(self) -> Engine:
         """The fused engine when the model allows (and `fast` is not False), else HFEngine."""
         if self.fast is not False:
-            eng = FastLlamaEngine.maybe(self.model)
+            eng = FusedLlamaEngine.maybe(self.model)
             if eng is not None:
                 return eng
             if self.fast:

@@ -270,7 +270,7 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
     per-head q/k norms (Qwen3) go through the fused engine and still match `generate`."""
     import transformers
 
-    from spkit.engines.fused_llama import FastLlamaEngine
+    from spkit.engines.fused_llama import FusedLlamaEngine
 
     _, tok = tiny
     cls = {"qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
@@ -285,7 +285,7 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
         for p_name, p in model.named_parameters():
             if p_name.endswith(("bias", "norm.weight")):
                 p.add_(torch.randn_like(p) * 0.3)
-    assert FastLlamaEngine.maybe(model) is not None
+    assert FusedLlamaEngine.maybe(model) is not None
     prompts = [RULES + p for p in PROMPTS]
     for fast in ENGINES:
         outs = Sampler(model, tok, fast=fast).generate(
@@ -300,13 +300,13 @@ def test_fast_engine_gqa_bias_qknorm_architectures(tiny, arch):
 
 
 def test_unsupported_models_use_the_generic_engine(tiny):
-    from spkit.engines.fused_llama import FastLlamaEngine
+    from spkit.engines.fused_llama import FusedLlamaEngine
     from spkit.generation import Engine, HFEngine
 
     model, tok = tiny
-    assert FastLlamaEngine.maybe(torch.nn.Linear(2, 2)) is None
+    assert FusedLlamaEngine.maybe(torch.nn.Linear(2, 2)) is None
     with pytest.raises(SpkitError):
         Sampler(torch.nn.Linear(2, 2), tok, fast=True)._engine()
     assert isinstance(Sampler(model, tok, fast=False)._engine(), HFEngine)
     assert isinstance(HFEngine(model), Engine)
-    assert isinstance(FastLlamaEngine(model), Engine)  # the tiny model is a plain Llama
+    assert isinstance(FusedLlamaEngine(model), Engine)  # the tiny model is a plain Llama

@@ -1,7 +1,7 @@
 """A fused forward pass for Llama-family decoders: the same weights and the same math as the
 model's own forward, with less work per step. `Sampler` uses it automatically when it applies.
 
-Which models: `FastLlamaEngine.maybe(model)` returns an engine only for an unwrapped model whose
+Which models: `FusedLlamaEngine.maybe(model)` returns an engine only for an unwrapped model whose
 `config.model_type` is llama, qwen2, qwen3 or mistral (without a sliding window), with full
 attention in every layer, plain `nn.Linear` projections (q/k/v biases as in Qwen2 and Qwen3's
 per-head q/k norms are handled; o/gate/down have no bias) and the model's own rotary module
@@ -78,7 +78,7 @@ class _Layer:
     k_norm: torch.Tensor | None
 
 
-class FastLlamaEngine:
+class FusedLlamaEngine:
     """The fused forward of one `Sampler.generate` call (implements `spkit.generation.Engine`).
 
     Cache layout: the shared prefix's keys/values once per layer, (Hkv, P, D), and a per-row
@@ -107,7 +107,7 @@ class FastLlamaEngine:
         self.dtype, self.device = self.embed.dtype, self.embed.device
 
     @classmethod
-    def maybe(cls, model) -> FastLlamaEngine | None:
+    def maybe(cls, model) -> FusedLlamaEngine | None:
         """The engine if `model` is a plain (unwrapped) Llama-family model, else None."""
         cfg = getattr(model, "config", None)
         if getattr(cfg, "model_type", None) not in _FAST_TYPES:
