@@ -141,3 +141,14 @@ def shared_prefix_logprobs(
         lp = torch.log_softmax(logits[b, start: start + len(c)].float(), -1)  # (len_c, V)
         out.append(lp.gather(1, torch.tensor(c, device=dev)[:, None]).squeeze(1))
     return out
+
+
+def pad_right(rows, T: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Variable-length rows (per-token log-probs, a turn's sampled log-probs, ...) as one (B, T)
+    tensor, zero-padded on the right; `T` defaults to the longest row. Every loss takes its
+    inputs in this layout, with `pad_right([[1.0] * len(r) for r in rows], T)` as the mask."""
+    rows = [torch.as_tensor(r, dtype=dtype) for r in rows]
+    T = max((len(r) for r in rows), default=0) if T is None else T
+    if not rows:
+        return torch.zeros(0, T)
+    return torch.stack([torch.nn.functional.pad(r, (0, T - len(r))) for r in rows])

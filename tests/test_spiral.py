@@ -121,11 +121,11 @@ def test_merging_identical_turns_is_exact(random_tiny):
         rows = spiral.merge_turns(batch) if merge else [(t, a, 1) for t, a in batch]
         assert len(rows) == (3 if merge else 5)
         P, C = [t.prompt_ids for t, _, _ in rows], [t.completion_ids for t, _, _ in rows]
-        from spkit.logprobs import token_logprobs
+        from spkit.logprobs import pad_right, token_logprobs
 
         logp = torch.stack([torch.nn.functional.pad(x, (0, 2 - len(x))) for x in token_logprobs(model, P, C)])
-        old = spiral._pad([[v - 0.3 for v in t.old_logprobs] for t, _, _ in rows], 2)  # ratios != 1: clipping on
-        mask = spiral._pad([[1.0] * len(c) for c in C], 2)
+        old = pad_right([[v - 0.3 for v in t.old_logprobs] for t, _, _ in rows], 2)  # ratios != 1: clipping on
+        mask = pad_right([[1.0] * len(c) for c in C], 2)
         adv = torch.tensor([a for _, a, _ in rows])
         w = torch.tensor([float(n) for _, _, n in rows])
         loss, _ = spiral.spiral_loss(logp, old, adv, mask, 0.2, weights=w, n_tokens=8.0)

@@ -74,6 +74,7 @@ import torch
 
 from spkit.config import param
 from spkit.generation import Sampler
+from spkit.logprobs import pad_right
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
@@ -179,8 +180,7 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None) -> dict[
         for sl in V.microbatches(n_rows, cfg.micro_batch):
             logp, mask = V.padded_logprobs(model, P[sl], C[sl])  # (b, T)
             T = logp.shape[1]
-            old = torch.stack([torch.nn.functional.pad(torch.tensor(c.logprobs, device=logp.device),
-                                                       (0, T - len(c.logprobs))) for c in comps[sl]])  # (b, T)
+            old = pad_right([c.logprobs for c in comps[sl]], T).to(logp.device)  # (b, T)
             a = adv[sl].to(logp.device)  # (b,)
             share = float(mask.sum()) / max(n_tok, 1.0) if cfg.aggregation == "token_mean" else len(a) / n_rows
             loss = grpo_loss(logp, old, a, mask, cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation,

@@ -82,7 +82,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spkit.config import param
 from spkit.games import load_game
@@ -91,7 +90,7 @@ from spkit.games.policies import HeuristicNegotiator, TabularPolicy, UniformRand
 from spkit.games.prompts import MODES
 from spkit.generation import Sampler
 from spkit.lm_policy import LLMPolicy
-from spkit.logprobs import shared_prefix_logprobs
+from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
 from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes
@@ -259,11 +258,6 @@ def merge_turns(batch: list[tuple[Turn, float]]) -> list[tuple[Turn, float, int]
     return [(t, a, n) for t, a, n in rows.values()]
 
 
-def _pad(rows: list[list[float]] | list[torch.Tensor], T: int) -> torch.Tensor:
-    """Right-pad variable-length rows with zeros into a (B, T) tensor."""
-    return torch.stack([F.pad(torch.as_tensor(r, dtype=torch.float32), (0, T - len(r))) for r in rows])
-
-
 def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None) -> dict[str, float]:
     """Step 4: `ppo_epochs` optimizer steps, each over the whole batch in micro-batches."""
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_max": 0.0, "grad_norm": 0.0}
@@ -277,16 +271,16 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
-            logp = _pad(shared_prefix_logprobs(model, P, C), T)  # (b, T)
+            logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)  # (b, T)
             dev = logp.device
-            old = _pad([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
-            mask = _pad([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
+            old = pad_right([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
+            mask = pad_right([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
             adv = torch.tensor([a for _, a, _ in mb], device=dev)  # (b,) summed advantages
             w = torch.tensor([float(n) for _, _, n in mb], device=dev)  # (b,) turns merged
             ref = None
             if ref_model is not None and cfg.kl_coef > 0:
                 with torch.no_grad():
-                    ref = _pad(shared_prefix_logprobs(ref_model, P, C), T)
+                    ref = pad_right(shared_prefix_logprobs(ref_model, P, C), T, torch.float32)
             loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef, w, n_tok)
             loss.backward()
             share = float((mask * w[:, None]).sum()) / max(n_tok, 1.0)

@@ -28,12 +28,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
-from spkit.logprobs import token_logprobs
+from spkit.logprobs import pad_right, token_logprobs
 from spkit.rl.advantages import _grouped
 from spkit.sampling import Completion, SamplingParams
 from spkit.tasks import arithmetic
@@ -133,12 +132,8 @@ def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
     """Differentiable log π(y_t | x, y_<t) of each completion, right-padded: ((B, T), (B, T) mask).
     Only completion tokens are scored, so a loss on these never sees the prompt."""
     lps = token_logprobs(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids])
-    T = max((len(x) for x in lps), default=0)
-    dev = lps[0].device if lps else torch.device("cpu")
-    logp = torch.stack([F.pad(x, (0, T - len(x))) for x in lps]) if lps else torch.zeros(0, 0)
-    mask = torch.zeros(len(lps), T, device=dev)
-    for i, x in enumerate(lps):
-        mask[i, : len(x)] = 1.0
+    logp = pad_right(lps)
+    mask = pad_right([[1.0] * len(x) for x in lps], logp.shape[1]).to(logp.device)
     return logp, mask
 
 
