@@ -196,12 +196,8 @@ class LLMPolicy(Policy):
                                      seed=_stable_seed(self.seed, self.mode, *prompts))
         counts = []
         for j, s in enumerate(states):
-            c = dict.fromkeys(s.legal_actions(), 0)
-            for o in outs[j * self.n_samples: (j + 1) * self.n_samples]:
-                a = parse_action(self._as_answer(o.text), s.legal_actions(), s)
-                if isinstance(a, str):
-                    c[a] += 1
-            counts.append(c)
+            valid, _ = self._tally([o.text for o in outs[j * self.n_samples: (j + 1) * self.n_samples]], s)
+            counts.append({a: valid.get(a, 0) for a in s.legal_actions()})
         probs = [{a: x / sum(c.values()) if sum(c.values()) else 1 / len(c) for a, x in c.items()} for c in counts]
         return PolicyTable(probs, [sum(c.values()) / self.n_samples for c in counts], counts)
 
@@ -223,18 +219,23 @@ class LLMPolicy(Policy):
             mass.append(float(torch.logsumexp(lp, 0).exp()))
         return PolicyTable(probs, mass, None)
 
-    def _sampled(self, state: State, legal: list[str]) -> dict[str, float]:
-        prompt = self.prompt(state)
-        seed = _stable_seed(self.seed, self.mode, prompt)
-        outs = self.sampler.generate([prompt] * self.n_samples, self._params(), seed=seed)
+    def _tally(self, texts: list[str], state: State) -> tuple[dict[str, int], dict[str, int]]:
+        """Parse sampled answers at `state`: (count per valid move, count per invalid reason)."""
         counts: dict[str, int] = {}
         reasons: dict[str, int] = {}
-        for c in outs:
-            parsed = parse_action(self._as_answer(c.text), legal, state=state)
+        for text in texts:
+            parsed = parse_action(self._as_answer(text), state.legal_actions(), state=state)
             if isinstance(parsed, InvalidMove):
                 reasons[parsed.reason] = reasons.get(parsed.reason, 0) + 1
             else:
                 counts[parsed] = counts.get(parsed, 0) + 1
+        return counts, reasons
+
+    def _sampled(self, state: State, legal: list[str]) -> dict[str, float]:
+        prompt = self.prompt(state)
+        seed = _stable_seed(self.seed, self.mode, prompt)
+        outs = self.sampler.generate([prompt] * self.n_samples, self._params(), seed=seed)
+        counts, reasons = self._tally([c.text for c in outs], state)
         n_invalid = sum(reasons.values())
         self.last_stats = SampleStats(
             self.n_samples, counts, n_invalid, reasons, [c.text for c in outs]
