@@ -216,6 +216,17 @@ def test_train_problems_never_hold_out_problems():
         assert not held & set(qs)
 
 
+def test_dev_split_is_part_of_train_and_never_trained_on():
+    dev = V.dev_problems(50)
+    assert len(dev) == 200 and [p["steps"] for p in dev[:: 50]] == [1, 2, 3, 4]
+    qs = {p["question"] for p in dev}
+    assert all(arithmetic.split_of(q) == "train" and arithmetic.in_dev(q) for q in qs)
+    trained = {p["question"] for seed in range(5) for p in V.train_problems(400, seed)}
+    assert not qs & trained and not any(arithmetic.in_dev(q) for q in trained)
+    share = sum(map(arithmetic.in_dev, (p["question"] for p in arithmetic.generate(2000, 7, split="train"))))
+    assert 120 < share < 280  # ~10 % of train questions, a hash bucket independent of the test one
+
+
 def _prompt_question(prompt: str) -> str:
     return prompt.removeprefix("Question: ").removesuffix("\nAnswer:")
 

@@ -20,7 +20,8 @@ like spkit's lm-eval backend (`spkit.evals.lm.SpkitLM`: longest prompts first, b
 so both give the same completions (tested against `spkit eval` in tests/test_reasoning.py).
 
 The held-out problems never enter training: `train_problems` draws only from the train split
-(`arithmetic.split_of`), and the held-out set is drawn only from the test split.
+(`arithmetic.split_of`), and the held-out set is drawn only from the test split. Settings are
+chosen on `dev_problems`, a hash bucket of the train split that `train_problems` never draws.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from spkit.tasks import arithmetic
 
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
-    "train_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
+    "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
     "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
 ]
 
@@ -56,9 +57,18 @@ EVAL_BATCH = 64  # `spkit eval --batch-size` default
 
 
 def train_problems(n: int, seed: int, steps: int | Sequence[int] = EVAL_LEVELS) -> list[dict]:
-    """`n` distinct training problems, levels cycled through `steps`; never a held-out one."""
+    """`n` distinct training problems, levels cycled through `steps`; never a held-out or a dev one."""
     return arithmetic.generate(n, seed, steps=tuple(steps) if not isinstance(steps, int) else steps,
-                               split="train")
+                               split="train", exclude_dev=True)
+
+
+def dev_problems(per_level: int, seed: int = 0, steps: Sequence[int] = EVAL_LEVELS) -> list[dict]:
+    """`per_level` problems of each level from the dev split (part of train, never trained on by
+    the RL trainers): where settings are chosen, so the held-out number stays unbiased."""
+    out: list[dict] = []
+    for level in steps:
+        out += arithmetic.generate(per_level, seed, steps=level, split="dev")
+    return out
 
 
 def heldout_problems(limit: int | None = None) -> list[dict]:

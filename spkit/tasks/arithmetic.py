@@ -24,6 +24,12 @@ Held-out split: ``split_of(question)`` hashes the question text (SHA-256) and pu
 all questions in ``"test"``. The pretraining corpus only uses ``generate(..., split="train")``
 and the ``spkit_arith`` eval only ``split="test"``, so no eval question is ever seen in
 training, whatever seeds either side uses.
+
+Dev split: ``in_dev(question)`` puts another ~10 % of the *train* questions (a second hash
+bucket) aside for choosing settings (B-STaR's temperature grid, any hyper-parameter search):
+``generate(..., split="dev")`` draws only those, and ``exclude_dev=True`` (what the RL trainers
+use) never does. Pretraining drew from all train questions, the dev bucket included; the problem
+space is large enough that a dev problem was seen verbatim only by chance.
 """
 
 from __future__ import annotations
@@ -128,20 +134,37 @@ def split_of(question: str) -> str:
     return "test" if h % TEST_FRACTION == 0 else "train"
 
 
+def in_dev(question: str) -> bool:
+    """True for the ~1/TEST_FRACTION of *train* questions set aside as the dev split (a hash
+    bucket independent of ``split_of``'s)."""
+    h = int.from_bytes(hashlib.sha256(question.encode("utf-8")).digest()[4:8], "big")
+    return split_of(question) == "train" and h % TEST_FRACTION == 0
+
+
+def _in_split(question: str, split: str | None, exclude_dev: bool) -> bool:
+    if exclude_dev and in_dev(question):
+        return False
+    if split == "dev":
+        return in_dev(question)
+    return split is None or split_of(question) == split
+
+
 def generate(
     n: int,
     seed: int,
     steps: int | tuple[int, ...] | list[int] = (1, 2, 3, 4),
     split: str | None = "test",
     annotate: bool = False,
+    exclude_dev: bool = False,
 ) -> list[dict]:
     """``n`` distinct problems (same seed -> same list).
 
     ``steps`` is one difficulty level or a collection cycled through in order (so levels are
-    balanced); ``split`` keeps only questions of that split (``None`` keeps all).
+    balanced); ``split`` keeps only questions of that split (``"train"``, ``"test"``, ``"dev"``
+    (a part of train) or ``None`` for all); ``exclude_dev`` also drops the dev questions.
     """
-    if split not in (None, "train", "test"):
-        raise ValueError(f"split must be 'train', 'test' or None, not {split!r}")
+    if split not in (None, "train", "test", "dev"):
+        raise ValueError(f"split must be 'train', 'test', 'dev' or None, not {split!r}")
     levels = [steps] if isinstance(steps, int) else list(steps)
     if not levels or min(levels) < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
@@ -154,7 +177,7 @@ def generate(
         if attempts > 1000 * (n + 10):
             raise RuntimeError(f"could not find {n} distinct {split} problems")
         rec = make_problem(rng, levels[len(out) % len(levels)], annotate)
-        if rec["question"] in seen or (split and split_of(rec["question"]) != split):
+        if rec["question"] in seen or not _in_split(rec["question"], split, exclude_dev):
             continue
         seen.add(rec["question"])
         out.append(rec)
