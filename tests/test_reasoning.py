@@ -8,6 +8,7 @@ held-out split never reaching training, and determinism / exact resume of both t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -319,3 +320,83 @@ def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, f
     assert not math.isnan(a.last("eval/strict"))
     n = a.last("train/samples")  # 2 steps × 3 problems × 3 samples (GRPO: + refill rounds)
     assert n == 18 if name == "rft" else (n >= 18 and n % 9 == 0)
+
+
+# ---- a real dataset (GSM8K) through the same trainers, on local files
+
+
+def _write_gsm8k(root: Path, n_train: int = 60, n_test: int = 6) -> Path:
+    """A GSM8K-format data directory (spkit's arithmetic records, GSM8K's schema)."""
+    import json
+
+    (root / "gsm8k").mkdir(parents=True)
+    for stem, recs in (("train", arithmetic.generate(n_train, 1, split="train")),
+                       ("test", arithmetic.generate(n_test, 2, split="test"))):
+        with open(root / "gsm8k" / f"{stem}.jsonl", "w") as f:
+            for r in recs:
+                f.write(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n")
+    return root
+
+
+def test_gsm8k_task_reads_local_files_and_keeps_dev_apart(tmp_path):
+    from spkit.errors import SpkitError
+
+    task = V.load_task("gsm8k", str(_write_gsm8k(tmp_path)))
+    assert task.levels == () and task.max_new_tokens == 256 and "Question:" in task.stop
+    held = [r["question"] for r in task.heldout_problems()]
+    assert len(held) == 6 and [r["question"] for r in task.heldout_problems(2)] == held[:2]
+    dev = {r["question"] for r in task.dev_problems(100)}
+    trained = {r["question"] for s in range(20) for r in task.train_problems(10, s)}
+    assert dev and trained and not dev & trained and not trained & set(held)
+    assert len(dev) + len(trained) == 60  # every train-file problem is one or the other
+    assert task.train_problems(5, 3) == task.train_problems(5, 3) != task.train_problems(5, 4)
+    with pytest.raises(SpkitError, match="100 train problems asked for"):
+        task.train_problems(100, 0)
+    with pytest.raises(SpkitError, match="unknown task 'gsm9k'"):
+        V.load_task("gsm9k")
+    with pytest.raises(SpkitError, match="data file .* not found"):
+        V.load_task("gsm8k", str(tmp_path / "gsm8k"))
+
+
+def test_gsm8k_heldout_accuracy_equals_spkit_eval(tiny_dir):
+    """With --task gsm8k the training curve's number is `spkit eval --tasks gsm8k --num-fewshot 0
+    --max-gen-toks N`, completion by completion (the fixture's test file, a random tiny model)."""
+    from spkit.evals.data import FIXTURES
+    from spkit.evals.run import run
+    from spkit.models import load_model
+
+    task = V.load_task("gsm8k", str(FIXTURES))
+    assert task.eval_command.startswith("spkit eval --tasks gsm8k --num-fewshot 0 --max-gen-toks 256")
+    task = dataclasses.replace(task, max_new_tokens=12)
+    res = run(model=str(tiny_dir), tasks="gsm8k", data_dir=str(FIXTURES), num_fewshot=0, max_gen_toks=12)
+    model, tok = load_model(str(tiny_dir))
+    problems, outs = V.heldout_completions(model, tok, task=task)
+    theirs = {s["doc"]["question"]: s["resps"][0][0] for rows in res["samples"].values() for s in rows}
+    assert len(theirs) == len(problems) == 8
+    assert [theirs[p["question"]] for p in problems] == [c.text for c in outs]
+    ours = V.evaluate_heldout(model, tok, task=task)
+    assert ours["eval/strict"] == pytest.approx(res["results"]["gsm8k_local"]["exact_match,strict-match"])
+    assert not any(k.startswith("eval/strict/level_") for k in ours)
+
+
+@pytest.mark.parametrize("name", ["rft", "grpo"])
+def test_gsm8k_preset_trains_a_model_from_local_files(name, tiny_dir, tmp_path, fake_reward, monkeypatch):
+    from spkit.cli import main
+    from spkit.generation import Sampler
+
+    data = _write_gsm8k(tmp_path / "data")
+    seen: list[str] = []
+    real = Sampler.generate
+    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False: (
+        seen.extend(prompts) or real(self, prompts, params, seed, progress)))
+    out = tmp_path / "run"
+    main(["train", name, "--preset", "gsm8k", "--model", str(tiny_dir), "--data-dir", str(data), "--steps", "1",
+          "--problems", "2", "--k", "2", "--max-new-tokens", "6", "--eval-limit", "2", "--out", str(out),
+          "--no-tensorboard", "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["task"] == "gsm8k" and cfg["micro_batch"] == 8  # the preset, flags on top
+    test_qs, train_qs = ({json.loads(line)["question"] for line in open(data / "gsm8k" / f"{s}.jsonl")}
+                         for s in ("test", "train"))
+    asked = {_prompt_question(p) for p in seen}
+    assert asked & test_qs and asked - test_qs and asked - test_qs <= train_qs  # evaluated on test, trained on train
+    assert (out / "final" / "model.safetensors").exists()

@@ -29,7 +29,7 @@ Algorithm (one step t):
      aggregated as `aggregation`:
         seq_mean   (1/G) Σ_i (1/|y_i|) Σ_t ℓ_{i,t}       — GRPO
         token_mean (1/Σ_i |y_i|) Σ_i Σ_t ℓ_{i,t}        — DAPO (token-level)
-        dr_grpo    (1/(G·L)) Σ_i Σ_t ℓ_{i,t}, L = max_new_tokens — Dr. GRPO
+        dr_grpo    (1/(G·L)) Σ_i Σ_t ℓ_{i,t}, L = the completion budget — Dr. GRPO
      (`spkit.rl.losses.grpo_loss`, equal to TRL's `GRPOTrainer` loss on identical inputs).
   5. Every `eval_every` steps: greedy held-out accuracy, the `spkit eval --tasks spkit_arith`
      number, against the completions drawn so far.
@@ -78,7 +78,7 @@ from spkit.logprobs import pad_right
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
-from spkit.run import History, Run, RunConfig
+from spkit.run import History, Run
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 
@@ -93,19 +93,15 @@ AGGREGATIONS = ("seq_mean", "token_mean", "dr_grpo")
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(RunConfig):
-    """GRPO settings; defaults sized for spkit-tiny on a CPU (see the presets for the variants)."""
+class Config(V.VerifiableConfig):
+    """GRPO settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+    sized for spkit-tiny on a CPU (see the presets for the variants and a real model on GSM8K)."""
 
-    model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
     steps: int = param(200, "policy updates (rollout batches)", ge=0, identity=False)
-    problems: int = param(16, "train-split problems (groups) per step", ge=1)
     k: int = param(8, "completions per problem: the group size G", ge=2)
-    temperature: float = param(1.0, "rollout sampling temperature", gt=0)
-    max_new_tokens: int = param(V.EVAL_MAX_NEW_TOKENS, "tokens per completion; also Dr. GRPO's constant L",
-                                ge=1)
     scale_rewards: bool = param(True, "divide advantages by the group std (GRPO); --no-scale-rewards = Dr. GRPO")
     aggregation: str = param("seq_mean", "token aggregation: seq_mean (GRPO) | token_mean (DAPO) | "
-                             "dr_grpo (Σ/(G·max_new_tokens))", choices=AGGREGATIONS)
+                             "dr_grpo (Σ/(G·L), L = the completion budget)", choices=AGGREGATIONS)
     clip_eps: float = param(0.2, "PPO clip ε (ε_low)", gt=0)
     clip_eps_high: float = param(0.2, "upper clip ε_high (DAPO clip-higher: 0.28)", gt=0)
     dynamic_sampling: bool = param(False, "DAPO: train only on groups with mixed rewards, refilling the batch")
@@ -115,14 +111,16 @@ class Config(RunConfig):
     ppo_epochs: int = param(1, "optimizer steps over each rollout batch (GRPO's μ)", ge=1)
     micro_batch: int = param(64, "completions per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
-    eval_limit: int = param(0, "held-out problems per level per evaluation (0 = all 100: the spkit_arith "
-                            "number)", ge=0, identity=False)
 
     PRESETS = {  # a class constant (no annotation), not a field
         "grpo": lambda: Config(scale_rewards=True, aggregation="seq_mean", kl_coef=0.04),
         "dr_grpo": lambda: Config(scale_rewards=False, aggregation="dr_grpo", kl_coef=0.0),
         "dapo": lambda: Config(scale_rewards=True, aggregation="token_mean", clip_eps=0.2, clip_eps_high=0.28,
                                dynamic_sampling=True, kl_coef=0.0),
+        # a real model on GSM8K (DeepSeekMath's GRPO: lr 1e-6, β 0.04; TRL's group of 8):
+        # spkit train grpo --preset gsm8k --model PATH --data-dir data/
+        "gsm8k": lambda: Config(task="gsm8k", problems=32, k=8, lr=1e-6, kl_coef=0.04, micro_batch=8,
+                                eval_every=25),
     }
 
 
@@ -137,13 +135,13 @@ class Batch:
     drawn_rewards: torch.Tensor  # rewards of every group drawn (for train/reward)
 
 
-def rollout(sampler: Sampler, cfg: Config, params, seed: int) -> Batch:
+def rollout(sampler: Sampler, cfg: Config, params, seed: int, task: V.Task = V.ARITH) -> Batch:
     """Steps 1-2: sample and score; with dynamic sampling keep mixed groups (Eq. DS), refilling."""
     comps: list[Completion] = []
     rewards: list[torch.Tensor] = []
     drawn: list[torch.Tensor] = []
     for r in range(cfg.max_rounds if cfg.dynamic_sampling else 1):
-        problems = V.train_problems(cfg.problems, derive_seed(seed, "problems", r))
+        problems = task.train_problems(cfg.problems, derive_seed(seed, "problems", r))
         outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(seed, "sample", r))
         rew = V.score(outs, problems, cfg.k)  # 2
         drawn.append(rew)
@@ -159,11 +157,13 @@ def rollout(sampler: Sampler, cfg: Config, params, seed: int) -> Batch:
 
 
 # ---- 3-4. Advantages and the clipped update ----------------------------------------------------------
-def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None) -> dict[str, float]:
+def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
+           max_len: int = V.EVAL_MAX_NEW_TOKENS) -> dict[str, float]:
     """Steps 3-4: Eq. (A), then `ppo_epochs` optimizer steps of Eq. (PPO) over the batch.
 
     Micro-batches are weighted so their gradients sum to the whole batch's loss exactly:
-    token_mean by their share of the tokens, seq_mean and dr_grpo by their share of the rows."""
+    token_mean by their share of the tokens, seq_mean and dr_grpo by their share of the rows.
+    `max_len` is Dr. GRPO's constant L, the completion budget (`cfg.new_tokens(task)`)."""
     adv = grpo_advantages(batch.rewards, cfg.k, scale=cfg.scale_rewards)  # (G·K,) Eq. (A)
     comps = batch.completions
     P, C = [c.prompt_ids for c in comps], [c.token_ids for c in comps]
@@ -184,7 +184,7 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None) -> dict[
             a = adv[sl].to(logp.device)  # (b,)
             share = float(mask.sum()) / max(n_tok, 1.0) if cfg.aggregation == "token_mean" else len(a) / n_rows
             loss = grpo_loss(logp, old, a, mask, cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation,
-                             cfg.max_new_tokens, ref.get(sl.start), cfg.kl_coef) * share  # Eq. (PPO)
+                             max_len, ref.get(sl.start), cfg.kl_coef) * share  # Eq. (PPO)
             loss.backward()
             with torch.no_grad():
                 ratio = torch.exp(logp - old)
@@ -209,6 +209,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     """Run GRPO (or a variant); return every logged row. `callback(step, metrics)` per logged step."""
     from spkit.models import load_model
 
+    task = V.task_of(cfg)
     run = Run(cfg, "grpo", callback, PLOT_KEYS)
     model, tok = load_model(cfg.model)
     ref_model = None
@@ -219,14 +220,15 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     counter = V.SampleCounter()
     run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
     sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.max_new_tokens, cfg.temperature)
+    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t))  # 1-2
+        batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t), task)  # 1-2
         counter.samples += batch.drawn
         t_roll = time.perf_counter() - t0
-        losses = update(model, optimizer, batch, cfg, ref_model) if batch.completions else {}  # 3-4
+        losses = (update(model, optimizer, batch, cfg, ref_model, cfg.new_tokens(task))  # 3-4
+                  if batch.completions else {})
         groups = batch.drawn_rewards.reshape(-1, cfg.k).mean(1)
         return {"train/reward": batch.drawn_rewards.mean().item(),
                 "train/solved_all": (groups == 1).float().mean().item(),
@@ -238,7 +240,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler),
+        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
                 "train/samples": float(counter.samples)}
 
     return run.loop(step, evaluate)

@@ -56,7 +56,7 @@ from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
 from spkit.rl.losses import sft_loss
-from spkit.run import History, Run, RunConfig
+from spkit.run import History, Run
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -68,22 +68,20 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(RunConfig):
-    """RFT settings; defaults sized for spkit-tiny on a CPU."""
+class Config(V.VerifiableConfig):
+    """RFT settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+    sized for spkit-tiny on a CPU."""
 
-    model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
     steps: int = param(200, "rejection-sampling rounds (sample, filter, fine-tune)", ge=0, identity=False)
-    problems: int = param(16, "train-split problems per step", ge=1)
-    k: int = param(8, "completions sampled per problem", ge=1)
-    temperature: float = param(1.0, "rollout sampling temperature", gt=0)
-    max_new_tokens: int = param(V.EVAL_MAX_NEW_TOKENS, "tokens per completion (spkit_arith: 96)", ge=1)
     dedup: bool = param(True, "train on each distinct correct completion of a problem once (the paper)")
     lr: float = param(1e-4, "learning rate (Adam)", gt=0)
     epochs: int = param(1, "optimizer steps over each step's kept completions", ge=1)
     micro_batch: int = param(64, "completions per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
-    eval_limit: int = param(0, "held-out problems per level per evaluation (0 = all 100: the spkit_arith "
-                            "number)", ge=0, identity=False)
+
+    PRESETS = {  # a class constant (no annotation), not a field
+        "gsm8k": lambda: Config(task="gsm8k", problems=32, k=8, lr=1e-5, micro_batch=8, eval_every=25),
+    }
 
 
 # ---- 1-2. Rollout and rejection ------------------------------------------------------------------
@@ -129,17 +127,18 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     """Run RFT; return every logged row. `callback(step, metrics)` after each logged step."""
     from spkit.models import load_model
 
+    task = V.task_of(cfg)
     run = Run(cfg, "rft", callback, PLOT_KEYS)
     model, tok = load_model(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     counter = V.SampleCounter()
     run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
     sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.max_new_tokens, cfg.temperature)
+    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        problems = V.train_problems(cfg.problems, derive_seed(cfg.seed, "problems", t))
+        problems = task.train_problems(cfg.problems, derive_seed(cfg.seed, "problems", t))
         outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(cfg.seed, "sample", t))  # 1
         counter.samples += len(outs)
         t_roll = time.perf_counter() - t0
@@ -154,7 +153,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate(t: int) -> dict[str, float]:  # 4
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler),
+        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
                 "train/samples": float(counter.samples)}
 
     return run.loop(step, evaluate)

@@ -22,25 +22,36 @@ so both give the same completions (tested against `spkit eval` in tests/test_rea
 The held-out problems never enter training: `train_problems` draws only from the train split
 (`arithmetic.split_of`), and the held-out set is drawn only from the test split. Settings are
 chosen on `dev_problems`, a hash bucket of the train split that `train_problems` never draws.
+
+A real model trains on GSM8K the same way: `load_task("gsm8k", data_dir)` is a `Task` whose
+problems come from ``DATA_DIR/gsm8k/train.jsonl`` (minus a 10 % dev bucket) and whose held-out
+set is ``DATA_DIR/gsm8k/test.jsonl``, scored as `spkit eval --tasks gsm8k --num-fewshot 0
+--max-gen-toks N --data-dir DIR` scores it (lm-eval's ``gsm8k`` prompt, stop strings and filters,
+zero-shot). Every trainer takes ``--task`` and ``--data-dir``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from spkit.config import param
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, token_logprobs
 from spkit.rl.advantages import _grouped
+from spkit.run import RunConfig
 from spkit.sampling import Completion, SamplingParams
-from spkit.tasks import arithmetic
+from spkit.tasks import arithmetic, datafiles
 
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
-    "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
+    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
     "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
 ]
 
@@ -81,12 +92,112 @@ def heldout_problems(limit: int | None = None) -> list[dict]:
     return out
 
 
+# ---- tasks: where problems come from and how `spkit eval` scores them
+
+
+@dataclass(frozen=True)
+class Task:
+    """A verifiable task: its problems (train / dev / held-out), its stop strings and token budget,
+    and the `spkit eval` command whose number `evaluate_heldout` reproduces. Records have GSM8K's
+    schema (``question``, ``answer`` ending in ``#### n``), so prompt and checker are shared."""
+
+    name: str
+    train: Callable[[int, int, Sequence[int] | None], list[dict]] = field(repr=False)  # (n, seed, levels)
+    dev: Callable[[int, int], list[dict]] = field(repr=False)  # (per_level, seed)
+    heldout: Callable[[int | None], list[dict]] = field(repr=False)  # (limit)
+    stop: tuple[str, ...] = EVAL_STOP
+    max_new_tokens: int = EVAL_MAX_NEW_TOKENS
+    levels: tuple[int, ...] = ()  # difficulty categories (arithmetic step counts), if any
+    eval_command: str = "spkit eval --tasks spkit_arith"
+
+    def train_problems(self, n: int, seed: int, levels: Sequence[int] | None = None) -> list[dict]:
+        return self.train(n, seed, levels)
+
+    def dev_problems(self, per_level: int, seed: int = 0) -> list[dict]:
+        return self.dev(per_level, seed)
+
+    def heldout_problems(self, limit: int | None = None) -> list[dict]:
+        return self.heldout(limit)
+
+
+def _in_dev_bucket(question: str) -> bool:
+    """The dev bucket of a file-based task: 1 question in 10 by hash, never trained on."""
+    return int.from_bytes(hashlib.sha256(question.encode("utf-8")).digest()[4:8], "big") % 10 == 0
+
+
+def _gsm8k_task(data_dir: str | None) -> Task:
+    """GSM8K from local files (`spkit.tasks.datafiles` layout), zero-shot as the trainers prompt."""
+    pool = datafiles.load_split("gsm8k", "train", data_dir)
+    test = datafiles.load_split("gsm8k", "test", data_dir)
+    train = [r for r in pool if not _in_dev_bucket(r["question"])]
+    dev = [r for r in pool if _in_dev_bucket(r["question"])]
+
+    def draw(records: list[dict], what: str, n: int, seed: int) -> list[dict]:
+        if n > len(records):
+            raise SpkitError(f"gsm8k: {n} {what} problems asked for, the data has {len(records)}")
+        return random.Random(seed).sample(records, n)
+
+    root = datafiles.data_dir(data_dir)
+    return Task(
+        "gsm8k",
+        train=lambda n, seed, levels=None: draw(train, "train", n, seed),
+        dev=lambda per_level, seed=0: draw(dev, "dev", min(per_level, len(dev)) if dev else 1, seed),
+        heldout=lambda limit=None: test[:limit] if limit else list(test),
+        stop=("Question:", "</s>", "<|im_end|>"),  # evals/gsm8k_local.yaml `until`
+        max_new_tokens=256,  # lm-eval's default max_gen_toks (gsm8k sets none)
+        eval_command=f"spkit eval --tasks gsm8k --num-fewshot 0 --max-gen-toks 256 --data-dir {root}",
+    )
+
+
+ARITH = Task("spkit_arith", train=lambda n, seed, levels=None: train_problems(n, seed, levels or EVAL_LEVELS),
+             dev=lambda per_level, seed=0: dev_problems(per_level, seed),
+             heldout=lambda limit=None: heldout_problems(limit), levels=EVAL_LEVELS)
+TASKS = ("spkit_arith", "gsm8k")
+
+
+def load_task(name: str = "spkit_arith", data_dir: str | None = None) -> Task:
+    """The task a trainer's ``--task`` / ``--data-dir`` name; one clear line for a bad name or file."""
+    if name == "spkit_arith":
+        return ARITH
+    if name == "gsm8k":
+        return _gsm8k_task(data_dir or None)
+    raise SpkitError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+
+
+@dataclass
+class VerifiableConfig(RunConfig):
+    """The fields every trainer on a verifiable task shares; its `Config` subclasses this."""
+
+    model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
+    task: str = param("spkit_arith", "verifiable task: spkit_arith (generated) | gsm8k (DATA_DIR/gsm8k/"
+                      "{train,test}.jsonl)", choices=TASKS)
+    data_dir: str = param("", "benchmark data directory for --task gsm8k (`spkit data check` validates it)")
+    problems: int = param(16, "train-split problems per step", ge=1)
+    k: int = param(8, "completions sampled per problem", ge=1)
+    temperature: float = param(1.0, "rollout sampling temperature", gt=0)
+    max_new_tokens: int = param(0, "tokens per completion; 0 = the task's evaluation budget (spkit_arith 96, "
+                                "gsm8k 256)", ge=0)
+    eval_limit: int = param(0, "held-out problems (per level) per evaluation; 0 = all, the number "
+                            "`Task.eval_command` reports", ge=0, identity=False)
+
+    def new_tokens(self, task: Task) -> int:
+        """The completion budget: --max-new-tokens, else the task's own."""
+        return self.max_new_tokens or task.max_new_tokens
+
+
+def task_of(cfg: VerifiableConfig) -> Task:
+    """The config's task, its data files read and checked once (before any model loads)."""
+    return load_task(cfg.task, cfg.data_dir or None)
+
+
 # ---- sampling and scoring
 
 
-def rollout_params(max_new_tokens: int = EVAL_MAX_NEW_TOKENS, temperature: float = 1.0) -> SamplingParams:
-    """Training rollouts stop where the evaluation stops (same stop strings)."""
-    return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop=EVAL_STOP)
+def rollout_params(max_new_tokens: int = EVAL_MAX_NEW_TOKENS, temperature: float = 1.0,
+                   task: Task | None = None) -> SamplingParams:
+    """Training rollouts stop where the evaluation stops (the task's stop strings)."""
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                          stop=task.stop if task else EVAL_STOP)
 
 
 def sample_groups(sampler: Sampler, problems: Sequence[dict], k: int, params: SamplingParams,
@@ -151,11 +262,13 @@ def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
 
 
 def heldout_completions(model, tokenizer, limit: int | None = None, batch_size: int = EVAL_BATCH,
-                        sampler: Sampler | None = None) -> tuple[list[dict], list[Completion]]:
+                        sampler: Sampler | None = None, task: Task | None = None
+                        ) -> tuple[list[dict], list[Completion]]:
     """(problems, greedy completions) of the held-out set, generated as `spkit eval` does."""
-    problems = heldout_problems(limit)
+    task = task or ARITH
+    problems = task.heldout_problems(limit)
     sampler = sampler or Sampler(model, tokenizer)
-    params = SamplingParams(max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=0.0, stop=EVAL_STOP)
+    params = SamplingParams(max_new_tokens=task.max_new_tokens, temperature=0.0, stop=task.stop)
     prompts = [arithmetic.prompt(p["question"]) for p in problems]
     lens = [len(sampler.encode(p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lens[i])  # as SpkitLM: longest first
@@ -171,21 +284,23 @@ def heldout_completions(model, tokenizer, limit: int | None = None, batch_size: 
 
 
 def evaluate_heldout(model, tokenizer, limit: int | None = None, batch_size: int = EVAL_BATCH,
-                     sampler: Sampler | None = None) -> dict[str, float]:
-    """Greedy held-out accuracy on `spkit_arith` (the first `limit` problems of each level; all
-    400 by default), the number `spkit eval --tasks spkit_arith` reports.
+                     sampler: Sampler | None = None, task: Task | None = None) -> dict[str, float]:
+    """Greedy held-out accuracy on the task (`spkit_arith`: the first `limit` problems of each
+    level, all 400 by default), the number its `Task.eval_command` reports.
 
     Returns "eval/strict" and "eval/flexible" (means over all problems, lm-eval's
-    ``weight_by_size`` group score), "eval/strict/level_<s>" per level, and
+    ``weight_by_size`` group score), "eval/strict/level_<s>" per level (tasks with levels), and
     "eval/completion_len" (mean generated tokens)."""
-    problems, outs = heldout_completions(model, tokenizer, limit, batch_size, sampler)
+    task = task or ARITH
+    problems, outs = heldout_completions(model, tokenizer, limit, batch_size, sampler, task)
     strict = score(outs, problems, 1, "strict")
     flexible = score(outs, problems, 1, "flexible")
-    levels = torch.tensor([p["steps"] for p in problems])
     m = {"eval/strict": strict.mean().item(), "eval/flexible": flexible.mean().item(),
          "eval/completion_len": sum(len(c.token_ids) for c in outs) / max(len(outs), 1)}
-    for level in EVAL_LEVELS:
-        m[f"eval/strict/level_{level}"] = strict[levels == level].mean().item()
+    if task.levels:
+        levels = torch.tensor([p["steps"] for p in problems])
+        for level in task.levels:
+            m[f"eval/strict/level_{level}"] = strict[levels == level].mean().item()
     return m
 
 
