@@ -395,7 +395,7 @@ def test_gsm8k_preset_trains_a_model_from_local_files(name, tiny_dir, tmp_path, 
           "--no-tensorboard", "--no-plot"])
     cfg = json.loads((out / "run.json").read_text())["config"]
     assert cfg["task"] == "gsm8k" and cfg["micro_batch"] == 8  # the preset, flags on top
-    test_qs, train_qs = ({json.loads(line)["question"] for line in open(data / "gsm8k" / f"{s}.jsonl")}
+    test_qs, train_qs = ({json.loads(line)["question"] for line in (data / "gsm8k" / f"{s}.jsonl").read_text().splitlines()}
                          for s in ("test", "train"))
     asked = {_prompt_question(p) for p in seen}
     assert asked & test_qs and asked - test_qs and asked - test_qs <= train_qs  # evaluated on test, trained on train
