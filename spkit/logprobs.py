@@ -107,19 +107,13 @@ def shared_prefix_logprobs(
 
     Falls back to `token_logprobs` for models without a `DynamicCache` forward or short prefixes.
     """
-    from transformers import DynamicCache
-
     from spkit.sampling import plan_layout
 
     P = len(plan_layout(prompt_ids).prefix)
     if len(prompt_ids) < 2 or P < min_prefix:  # noqa: SIM300 (reads as "prefix too short")
         return token_logprobs(model, prompt_ids, completion_ids)
     dev = next(model.parameters()).device
-    try:
-        cache = DynamicCache(config=model.config)
-    except TypeError:
-        cache = DynamicCache()
-    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache, kw = _new_cache(model)
     prefix = torch.tensor([prompt_ids[0][:P]], device=dev)  # (1, P)
     model(input_ids=prefix, use_cache=True, **{kw: cache})
     B = len(prompt_ids)
@@ -140,6 +134,64 @@ def shared_prefix_logprobs(
         start = len(p) - P - 1  # the position that predicts the first completion token
         lp = torch.log_softmax(logits[b, start: start + len(c)].float(), -1)  # (len_c, V)
         out.append(lp.gather(1, torch.tensor(c, device=dev)[:, None]).squeeze(1))
+    return out
+
+
+def _new_cache(model):
+    """An empty `DynamicCache` and the forward's keyword for it (`cache` or `past_key_values`)."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:
+        cache = DynamicCache()
+    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return cache, kw
+
+
+def repeated_prompt_logprobs(
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]]
+) -> list[torch.Tensor]:
+    """Differentiable per-token log-probs of completions, like `token_logprobs`, but each distinct
+    prompt is run once: K samples of one problem (GRPO's group, RFT's kept answers) share a single
+    pass over the prompt, with gradient, whose keys/values are selected for each of its rows.
+    Same numbers and gradients as the plain forward (tested); the prompt costs 1/K of the compute.
+
+    Each distinct prompt but its last token is one right-padded row of the first pass; the
+    second pass runs [last prompt token][completion][pad] for every row, attending to its own
+    prompt's keys (the padding of the first pass is masked), positions continuing its prompt.
+    Falls back to `token_logprobs` where no prompt repeats or a prompt has a single token.
+    """
+    uniq: dict[tuple[int, ...], int] = {}
+    which = [uniq.setdefault(tuple(p), len(uniq)) for p in prompt_ids]
+    if len(uniq) == len(prompt_ids) or min(len(p) for p in prompt_ids) < 2 or not any(completion_ids):
+        return token_logprobs(model, prompt_ids, completion_ids)
+    dev = next(model.parameters()).device
+    heads = [list(p[:-1]) for p in uniq]
+    Pm = max(len(h) for h in heads)
+    ids = torch.zeros(len(heads), Pm, dtype=torch.long)
+    head_mask = torch.zeros(len(heads), Pm, dtype=torch.long)
+    for g, h in enumerate(heads):
+        ids[g, : len(h)] = torch.tensor(h)
+        head_mask[g, : len(h)] = 1
+    cache, kw = _new_cache(model)
+    model(input_ids=ids.to(dev), attention_mask=head_mask.to(dev), use_cache=True, **{kw: cache})
+    index = torch.tensor(which, device=dev)
+    cache.batch_select_indices(index)  # (B, heads, Pm, d): each row its own prompt's keys/values
+    rows = [[p[-1], *c] for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    B, S = len(rows), max(len(r) for r in rows)
+    ids = torch.zeros(B, S, dtype=torch.long)
+    mask = torch.cat([head_mask[index.cpu()], torch.zeros(B, S, dtype=torch.long)], 1)  # (B, Pm + S)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, Pm: Pm + len(r)] = 1
+    pos = torch.tensor([len(p) - 1 for p in prompt_ids])[:, None] + torch.arange(S)[None]  # (B, S)
+    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                   use_cache=True, **{kw: cache}).logits  # (B, S, V)
+    out = []
+    for b, c in enumerate(completion_ids):  # position t (0 = the last prompt token) predicts c[t]
+        lp = torch.log_softmax(logits[b, : len(c)].float(), -1)
+        out.append(lp.gather(1, torch.tensor(list(c), device=dev)[:, None]).squeeze(1))
     return out
 
 

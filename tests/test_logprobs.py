@@ -75,3 +75,24 @@ def test_score_continuations_sums_separately_tokenized(tiny):
     # normalised over the legal actions, they form a distribution
     assert torch.allclose(torch.softmax(scores, 0).sum(), torch.tensor(1.0))
 
+
+
+def test_repeated_prompt_logprobs_equal_plain_forward_values_and_gradients(random_tiny):
+    """GRPO's groups: each distinct prompt runs once; numbers and gradients as the plain forward
+    (prompts of different lengths, repeated out of order, an empty completion, a unique prompt)."""
+    from spkit.logprobs import repeated_prompt_logprobs
+
+    model, _ = random_tiny
+    P = [[5, 6, 7, 8], [5, 6, 7, 8], [9, 10], [9, 10], [9, 10], [11, 12, 13, 14, 15, 16], [5, 6, 7, 8]]
+    C = [[20, 21, 22], [23], [24, 25], [], [26, 27, 28, 29], [30], [31, 32]]
+
+    def run(fn):
+        model.zero_grad()
+        lps = fn(model, P, C)
+        sum((x * (i + 1)).sum() for i, x in enumerate(lps)).backward()  # rows weighted differently
+        return lps, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    (a, ga), (b, gb) = run(token_logprobs), run(repeated_prompt_logprobs)
+    assert [len(x) for x in b] == [len(c) for c in C]
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
+    assert torch.allclose(ga, gb, atol=1e-5)

@@ -43,7 +43,7 @@ from torch import Tensor
 from spkit.config import param
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
-from spkit.logprobs import pad_right, token_logprobs
+from spkit.logprobs import pad_right, repeated_prompt_logprobs
 from spkit.rl.advantages import _grouped
 from spkit.run import RunConfig
 from spkit.sampling import Completion, SamplingParams
@@ -251,8 +251,9 @@ def microbatches(n: int, size: int) -> list[slice]:
 def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
                     completion_ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     """Differentiable log π(y_t | x, y_<t) of each completion, right-padded: ((B, T), (B, T) mask).
-    Only completion tokens are scored, so a loss on these never sees the prompt."""
-    lps = token_logprobs(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids])
+    Only completion tokens are scored, so a loss on these never sees the prompt; the K samples of
+    a problem share one pass over its prompt (`repeated_prompt_logprobs`)."""
+    lps = repeated_prompt_logprobs(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids])
     logp = pad_right(lps)
     mask = pad_right([[1.0] * len(x) for x in lps], logp.shape[1]).to(logp.device)
     return logp, mask
