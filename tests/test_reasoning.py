@@ -400,3 +400,10 @@ def test_gsm8k_preset_trains_a_model_from_local_files(name, tiny_dir, tmp_path, 
     asked = {_prompt_question(p) for p in seen}
     assert asked & test_qs and asked - test_qs and asked - test_qs <= train_qs  # evaluated on test, trained on train
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_max_samples_ends_the_run_at_the_step_that_reaches_it(tiny_dir, fake_reward):
+    cfg = dataclasses.replace(_cfgs(tiny_dir)["rft"], steps=50, max_samples=10, eval_every=0)  # 9 per step
+    hist = rft.train(cfg)
+    assert hist.rows[-1]["step"] == 2 and hist.last("train/samples") == 18
+    assert not math.isnan(hist.last("eval/strict"))  # the last step is evaluated like any last step

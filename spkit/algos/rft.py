@@ -156,7 +156,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
                 "train/samples": float(counter.samples)}
 
-    return run.loop(step, evaluate)
+    return run.loop(step, evaluate, V.sample_budget(cfg))
 
 
 def summary(history: History) -> str:

@@ -51,7 +51,7 @@ from spkit.tasks import arithmetic, datafiles
 
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
-    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
+    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget", "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
     "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
 ]
 
@@ -179,10 +179,19 @@ class VerifiableConfig(RunConfig):
                                 "gsm8k 256)", ge=0)
     eval_limit: int = param(0, "held-out problems (per level) per evaluation; 0 = all, the number "
                             "`Task.eval_command` reports", ge=0, identity=False)
+    max_samples: int = param(0, "stop once this many completions were drawn (the budget methods are compared "
+                             "at); 0 = none", ge=0, identity=False)
 
     def new_tokens(self, task: Task) -> int:
         """The completion budget: --max-new-tokens, else the task's own."""
         return self.max_new_tokens or task.max_new_tokens
+
+
+def sample_budget(cfg: VerifiableConfig) -> Callable[[dict], bool] | None:
+    """`Run.loop`'s `stop` for --max-samples: the step whose train/samples reaches it is the last."""
+    if not cfg.max_samples:
+        return None
+    return lambda metrics: metrics.get("train/samples", 0.0) >= cfg.max_samples
 
 
 def task_of(cfg: VerifiableConfig) -> Task:

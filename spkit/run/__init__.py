@@ -214,8 +214,11 @@ class Run:
         ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg))
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None) -> History:
-        """Run `step` from the start (or the resumed step) to `cfg.steps` or the time budget."""
+    def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None,
+             stop: Callable[[Metrics], bool] | None = None) -> History:
+        """Run `step` from the start (or the resumed step) to `cfg.steps`, the time budget, or the
+        first step whose metrics satisfy `stop` (an algorithm's own budget, e.g. samples drawn);
+        the step that ends the run is evaluated and checkpointed like the last one."""
         cfg = self.cfg
         ckpt = Checkpointer(self.out, cfg.keep_checkpoints) if self.out else None
         start, wall0 = self._restore(ckpt) if cfg.resume else (0, 0.0)
@@ -232,7 +235,8 @@ class Run:
                 done = t + 1
                 self._guard(done, metrics, ckpt)
                 wall = wall0 + time.perf_counter() - self.t_begin
-                last = done == cfg.steps or rank0_decides(cfg.max_minutes > 0 and wall > 60 * cfg.max_minutes)
+                spent = cfg.max_minutes > 0 and wall > 60 * cfg.max_minutes
+                last = done == cfg.steps or rank0_decides(spent or (stop is not None and stop(metrics)))
                 if (self.eval_at(done) or last) and self.rank == 0:
                     metrics = {**metrics, **evaluate(done)}
                 if metrics:
