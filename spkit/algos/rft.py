@@ -39,7 +39,7 @@ eval/completion_len.
 
 Commands:
   spkit train rft --max-minutes 8 --threads 1 --out runs/rft
-  spkit train rft --problems 16 --k 8 --lr 1e-4 --steps 200 --eval-every 20 --seed 1 --out runs/rft_s1
+  spkit train rft --problems 16 --k 8 --lr 5e-5 --steps 200 --eval-every 20 --seed 1 --out runs/rft_s1
   spkit train rft --out runs/rft --steps 400 --resume                       # continue a run
   spkit eval --model runs/rft/final --tasks spkit_arith                     # the same number
 """
@@ -74,7 +74,7 @@ class Config(V.VerifiableConfig):
 
     steps: int = param(200, "rejection-sampling rounds (sample, filter, fine-tune)", ge=0, identity=False)
     dedup: bool = param(True, "train on each distinct correct completion of a problem once (the paper)")
-    lr: float = param(1e-4, "learning rate (Adam)", gt=0)
+    lr: float = param(2e-5, "learning rate (Adam); chosen on the dev split (assets/results/dev_select.jsonl)", gt=0)
     epochs: int = param(1, "optimizer steps over each step's kept completions", ge=1)
     micro_batch: int = param(64, "completions per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
