@@ -95,7 +95,7 @@ class Config(RunConfig):
     sft_steps: int = param(40, "optimizer steps of the first iteration's fine-tune (S_1, the paper: 40)", ge=1)
     step_growth: float = param(1.2, "S_n = ceil(S_1 · growth^(n-1)) (the paper: 1.2)", ge=1)
     batch_size: int = param(8, "rationales per optimizer step", ge=1)
-    lr: float = param(1e-4, "learning rate (a fresh Adam every iteration)", gt=0)
+    lr: float = param(1e-5, "learning rate (a fresh Adam every iteration)", gt=0)
     micro_batch: int = param(64, "rationales per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
     eval_limit: int = param(0, "held-out problems per level per evaluation (0 = all 100: the spkit_arith "
