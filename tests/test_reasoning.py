@@ -102,9 +102,8 @@ def test_updates_do_not_depend_on_the_micro_batch_size(random_tiny, aggregation)
     if aggregation == "token_mean":  # RFT's SFT step (always a token mean)
         grads = []
         for mb in (1, 64):
-            cfg = rft.Config(micro_batch=mb, max_grad_norm=0)
-            rft.sft_update(model, torch.optim.SGD(model.parameters(), lr=0.0), [o.prompt_ids for o in outs],
-                           [o.token_ids for o in outs], cfg)
+            V.sft_update(model, torch.optim.SGD(model.parameters(), lr=0.0), [o.prompt_ids for o in outs],
+                         [o.token_ids for o in outs], micro_batch=mb, max_grad_norm=0)
             grads.append(_grads(model))
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
 

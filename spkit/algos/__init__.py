@@ -21,4 +21,6 @@ ALGOS: dict[str, tuple[str, str]] = {
     # self-improving reasoning on a verifiable task (spkit_arith)
     "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
+    "star": ("spkit.algos.star", "STaR: few-shot rationales + rationalisation, fine-tuned from the base each round"),
+    "b_star": ("spkit.algos.b_star", "B-STaR: self-taught reasoning with (temperature, threshold) chosen by balance score"),
 }

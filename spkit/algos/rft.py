@@ -17,7 +17,7 @@ Algorithm (one step t):
      (`--dedup`: each distinct completion once per problem, the paper's distinct paths).
   3. SFT on D_t with the prompt masked out:
         L(θ) = −(1/Σ_{D_t}|y|) Σ_{(x,y)∈D_t} Σ_t log π_θ(y_t | x, y_<t)                  # Eq. (2)
-     `epochs` optimizer steps over D_t (micro-batched, exact token mean).
+     `epochs` optimizer steps over D_t (micro-batched, exact token mean; `verifiable.sft_update`).
   4. Every `eval_every` steps: greedy held-out accuracy, the `spkit eval --tasks spkit_arith`
      number (`spkit.rl.verifiable.evaluate_heldout`), against the completions drawn so far.
 The run itself (seeds, budget, checkpoints, resume, logs, plots, final/) is `spkit.run.Run`.
@@ -55,7 +55,6 @@ import torch
 from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
-from spkit.rl.losses import sft_loss
 from spkit.run import History, Run
 from spkit.seeding import derive_seed
 
@@ -97,28 +96,6 @@ def keep_correct(rewards: torch.Tensor, texts: list[str], k: int, dedup: bool) -
     return kept
 
 
-# ---- 3. SFT update -------------------------------------------------------------------------------
-def sft_update(model, optimizer, prompt_ids: list[list[int]], completion_ids: list[list[int]],
-               cfg: Config) -> dict[str, float]:
-    """Step 3: `epochs` optimizer steps of Eq. (2) over the kept completions."""
-    n_tok = float(sum(len(c) for c in completion_ids))
-    stats = {"sft": 0.0, "grad_norm": 0.0}
-    model.train()
-    for _ in range(cfg.epochs):
-        optimizer.zero_grad(set_to_none=True)
-        for sl in V.microbatches(len(prompt_ids), cfg.micro_batch):
-            logp, mask = V.padded_logprobs(model, prompt_ids[sl], completion_ids[sl])  # (b, T)
-            share = float(mask.sum()) / max(n_tok, 1.0)  # exact token mean over all micro-batches
-            loss = sft_loss(logp, mask) * share  # Eq. (2)
-            loss.backward()
-            stats["sft"] += loss.item() / cfg.epochs
-        if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        optimizer.step()
-    model.eval()
-    return stats
-
-
 # ---- Train ---------------------------------------------------------------------------------------
 PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/kept", "losses/sft"]
 
@@ -144,8 +121,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t_roll = time.perf_counter() - t0
         rewards = V.score(outs, problems, cfg.k)
         kept = keep_correct(rewards, [o.text for o in outs], cfg.k, cfg.dedup)  # 2
-        losses = sft_update(model, optimizer, [outs[i].prompt_ids for i in kept],
-                            [outs[i].token_ids for i in kept], cfg) if kept else {}  # 3
+        losses = V.sft_update(model, optimizer, [outs[i].prompt_ids for i in kept],
+                              [outs[i].token_ids for i in kept], cfg.epochs, cfg.micro_batch,
+                              cfg.max_grad_norm) if kept else {}  # 3: Eq. (2)
         return {"train/reward": rewards.mean().item(), "train/kept": float(len(kept)),
                 "train/samples": float(counter.samples),
                 "train/completion_len": sum(len(o.token_ids) for o in outs) / len(outs),
@@ -164,4 +142,4 @@ def summary(history: History) -> str:
     return V.summary_line(history)
 
 
-__all__ = ["PAPER", "Config", "keep_correct", "sft_update", "train", "summary"]
+__all__ = ["PAPER", "Config", "keep_correct", "train", "summary"]

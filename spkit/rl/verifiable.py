@@ -45,14 +45,17 @@ from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, repeated_prompt_logprobs
 from spkit.rl.advantages import _grouped
+from spkit.rl.losses import sft_loss
 from spkit.run import RunConfig
 from spkit.sampling import Completion, SamplingParams
 from spkit.tasks import arithmetic, datafiles
 
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
-    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget", "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
-    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "summary_line",
+    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget",
+    "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
+    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "sft_update",
+    "sft_minibatches", "summary_line",
 ]
 
 # ---- the lm-eval task spkit_arith, as numbers (checked against evals/*.yaml in the tests)
@@ -266,6 +269,55 @@ def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
     logp = pad_right(lps)
     mask = pad_right([[1.0] * len(x) for x in lps], logp.shape[1]).to(logp.device)
     return logp, mask
+
+
+def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+               epochs: int = 1, micro_batch: int = 64, max_grad_norm: float = 1.0) -> dict[str, float]:
+    """`epochs` optimizer steps of prompt-masked maximum likelihood on the given completions:
+        L(θ) = −(1/Σ|y|) Σ_(x,y) Σ_t log π_θ(y_t | x, y_<t)
+    micro-batched with an exact token mean (the gradient does not depend on `micro_batch`).
+    The SFT step of every method that fine-tunes on its own filtered samples (RFT, STaR, B-STaR).
+    Returns {"sft": mean loss over the epochs, "grad_norm": the last pre-clip norm}."""
+    n_tok = float(sum(len(c) for c in completion_ids))
+    stats = {"sft": 0.0, "grad_norm": 0.0}
+    model.train()
+    for _ in range(epochs):
+        optimizer.zero_grad(set_to_none=True)
+        for sl in microbatches(len(prompt_ids), micro_batch):
+            logp, mask = padded_logprobs(model, prompt_ids[sl], completion_ids[sl])  # (b, T)
+            share = float(mask.sum()) / max(n_tok, 1.0)  # exact token mean over all micro-batches
+            loss = sft_loss(logp, mask) * share
+            loss.backward()
+            stats["sft"] += loss.item() / epochs
+        if max_grad_norm > 0:
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+        optimizer.step()
+    model.eval()
+    return stats
+
+
+def sft_minibatches(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                    n_steps: int, batch_size: int, seed: int, micro_batch: int = 64,
+                    max_grad_norm: float = 1.0) -> dict[str, float]:
+    """`n_steps` `sft_update` steps on minibatches of `batch_size` rows, drawn without replacement
+    from seeded permutations of the rows (a new permutation when one runs out): a fine-tune of a
+    fixed step budget (STaR) or of whole epochs (n_steps = epochs · ⌈N / batch_size⌉, B-STaR).
+    Returns {"sft": mean loss over the steps, "grad_norm": the last step's}; {} with no rows."""
+    n = len(prompt_ids)
+    if n == 0 or n_steps == 0:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    stats = {"sft": 0.0, "grad_norm": 0.0}
+    for _ in range(n_steps):
+        if len(order) < min(batch_size, n):
+            order += torch.randperm(n, generator=g).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        step = sft_update(model, optimizer, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx],
+                          1, micro_batch, max_grad_norm)
+        stats["sft"] += step["sft"] / n_steps
+        stats["grad_norm"] = step["grad_norm"]
+    return stats
 
 
 # ---- held-out evaluation

@@ -240,3 +240,62 @@ def is_correct(text: str, gold: str, mode: str = "strict") -> bool:
     """
     pred = extract_answer(text, mode)
     return pred is not None and normalize(pred) == normalize(gold)
+
+
+# ---- an exact step checker (a process reward with no model in it)
+
+_START_RE = re.compile(r"^\w+ has (\d+) ")
+_OP_RES = (  # the verb of each `_sentence`, read back
+    (re.compile(r"buys (\d+) more "), "+"),
+    (re.compile(r"gives away (\d+) "), "-"),
+    (re.compile(r"ends up with (\d+) times as many "), "*"),
+    (re.compile(r"splits them into (\d+) equal groups "), "/"),
+)
+_STEP_RE = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
+
+
+def parse_question(question: str) -> tuple[int, list[tuple[str, int]]]:
+    """(start, [(op, b), ...]) of a generated question: the inverse of `make_problem`'s English.
+    Raises ValueError for text this generator did not write."""
+    m = _START_RE.match(question)
+    if not m:
+        raise ValueError(f"not a generated arithmetic question: {question[:60]!r}")
+    found = [(mm.start(), op, int(mm[1])) for rx, op in _OP_RES for mm in rx.finditer(question)]
+    return int(m[1]), [(op, b) for _, op, b in sorted(found)]
+
+
+def check_steps(question: str, completion: str) -> list[bool]:
+    """Whether each step of a completion is right, judged from the question alone (no gold answer).
+
+    The steps are the non-empty lines before the first ``#### n`` line (ProcessBench's format in
+    `spkit.tasks.steps`: the ``#### n`` line belongs to the last step). Step i is right iff it
+    reads ``a op b = c``, ``a`` continues the chain (the question's starting number for the first
+    step, the previous line's ``c`` after), ``op b`` is the question's i-th operation, and
+    ``c = a op b`` exactly. The last step must also close the solution: a ``#### n`` line with
+    ``n`` equal to its ``c``, after as many steps as the question has operations. A completion
+    with no step line at all is one wrong step. Lines after the ``#### n`` line are ignored.
+    """
+    start, ops = parse_question(question)
+    lines = [ln.strip() for ln in completion.split("\n") if ln.strip()]
+    end = next((i for i, ln in enumerate(lines) if ln.startswith("####")), None)
+    body = lines if end is None else lines[:end]
+    ok: list[bool] = []
+    running: int | None = start
+    for i, ln in enumerate(body):
+        m = _STEP_RE.match(ln)
+        if not m:
+            ok.append(False)
+            running = None
+            continue
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        right = (i < len(ops) and a == running and (op, b) == ops[i]
+                 and not (op == "/" and (b == 0 or a % b)) and c == _apply(a, op, b))
+        ok.append(right)
+        running = c
+    final = STRICT_RE.match(lines[end]) if end is not None else None
+    closed = (final is not None and bool(body) and len(body) == len(ops)
+              and normalize(final.group(1)) == str(running))
+    if not ok:
+        return [False]
+    ok[-1] = ok[-1] and closed
+    return ok
