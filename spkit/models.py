@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spkit.errors import SpkitError
 
@@ -126,10 +128,11 @@ def load_model(
     tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         # safetensors only: a pickle (.bin) checkpoint never reaches torch.load
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-        )
+        with quiet_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+            )
     except Exception as e:  # safetensors, json, torch and hub errors all mean "cannot load"
         raise SpkitError(_explain_load_error(path, e)) from None
     if model.generation_config.pad_token_id is None:
@@ -138,6 +141,33 @@ def load_model(
     if lora:
         model = _wrap_lora(model, lora)
     return model, tok
+
+
+@contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards")
+    for the duration.
+
+    They finish in milliseconds for spkit's models, yet in a notebook each one is a widget that a
+    static render (nbconvert, GitHub) shows as a stale ``0%`` bar. Only transformers' bars are
+    affected: the hub's download bars (a real wait) are left alone. transformers >= 5 has a
+    tqdm hook for this; older versions have no such bars to silence.
+    """
+    from transformers.utils import logging as hf_logging
+
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    if set_hook is None:
+        yield
+        return
+
+    def disabled(factory: Any, args: tuple, kwargs: dict) -> Any:
+        return factory(*args, **{**kwargs, "disable": True})
+
+    previous = set_hook(disabled)
+    try:
+        yield
+    finally:
+        set_hook(previous)
 
 
 def _wrap_lora(model: PreTrainedModel, lora: dict) -> PreTrainedModel:

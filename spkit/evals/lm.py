@@ -28,11 +28,16 @@ import lm_eval.models  # noqa: F401 - registers the built-in backends before we 
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from tqdm import tqdm
 
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
+from spkit.run.metrics import progress
 from spkit.sampling import SamplingParams
+
+
+def _bar(disable_tqdm: bool, iterable: Any = None, **kw: Any) -> Any:
+    """spkit's progress bar: off when lm-eval asks (``disable_tqdm``) or ``SPKIT_NO_PROGRESS=1``."""
+    return progress(iterable, **kw, **({"disable": True} if disable_tqdm else {}))
 
 
 @register_model("spkit")
@@ -92,7 +97,7 @@ class SpkitLM(LM):
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, req in enumerate(requests):
             groups[self._params_key(req.args[1])].append(i)
-        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="spkit generate_until")
+        bar = _bar(disable_tqdm, total=len(requests), desc="spkit generate_until")
         for key, idx in groups.items():
             params = self._params(key)
             ids = {i: self.sampler.encode(requests[i].args[0]) for i in idx}
@@ -120,7 +125,7 @@ class SpkitLM(LM):
         """(sum log p(continuation | context), continuation is the greedy continuation)."""
         pairs = [self._encode_pair(*req.args) for req in requests]
         results: list[tuple[float, bool]] = []
-        for b in tqdm(range(0, len(pairs), self.batch_size), disable=disable_tqdm,
+        for b in _bar(disable_tqdm, range(0, len(pairs), self.batch_size),
                       desc="spkit loglikelihood"):
             chunk = pairs[b : b + self.batch_size]
             ctx, cont = [c for c, _ in chunk], [x for _, x in chunk]
@@ -144,7 +149,7 @@ class SpkitLM(LM):
         prefix = self.tok.bos_token_id if self.tok.bos_token_id is not None else \
             self.tok.eos_token_id
         out = []
-        for req in tqdm(requests, disable=disable_tqdm, desc="spkit loglikelihood_rolling"):
+        for req in _bar(disable_tqdm, requests, desc="spkit loglikelihood_rolling"):
             ids = self.tok(req.args[0], add_special_tokens=False)["input_ids"]
             windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
                 token_list=ids, prefix_token=prefix, max_seq_len=self.max_length, context_len=1)]

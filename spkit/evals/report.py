@@ -100,14 +100,66 @@ def processbench_markdown(res: dict, group: str) -> str:
     return "\n".join(lines)
 
 
+def rate_interval(rate: float, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of an accuracy measured on ``n`` examples (``rate`` a fraction).
+
+    Every accuracy table and bar chart of spkit uses it: with a few hundred examples per level a
+    difference of a few points is noise, and the interval says so where the reader looks.
+    """
+    from spkit.games.policies import wilson_interval
+
+    return wilson_interval(round(rate * n), n)
+
+
+def pct_interval(rate: float | None, n: int) -> str:
+    """``"15.0 [9.9, 22.1]"``: a rate and its Wilson 95% interval, in percent."""
+    if rate is None or (isinstance(rate, float) and math.isnan(rate)) or n <= 0:
+        return "n/a"
+    lo, hi = rate_interval(rate, n)
+    return f"{100 * rate:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def rates_markdown(rows: dict[str, tuple[float, int]], key: str = "", what: str = "accuracy") -> str:
+    """A table of rates with their example counts and Wilson 95% intervals: ``{label: (rate, n)}``."""
+    lines = [f"| {key} | n | {what} (%) | 95% interval (Wilson) |", "|---|---:|---:|---:|"]
+    for label, (rate, n) in rows.items():
+        lo, hi = rate_interval(rate, n) if n > 0 else (math.nan, math.nan)
+        lines.append(f"| {label} | {n} | {pct(rate)} | {pct(lo)} – {pct(hi)} |")
+    return "\n".join(lines)
+
+
+def plot_rates(ax, rows: dict[str, tuple[float, int]], label: str | None = None, shift: float = 0.0,
+               width: float = 0.8, **bar_kw) -> None:
+    """Bars of rates ``{label: (rate, n)}`` with Wilson 95% error bars on a matplotlib ``ax``.
+
+    ``shift`` and ``width`` place several series side by side (e.g. ``width=0.4``, shifts ±0.2)
+    instead of on top of each other, where the front bar would hide the back one.
+    """
+    xs = [i + shift for i in range(len(rows))]
+    rates = [r for r, _ in rows.values()]
+    bounds = [rate_interval(r, n) for r, n in rows.values()]
+    err = [[r - lo for r, (lo, _) in zip(rates, bounds, strict=True)],
+           [hi - r for r, (_, hi) in zip(rates, bounds, strict=True)]]
+    ax.bar(xs, rates, width=width, yerr=err, capsize=3, label=label, **bar_kw)
+    ax.set_xticks(range(len(rows)), list(rows))
+    ax.set_ylim(0, 1)
+
+
+def arith_levels(res: dict, metric: str = "exact_match,strict-match") -> dict[str, tuple[float, int]]:
+    """``{steps: (accuracy, n)}`` of spkit_arith per difficulty level (``metric``: strict by default)."""
+    scores, n = _all_scores(res), res.get("n-samples", {})
+    return {t.rsplit("_", 1)[-1]: (float(scores.get(t, {}).get(metric, math.nan)),
+                                   int(n.get(t, {}).get("effective", 0)))
+            for t in sorted(res.get("group_subtasks", {}).get("spkit_arith", []))}
+
+
 def arith_levels_markdown(res: dict) -> str:
-    scores = _all_scores(res)
-    rows = ["**spkit_arith by difficulty** (exact match, %)", "",
-            "| steps | strict | flexible |", "|---:|---:|---:|"]
-    for t in sorted(res.get("group_subtasks", {}).get("spkit_arith", [])):
-        s = scores.get(t, {})
-        rows.append(f"| {t.rsplit('_', 1)[-1]} | {pct(s.get('exact_match,strict-match'))} | "
-                    f"{pct(s.get('exact_match,flexible-extract'))} |")
+    """spkit_arith by number of steps: n, strict and flexible exact match with Wilson 95% intervals."""
+    strict, flexible = arith_levels(res), arith_levels(res, "exact_match,flexible-extract")
+    rows = ["**spkit_arith by difficulty** (exact match, % [Wilson 95% interval])", "",
+            "| steps | n | strict | flexible |", "|---:|---:|---:|---:|"]
+    for steps, (rate, n) in strict.items():
+        rows.append(f"| {steps} | {n} | {pct_interval(rate, n)} | {pct_interval(flexible[steps][0], n)} |")
     return "\n".join(rows)
 
 

@@ -19,11 +19,14 @@ Writes to ``--out``: ``results.json`` (lm-eval's results + the run's settings an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +196,14 @@ def run(
     _quiet_lm_eval()
     lm, model_args = build_lm(model, backend, batch_size, device, dtype, seed, max_length)
     t0 = time.perf_counter()
-    res = lm_eval.simple_evaluate(
-        model=lm, model_args=model_args, tasks=names, task_manager=tm, limit=limit,
-        num_fewshot=num_fewshot, batch_size=batch_size if backend != "vllm" else "auto",
-        gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-        log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-        fewshot_random_seed=seed, bootstrap_iters=1000,
-    )
+    with _quiet_request_bars():
+        res = lm_eval.simple_evaluate(
+            model=lm, model_args=model_args, tasks=names, task_manager=tm, limit=limit,
+            num_fewshot=num_fewshot, batch_size=batch_size if backend != "vllm" else "auto",
+            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+            log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed, bootstrap_iters=1000,
+        )
     seconds = time.perf_counter() - t0
     if res is None:  # non-zero ranks in distributed runs
         return {}
@@ -228,6 +232,25 @@ def _quiet_lm_eval() -> None:
     log = logging.getLogger("lm_eval.api.task")
     if not any(isinstance(f, _DropCustomKwargsHint) for f in log.filters):
         log.addFilter(_DropCustomKwargsHint())
+
+
+@contextmanager
+def _quiet_request_bars() -> Iterator[None]:
+    """Silence lm-eval's per-task "building requests" bars (one per task and subtask, each done in
+    milliseconds: lesson 04 printed 91 of them) for the duration; lm-eval offers no switch, so its
+    module's ``tqdm`` is swapped for a disabled one and restored. Generation progress is the
+    backend's own bar (``SpkitLM`` follows ``SPKIT_NO_PROGRESS``)."""
+    import lm_eval.api.task as task_module
+
+    original = getattr(task_module, "tqdm", None)
+    if original is None:  # a future lm-eval without it: nothing to silence
+        yield
+        return
+    task_module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        task_module.tqdm = original
 
 
 # ---- outputs

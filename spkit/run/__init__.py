@@ -43,12 +43,13 @@ import torch
 
 from spkit.config import as_json, identity_diff, param, validate
 from spkit.errors import SpkitError
+from spkit.models import quiet_transformers_bars
 from spkit.run.checkpoint import Checkpointer, finite_weights
 from spkit.run.distributed import init_distributed, rank0_decides
-from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress
+from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress, read_metrics
 from spkit.seeding import seed_everything
 
-__all__ = ["RunConfig", "Run", "History", "ensure_writable_dir"]
+__all__ = ["RunConfig", "Run", "History", "ensure_writable_dir", "lesson_out", "lesson_root", "trained_models"]
 
 Metrics = dict[str, float]
 RUN_FILES = ("run.json", "metrics.csv", "checkpoints", "final", "tb")  # what --overwrite deletes
@@ -115,6 +116,43 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise SpkitError(f"output directory {p} is not writable: {e.strerror or e}") from None
     return p
+
+
+LESSON_OUT_ENV = "SPKIT_LESSON_OUT"
+LESSON_OUT_DEFAULT = "runs/lessons"
+
+
+def lesson_out(lesson: str) -> Path:
+    """Where a lesson writes its runs: ``$SPKIT_LESSON_OUT/<lesson>`` (default ``runs/lessons/<lesson>``).
+
+    One layout for every lesson, so a later lesson finds what an earlier one trained (lesson 04
+    evaluates the models of lessons 02 and 03 with `trained_models`) and the test suite can point
+    all of them at a temporary directory with one variable.
+    """
+    return lesson_root() / lesson
+
+
+def lesson_root() -> Path:
+    """The root all lessons write under: ``$SPKIT_LESSON_OUT``, else ``runs/lessons``."""
+    return Path(os.environ.get(LESSON_OUT_ENV) or LESSON_OUT_DEFAULT)
+
+
+def trained_models(root: str | os.PathLike | None = None) -> list[Path]:
+    """The ``final/`` model of every finished run under ``root`` (default: the lessons' root,
+    any depth), the most trained last: ordered by the run's last logged step, then by time.
+
+    A run directory is recognised by its ``run.json``; a ``final/`` without ``config.json`` (a
+    run killed while saving) is skipped.
+    """
+    base = Path(root) if root is not None else lesson_root()
+    found = [p for p in base.rglob("final") if (p / "config.json").is_file() and (p.parent / "run.json").is_file()]
+
+    def updates(final: Path) -> float:
+        metrics = final.parent / "metrics.csv"
+        rows = read_metrics(metrics) if metrics.is_file() else []
+        return rows[-1]["step"] if rows else 0.0
+
+    return sorted(found, key=lambda p: (updates(p), p.stat().st_mtime))
 
 
 class Run:
@@ -297,7 +335,8 @@ class Run:
             if self.model is not None:  # written aside, then renamed: never a half-written final/
                 final, tmp = self.out / "final", self.out / ".tmp_final"
                 shutil.rmtree(tmp, ignore_errors=True)
-                self.model.save_pretrained(tmp, safe_serialization=True)
+                with quiet_transformers_bars():
+                    self.model.save_pretrained(tmp, safe_serialization=True)
                 if self.tokenizer is not None:
                     self.tokenizer.save_pretrained(tmp)
                 shutil.rmtree(final, ignore_errors=True)

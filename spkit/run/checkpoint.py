@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from spkit.errors import SpkitError
+from spkit.models import quiet_transformers_bars
 from spkit.seeding import rng_state, set_rng_state
 
 STATE_FILE = "trainer_state.json"
@@ -47,7 +48,8 @@ class Checkpointer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if model is not None:
-            model.save_pretrained(tmp, safe_serialization=True)
+            with quiet_transformers_bars():
+                model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if optimizer is not None:
