@@ -41,7 +41,8 @@ def collect(name: str, run_dir: Path, all_rows: bool = False) -> None:
                default=math.nan)
     info = {**run, "updates": int(rows[-1]["step"]), "wall_minutes": round(wall / 60, 2)}
     (HERE / f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
-    print(f"{name}: {len(evals)} evaluations, {info['updates']} updates, {info['wall_minutes']} min")
+    print(f"{name}: {len(evals)} {'rows' if all_rows else 'evaluations'}, {info['updates']} updates, "
+          f"{info['wall_minutes']} min")
 
 
 if __name__ == "__main__":
