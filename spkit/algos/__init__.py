@@ -21,4 +21,5 @@ ALGOS: dict[str, tuple[str, str]] = {
     # self-improving reasoning on a verifiable task (spkit_arith)
     "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
+    "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
 }
