@@ -21,5 +21,6 @@ ALGOS: dict[str, tuple[str, str]] = {
     # self-improving reasoning on a verifiable task (spkit_arith)
     "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
+    "sec": ("spkit.algos.sec", "SEC: self-evolving curriculum (a bandit over difficulty levels) on GRPO"),
     "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
 }
