@@ -22,5 +22,6 @@ ALGOS: dict[str, tuple[str, str]] = {
     "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
     "sec": ("spkit.algos.sec", "SEC: self-evolving curriculum (a bandit over difficulty levels) on GRPO"),
+    "rlsp": ("spkit.algos.rlsp", "RLSP: GRPO on correctness plus a bounded exploration reward"),
     "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
 }
