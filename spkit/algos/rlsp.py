@@ -40,7 +40,8 @@ The metrics of the reward are computed on the groups trained on (all drawn group
 
 Commands:
   spkit train rlsp --max-minutes 8 --threads 1 --out runs/rlsp
-  spkit train rlsp --no-bound --alpha 0.5 --max-minutes 8 --out runs/rlsp_nobound   # reward hacking
+  spkit train rlsp --alpha 0.55 --explore-cap 2 --max-minutes 8 --out runs/rlsp_b           # bound on ...
+  spkit train rlsp --alpha 0.55 --explore-cap 2 --no-bound --max-minutes 8 --out runs/rlsp_nb  # ... and off
   spkit train rlsp --out runs/rlsp --steps 400 --resume                               # continue a run
 """
 
