@@ -52,3 +52,20 @@ def tiny_dir(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture()
+def parity_reward(monkeypatch):
+    """A random tiny model never answers an arithmetic problem right: reward a completion by
+    the parity of its text length instead (through `spkit.rl.verifiable.score`, after its layout
+    checks), so trainers on the verifiable task get mixed groups and their update paths run."""
+    from spkit.rl import verifiable as V
+
+    real = V.score
+
+    def score(completions, problems, k, mode="strict"):
+        real(completions, problems, k, mode)
+        texts = [c if isinstance(c, str) else c.text for c in completions]
+        return torch.tensor([float(len(t) % 2 == 0) for t in texts])
+
+    monkeypatch.setattr(V, "score", score)

@@ -35,7 +35,7 @@ PROTOCOL: dict[str, tuple[str, list[str], int]] = {
     "nft": ("nft", [], 8),
     "sec": ("sec", [], 8),  # on GRPO: the same rollout settings
     "sec_random": ("sec", ["--curriculum", "random"], 8),
-    "sec_easy_to_hard": ("sec", ["--curriculum", "easy_to_hard"], 8),
+    "sec_easy_to_hard": ("sec", ["--curriculum", "easy_to_hard", "--stage-steps", "8"], 8),  # 4 stages in 32 steps
     "rlsp": ("rlsp", [], 8),
     "rlsp_no_bound": ("rlsp", ["--no-bound"], 8),
 }

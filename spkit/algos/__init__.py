@@ -23,4 +23,7 @@ ALGOS: dict[str, tuple[str, str]] = {
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
     "star": ("spkit.algos.star", "STaR: few-shot rationales + rationalisation, fine-tuned from the base each round"),
     "b_star": ("spkit.algos.b_star", "B-STaR: self-taught reasoning with (temperature, threshold) chosen by balance score"),
+    "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
+    "sec": ("spkit.algos.sec", "SEC: self-evolving curriculum (a bandit over difficulty levels) on GRPO"),
+    "rlsp": ("spkit.algos.rlsp", "RLSP: GRPO on correctness plus a bounded exploration reward"),
 }

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -133,27 +133,42 @@ class Batch:
     rewards: torch.Tensor
     drawn: int  # completions sampled this step (all rounds)
     drawn_rewards: torch.Tensor  # rewards of every group drawn (for train/reward)
+    problems: list[dict] = field(default_factory=list)  # (G,) the kept groups' problems, in order
 
 
-def rollout(sampler: Sampler, cfg: Config, params, seed: int, task: V.Task = V.ARITH) -> Batch:
-    """Steps 1-2: sample and score; with dynamic sampling keep mixed groups (Eq. DS), refilling."""
+ProblemsFn = Callable[[int, int], list[dict]]  # (n, seed) -> n problems
+ScoreFn = Callable[[list[Completion], list[dict], int], torch.Tensor]  # (outs, problems, k) -> (n·k,)
+
+
+def rollout(sampler: Sampler, cfg: Config, params, seed: int, problems_fn: ProblemsFn | None = None,
+            score_fn: ScoreFn | None = None) -> Batch:
+    """Steps 1-2: sample and score; with dynamic sampling keep mixed groups (Eq. DS), refilling.
+
+    `cfg` is any config with `problems`, `k`, `dynamic_sampling` and `max_rounds` (NFT, SEC and
+    RLSP reuse this). `problems_fn(n, seed)` draws the problems (default: `V.train_problems`,
+    all levels; SEC draws them from its curriculum), `score_fn` rewards them (default:
+    `V.score`, strict correctness; RLSP adds its exploration bonus)."""
+    problems_fn = problems_fn or V.train_problems
+    score_fn = score_fn or V.score
     comps: list[Completion] = []
     rewards: list[torch.Tensor] = []
+    kept: list[dict] = []
     drawn: list[torch.Tensor] = []
     for r in range(cfg.max_rounds if cfg.dynamic_sampling else 1):
-        problems = task.train_problems(cfg.problems, derive_seed(seed, "problems", r))
+        problems = problems_fn(cfg.problems, derive_seed(seed, "problems", r))
         outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(seed, "sample", r))
-        rew = V.score(outs, problems, cfg.k)  # 2
+        rew = score_fn(outs, problems, cfg.k)  # 2
         drawn.append(rew)
         keep = V.mixed_groups(rew, cfg.k) if cfg.dynamic_sampling else torch.ones(cfg.problems, dtype=torch.bool)
         for g in keep.nonzero().flatten().tolist():  # Eq. (DS)
             comps += outs[g * cfg.k: (g + 1) * cfg.k]
             rewards.append(rew[g * cfg.k: (g + 1) * cfg.k])
+            kept.append(problems[g])
         if len(rewards) >= cfg.problems:
             break
     n = min(len(rewards), cfg.problems)
     return Batch(comps[: n * cfg.k], torch.cat(rewards[:n]) if n else torch.zeros(0),
-                 sum(len(d) for d in drawn), torch.cat(drawn))
+                 sum(len(d) for d in drawn), torch.cat(drawn), kept[:n])
 
 
 # ---- 3-4. Advantages and the clipped update ----------------------------------------------------------
@@ -182,7 +197,7 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
             T = logp.shape[1]
             old = pad_right([c.logprobs for c in comps[sl]], T).to(logp.device)  # (b, T)
             a = adv[sl].to(logp.device)  # (b,)
-            share = float(mask.sum()) / max(n_tok, 1.0) if cfg.aggregation == "token_mean" else len(a) / n_rows
+            share = V.microbatch_share(cfg.aggregation, mask, n_rows, n_tok)
             loss = grpo_loss(logp, old, a, mask, cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation,
                              max_len, ref.get(sl.start), cfg.kl_coef) * share  # Eq. (PPO)
             loss.backward()
@@ -205,12 +220,40 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
 PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/solved_none", "losses/policy", "losses/kl"]
 
 
-def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
-    """Run GRPO (or a variant); return every logged row. `callback(step, metrics)` per logged step."""
+@dataclass
+class Hooks:
+    """What a trainer built on GRPO's loop changes (SEC, RLSP): where the problems come from
+    (`problems_fn`), how completions are rewarded (`score_fn`), what runs between the rollout
+    and the update (`after_rollout(t, batch) -> metrics`: SEC's bandit update, RLSP's logs), and
+    the extra objects a checkpoint holds (`state`, each with state_dict/load_state_dict)."""
+
+    problems_fn: ProblemsFn | None = None
+    score_fn: ScoreFn | None = None
+    after_rollout: Callable[[int, Batch], dict[str, float]] | None = None
+    state: dict = field(default_factory=dict)
+
+
+def rollout_metrics(batch: Batch, k: int, samples: int) -> dict[str, float]:
+    """The train/* numbers of one rollout (shared by every trainer on this loop)."""
+    groups = batch.drawn_rewards.reshape(-1, k).mean(1)
+    n = max(len(batch.completions), 1)
+    return {"train/reward": batch.drawn_rewards.mean().item(),
+            "train/solved_all": (groups == 1).float().mean().item(),
+            "train/solved_none": (groups == 0).float().mean().item(),
+            "train/groups": float(len(batch.completions) // k),
+            "train/samples": float(samples),
+            "train/completion_len": sum(len(c.token_ids) for c in batch.completions) / n}
+
+
+def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None, *, name: str = "grpo",
+          hooks: Hooks | None = None, plot_keys: list[str] | None = None) -> History:
+    """Run GRPO (or a variant, or a trainer built on it through `hooks`); return every logged
+    row. `callback(step, metrics)` per logged step."""
     from spkit.models import load_model
 
     task = V.task_of(cfg)
-    run = Run(cfg, "grpo", callback, PLOT_KEYS)
+    hooks = hooks or Hooks()
+    run = Run(cfg, name, callback, plot_keys or PLOT_KEYS)
     model, tok = load_model(cfg.model)
     ref_model = None
     if cfg.kl_coef > 0:
@@ -218,24 +261,20 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         ref_model.requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
+    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter, **hooks.state)
     sampler = Sampler(model, tok)
     params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t), task)  # 1-2
+        batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t), hooks.problems_fn or task.train_problems,
+                        hooks.score_fn)  # 1-2
         counter.samples += batch.drawn
         t_roll = time.perf_counter() - t0
+        extra = hooks.after_rollout(t, batch) if hooks.after_rollout else {}
         losses = (update(model, optimizer, batch, cfg, ref_model, cfg.new_tokens(task))  # 3-4
                   if batch.completions else {})
-        groups = batch.drawn_rewards.reshape(-1, cfg.k).mean(1)
-        return {"train/reward": batch.drawn_rewards.mean().item(),
-                "train/solved_all": (groups == 1).float().mean().item(),
-                "train/solved_none": (groups == 0).float().mean().item(),
-                "train/groups": float(len(batch.completions) // cfg.k),
-                "train/samples": float(counter.samples),
-                "train/completion_len": sum(len(c.token_ids) for c in batch.completions) / max(len(batch.completions), 1),
+        return {**rollout_metrics(batch, cfg.k, counter.samples), **extra,
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
@@ -251,4 +290,4 @@ def summary(history: History) -> str:
     return V.summary_line(history)
 
 
-__all__ = ["PAPER", "Config", "Batch", "rollout", "update", "train", "summary"]
+__all__ = ["PAPER", "Config", "Batch", "Hooks", "rollout", "update", "rollout_metrics", "train", "summary"]

@@ -38,6 +38,8 @@ __all__ = [
     "aggregate_tokens",
     "ppo_clip_loss",
     "grpo_loss",
+    "clamp_pass_grad",
+    "nft_loss",
     "sft_loss",
     "kl_k3",
     "entropy_from_logits",
@@ -257,6 +259,53 @@ def grpo_loss(
     if ref_logp is not None and kl_coef > 0:
         loss = loss + kl_coef * aggregate_tokens(kl_k3(logp, ref_logp), mask, aggregation, max_len)
     return loss
+
+
+def clamp_pass_grad(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    """The value of `clamp(x, min, max)` with the gradient of `x` (NFT's max_sg): clamping keeps
+    a log finite without switching off the gradient where the clamp is active."""
+    return x + (torch.clamp(x, min=min, max=max) - x).detach()
+
+
+def nft_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    correct: Tensor,
+    correct_rate: Tensor,
+    mask: Tensor,
+    neg_weight: float = 1.0,
+    eps_neg: float = 1.0,
+    weight_by_wrong_rate: bool = True,
+    aggregation: Aggregation = "dr_grpo",
+    max_len: int | None = None,
+    rate_bounds: tuple[float, float] = (0.02, 0.98),
+    max_log_ratio: float = 10.0,
+) -> Tensor:
+    """Negative-aware Fine-Tuning (Chen et al. 2025), token level; shapes (B, T) and (B,).
+
+    With R = exp(min(log π − log π_old, `max_log_ratio`)) per token and r = the question's
+    correct rate clamped to `rate_bounds`:
+
+    - a correct completion (`correct` = 1) costs −log R (maximum likelihood through the ratio);
+    - a wrong one costs −log max_sg((1 − r·R)/(1 − r), ε) · `neg_weight`: the likelihood of the
+      *implicit negative policy* (π_old − r·π)/(1 − r), the distribution of the wrong answers if
+      π were the policy of the right ones; `clamp_pass_grad` keeps the value ≥ ε = `eps_neg`;
+    - every token is weighted by w = 1 − r (`weight_by_wrong_rate`, the official `normalize=1`).
+
+    At R = 1 (on-policy) the gradient is exactly Dr. GRPO's with advantage 1[correct] − r
+    (tested). `neg_weight = 0` is rejection-sampling fine-tuning on the correct completions.
+    """
+    lo, hi = rate_bounds
+    r = correct_rate.clamp(lo, hi).unsqueeze(-1)  # (B, 1)
+    c = correct.float().unsqueeze(-1)  # (B, 1)
+    log_ratio = torch.clamp(logp - old_logp, max=max_log_ratio)  # (B, T)
+    ratio = torch.exp(log_ratio)
+    positive = -log_ratio  # −log R, without exp/log underflow far below π_old
+    negative = -torch.log(clamp_pass_grad((1.0 - r * ratio) / (1.0 - r), min=eps_neg))
+    per_token = c * positive + (1.0 - c) * neg_weight * negative  # (B, T)
+    if weight_by_wrong_rate:
+        per_token = per_token * (1.0 - r)
+    return aggregate_tokens(per_token, mask, aggregation, max_len)
 
 
 def sft_loss(token_logps: Tensor, mask: Tensor, aggregation: Aggregation = "token_mean",

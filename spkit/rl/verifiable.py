@@ -54,8 +54,8 @@ __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
     "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget",
     "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
-    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "padded_logprobs", "sft_update",
-    "sft_minibatches", "summary_line",
+    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "microbatch_share",
+    "padded_logprobs", "sft_update", "sft_minibatches", "summary_line",
 ]
 
 # ---- the lm-eval task spkit_arith, as numbers (checked against evals/*.yaml in the tests)
@@ -258,6 +258,14 @@ class SampleCounter:
 def microbatches(n: int, size: int) -> list[slice]:
     """Consecutive slices of at most `size` rows covering 0..n-1."""
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def microbatch_share(aggregation: str, mask: Tensor, n_rows: int, n_tok: float) -> float:
+    """The weight of one micro-batch's aggregated loss so the accumulated gradient is the whole
+    batch's: its share of the tokens for "token_mean", of the rows for "seq_mean"/"dr_grpo"."""
+    if aggregation == "token_mean":
+        return float(mask.sum()) / max(n_tok, 1.0)
+    return mask.shape[0] / max(n_rows, 1)
 
 
 def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
