@@ -100,7 +100,8 @@ class Config(V.VerifiableConfig):
     prm_weight: float = param(0.2, "w in score = w · min-step PRM + outcome (official: 1/5)", ge=0)
     dev_per_level: int = param(2, "dev problems per level in the search subset (4 levels)", ge=1)
     dev_k: int = param(16, "samples per dev problem and temperature (the paper: 64)", ge=1)
-    lr: float = param(1e-4, "learning rate (Adam, kept across iterations)", gt=0)
+    lr: float = param(2e-5, "learning rate (Adam, kept across iterations); chosen on the dev split "
+                      "(assets/results/dev_select.jsonl)", gt=0)
     epochs: int = param(1, "passes over each iteration's selected set", ge=1)
     batch_size: int = param(16, "selected completions per optimizer step", ge=1)
     micro_batch: int = param(64, "completions per forward/backward (gradient accumulation)", ge=1)
