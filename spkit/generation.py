@@ -217,6 +217,13 @@ class Sampler:
             ids = [start]
         return list(ids)
 
+    def context_limit(self) -> int | None:
+        """The model's positions (prompt + completion), or None where unknown (a vLLM model name).
+        Rollouts check prompts against it, so an over-long prompt is a counted overflow rather
+        than the over-length `SpkitError` of `generate`."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(limit) if limit else None
+
     def eos_ids(self) -> set[int]:
         ids = set()
         gen = getattr(self.model, "generation_config", None)
@@ -281,7 +288,7 @@ class Sampler:
         if self._vllm is not None:
             return self._vllm.generate(prompts, params, seed)
         prompt_ids = [self.encode(p) for p in prompts]
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        limit = self.context_limit()
         longest = max((len(ids) for ids in prompt_ids), default=0)
         if limit and longest >= limit:
             raise SpkitError(f"a prompt of {longest} tokens leaves no room in the model's "

@@ -196,9 +196,12 @@ def collect(games: dict[str, Game], learner: LMAgent, opponents: dict, cfg: Conf
 
 # ---- 2-3. Reward and advantage ------------------------------------------------------------------
 def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> list[tuple[Turn, float]]:
-    """Steps 2-3: (learner turn, advantage) pairs; RAE per (episode, role) in episode order."""
+    """Steps 2-3: (learner turn, advantage) pairs; RAE per (episode, role) in episode order.
+    A game that ended as a context overflow has no outcome: it neither trains nor moves b."""
     out: list[tuple[Turn, float]] = []
     for ep in episodes:
+        if ep.overflow:
+            continue
         for role in ep.learner_seats:
             R = ep.returns[role]
             A = baseline.update((ep.game, role), R) if baseline is not None else R  # Eq. (RAE)

@@ -11,8 +11,13 @@ game has turns, not as many as all its turns together.
     turns = [t for e in episodes for t in e.turns if t.learner]           # training data
 
 Rules that match SPIRAL (and `spkit.games.policies.play_match`):
-* An answer that is not exactly a legal action (`parse_action` returns `InvalidMove`) ends the
+* An answer that is not exactly a legal action (`parse_action` returns `InvalidMove`), or a
+  free-text move the game itself rejects (``state.invalid_by``, a TextArena env), ends the
   game: the offender gets −1.5, every other player +0.5.
+* Context overflow: a prompt that leaves fewer than ``max_new_tokens`` positions in the model
+  (``Sampler.context_limit``) is not sampled; its game ends there as an *overflow*
+  (``Episode.overflow``, returns all 0, no invalid move), counted rather than crashing the
+  batch. Trainers skip overflowed games (they have no outcome).
 * Every turn a player took is credited with that player's final return (episodic reward, no
   discounting); advantages are computed later from (game, role, return).
 
@@ -84,6 +89,7 @@ class Episode:
     invalid_by: int | None  # seat that made an invalid move (the game ended there), or None
     learner_seats: list[int]  # seats played by the learner
     state: State
+    overflow: bool = False  # ended because a prompt did not fit the model's context
 
 
 def _prompt_params(agent: LMAgent) -> SamplingParams:
@@ -116,6 +122,7 @@ def play_episodes(
             for i in range(n)]
     turns: list[list[Turn]] = [[] for _ in range(n)]
     invalid: list[int | None] = [None] * n
+    overflow: set[int] = set()
     done = [False] * n
     rnd = 0
     while not all(done):
@@ -128,10 +135,30 @@ def play_episodes(
                 waiting.setdefault(id(agent), []).append(i)
                 agents[id(agent)] = agent
         for m, (key, idx) in enumerate(waiting.items()):
-            _lm_moves(agents[key], idx, states, turns, invalid, done, derive_seed(seed, "round", rnd, m))
+            idx, prompts = _fit_context(agents[key], idx, states, overflow, done)
+            if idx:
+                _lm_moves(agents[key], idx, prompts, states, turns, invalid, done,
+                          derive_seed(seed, "round", rnd, m))
         rnd += 1
-    return [_finish(game, i, derive_seed(seed, "game", i), states[i], players[i], turns[i], invalid[i])
-            for i in range(n)]
+    return [_finish(game, i, derive_seed(seed, "game", i), states[i], players[i], turns[i], invalid[i],
+                    i in overflow) for i in range(n)]
+
+
+def _fit_context(agent: LMAgent, idx: list[int], states, overflow: set[int], done
+                 ) -> tuple[list[int], list[str]]:
+    """The games in `idx` whose prompt leaves room for `max_new_tokens`, with their prompts; the
+    others end as overflows (see the module docstring)."""
+    prompts = [format_prompt(states[i], states[i].current_player(), agent.mode) for i in idx]
+    limit = getattr(agent.sampler, "context_limit", lambda: None)()
+    if limit is None:
+        return idx, prompts
+    room = limit - agent.params.max_new_tokens
+    keep = [len(agent.sampler.encode(p)) <= room for p in prompts]
+    for i, k in zip(idx, keep, strict=True):
+        if not k:
+            overflow.add(i)
+            done[i] = True
+    return [i for i, k in zip(idx, keep, strict=True) if k], [p for p, k in zip(prompts, keep, strict=True) if k]
 
 
 def _policy_moves(states, players, rngs, invalid, done) -> None:
@@ -152,10 +179,9 @@ def _policy_moves(states, players, rngs, invalid, done) -> None:
             st.apply_action(action)
 
 
-def _lm_moves(agent: LMAgent, idx: list[int], states, turns, invalid, done, seed: int) -> None:
-    """One batched sampler call for every game in `idx` waiting on `agent`."""
+def _lm_moves(agent: LMAgent, idx: list[int], prompts: list[str], states, turns, invalid, done, seed: int) -> None:
+    """One batched sampler call for every game in `idx` waiting on `agent` (`prompts` in order)."""
     seats = [states[i].current_player() for i in idx]
-    prompts = [format_prompt(states[i], s, agent.mode) for i, s in zip(idx, seats, strict=True)]
     outs = agent.sampler.generate(prompts, _prompt_params(agent), seed=seed)
     for i, seat, out in zip(idx, seats, outs, strict=True):
         st = states[i]
@@ -167,24 +193,31 @@ def _lm_moves(agent: LMAgent, idx: list[int], states, turns, invalid, done, seed
         if ok:
             st.apply_action(action)
             done[i] = st.is_terminal()
+            if st.invalid_by == seat:  # the game rejected the parsed move: an invalid move
+                turns[i][-1].action = None
+                invalid[i] = seat
         else:
             invalid[i], done[i] = seat, True
 
 
-def _finish(game, i, seed, state, players, turns, bad) -> Episode:
+def _finish(game, i, seed, state, players, turns, bad, overflow: bool = False) -> Episode:
     n_players = game.num_players
-    if bad is None:
+    bad = bad if bad is not None else state.invalid_by  # a non-LLM move the game rejected
+    if overflow:
+        returns = [0.0] * n_players
+    elif bad is None:
         returns = list(state.returns())
     else:
         returns = [INVALID_PENALTY if p == bad else INVALID_BONUS for p in range(n_players)]
     for t in turns:
         t.ret = returns[t.role]
     learner = [s for s, p in enumerate(players) if isinstance(p, LMAgent) and p.learner]
-    return Episode(game.name, seed, returns, turns, bad, learner, state)
+    return Episode(game.name, seed, returns, turns, bad, learner, state, overflow)
 
 
 def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]) -> dict[str, float]:
-    """Win / draw / loss rates, mean return and invalid rate of the seat ``seat_of(ep)``."""
+    """Win / draw / loss rates, mean return and invalid rate of the seat ``seat_of(ep)``, and the
+    share of games that ended as a context overflow (counted as draws: returns 0)."""
     n = max(len(episodes), 1)
     rets = [e.returns[seat_of(e)] for e in episodes]
     return {
@@ -193,6 +226,7 @@ def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]
         "loss": sum(r < 0 for r in rets) / n,
         "return": sum(rets) / n,
         "invalid": sum(e.invalid_by == seat_of(e) for e in episodes) / n,
+        "overflow": sum(e.overflow for e in episodes) / n,
     }
 
 
