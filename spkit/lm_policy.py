@@ -158,7 +158,10 @@ class LLMPolicy(Policy):
             return SamplingParams(
                 max_new_tokens=24, temperature=self.temperature, stop=("}",), include_stop=True
             )
-        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        # Reasoning: stop where a rollout turn stops, at the brace closing the box (depth counted),
+        # so the table measures the policy the rollouts play.
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                              stop_after_box=True)
 
     def _as_answer(self, text: str) -> str:
         # A direct completion continues "\boxed{", so re-attach it before parsing.

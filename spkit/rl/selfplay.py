@@ -23,8 +23,9 @@ Rules that match SPIRAL (and `spkit.games.policies.play_match`):
 
 Direct mode: the prompt ends with ``\boxed{`` and the model writes ``action}``; generation stops
 at ``}``. Reasoning mode: the model writes free text ending with ``\boxed{action}``; generation
-stops at the ``}`` that closes a box (stop string ``"}"`` after a ``\boxed{``, checked by the
-parser) or at EOS / the token limit.
+stops at the ``}`` that closes the box, braces counted by depth (``SamplingParams.stop_after_box``:
+a "}" of ``\frac{1}{3}`` or of ``\boxed{\text{bet}}``'s inner group does not stop it), or at EOS /
+the token limit.
 
 Determinism: chance in game i uses ``derive_seed(seed, "game", i)``; the sampler call of round r
 for model m uses ``derive_seed(seed, "round", r, m)``; a non-LLM player draws from a
@@ -71,7 +72,7 @@ class Turn:
     role: int  # the seat (player index) that moved
     prompt_ids: list[int]
     completion_ids: list[int]
-    old_logprobs: list[float]  # untempered log p(token) under the sampling policy
+    old_logprobs: list[float]  # log p(token) under the sampling policy, at the rollout temperature
     text: str
     action: str | None  # the legal action played, None for an invalid move
     learner: bool
@@ -93,11 +94,26 @@ class Episode:
 
 
 def _prompt_params(agent: LMAgent) -> SamplingParams:
-    """Both modes stop at the first "}" (it closes the answer box in the trained formats)."""
+    """Where a turn's generation stops: at the brace that closes the answer box.
+
+    Direct mode: the prompt opened the box and legal moves hold no braces, so the first "}"
+    closes it. Reasoning mode: the "}" that closes the model's own ``\boxed{`` with braces
+    counted by depth (``stop_after_box``), so ``\frac{1}{3} … \boxed{\text{bet}}`` is whole."""
     p = agent.params
-    stop = tuple(dict.fromkeys((*p.stop, "}")))
+    direct = agent.mode == "direct"
+    stop = tuple(dict.fromkeys((*p.stop, "}"))) if direct else p.stop
     return SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                          top_k=p.top_k, stop=stop, include_stop=True)
+                          top_k=p.top_k, stop=stop, include_stop=True, stop_after_box=not direct)
+
+
+def _behaviour_logprobs(out, params: SamplingParams) -> list[float]:
+    """Log-probs of the sampled tokens under the distribution they were drawn from: softmax of
+    the logits at T = 1, softmax(logits / T) otherwise (the sampler's `sampling_logprobs`). PPO
+    ratios and the entropy bonus use these, and the learner divides its logits by the same T,
+    so at T ≠ 1 the update stays on-policy (as oat and TRL do)."""
+    if params.temperature == 1.0 or not out.sampling_logprobs:
+        return list(out.logprobs)
+    return list(out.sampling_logprobs)
 
 
 def _parse(agent: LMAgent, text: str, state: State) -> str | InvalidMove:
@@ -153,7 +169,9 @@ def _fit_context(agent: LMAgent, idx: list[int], states, overflow: set[int], don
     if limit is None:
         return idx, prompts
     room = limit - agent.params.max_new_tokens
-    keep = [len(agent.sampler.encode(p)) <= room for p in prompts]
+    # A token covers at least one byte, so a prompt of few enough bytes (+ special tokens) fits
+    # without being tokenized twice (the sampler tokenizes it again).
+    keep = [len(p.encode()) + 16 <= room or len(agent.sampler.encode(p)) <= room for p in prompts]
     for i, k in zip(idx, keep, strict=True):
         if not k:
             overflow.add(i)
@@ -189,7 +207,8 @@ def _lm_moves(agent: LMAgent, idx: list[int], prompts: list[str], states, turns,
         action = _parse(agent, text, st)
         ok = not isinstance(action, InvalidMove)
         turns[i].append(Turn(st.game.name, seat, list(out.prompt_ids), list(out.token_ids),
-                             list(out.logprobs), text, action if ok else None, agent.learner))
+                             _behaviour_logprobs(out, agent.params), text, action if ok else None,
+                             agent.learner))
         if ok:
             st.apply_action(action)
             done[i] = st.is_terminal()
