@@ -472,3 +472,44 @@ def test_dr_grpo_normaliser_is_oats_constant():
     r = torch.exp(logp - old)
     by_hand = -(min(r[0, 0], 1.2) * 1 + min(r[0, 1], 1.2) * 1 + max(r[1, 0], 0.8) * -0.5) / 16
     assert loss.item() == pytest.approx(float(by_hand), rel=1e-5)
+
+
+# ---- the reasoning-mode NashConv interval ---------------------------------------------------------------
+def _coverage(table, n: int, repeats: int, method: str) -> float:
+    """Share of `repeats` seeded experiments (n samples per infoset from `table`) whose 90%
+    interval holds the exact NashConv of `table`."""
+    import numpy as np
+
+    from spkit.solvers.exploitability import nash_conv_interval
+
+    tree = game_tree(load_game("kuhn_poker"))
+    truth = nash_conv(tree, table)
+    rng = np.random.default_rng(123)
+    hits = 0
+    for r in range(repeats):
+        counts = {k: dict(zip(p, rng.multinomial(n, list(p.values())).tolist(), strict=True)) for k, p in table.items()}
+        lo, hi = nash_conv_interval(tree, counts, seed=r, reps=100, method=method)
+        hits += lo <= truth <= hi
+    return hits / repeats
+
+
+def test_nash_conv_interval_covers_the_exact_value():
+    """A near-equilibrium policy (CFR, 30 iterations: exact NashConv ≈ 0.046) sampled 32 times per
+    infoset, as reasoning-mode evaluation does: the percentile interval of the upward-biased
+    plug-in estimate misses the true value almost always; the bias-corrected one covers it at
+    close to its nominal 90%. A random mixed policy is covered too."""
+    import numpy as np
+
+    from spkit.solvers.cfr import CFRSolver
+
+    cfr = CFRSolver(load_game("kuhn_poker"))
+    cfr.iterate(30)
+    near = cfr.average_policy()
+    assert 0.03 < nash_conv(load_game("kuhn_poker"), near) < 0.06
+    assert _coverage(near, 32, 20, "percentile") < 0.2  # measured: 0 of 20
+    # Measured over 100 repeats: 0.81 (near), 0.84 (mixed), 0.89 (uniform) — a few points under
+    # the nominal 0.9 (the bias estimate is itself noisy), the bounds leave room for 30 repeats.
+    assert _coverage(near, 32, 30, "bias_corrected") >= 0.7
+    rng = np.random.default_rng(5)
+    mixed = {k: dict(zip(p, rng.dirichlet([1.0] * len(p)).tolist(), strict=True)) for k, p in near.items()}
+    assert _coverage(mixed, 32, 30, "bias_corrected") >= 0.7
