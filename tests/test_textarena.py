@@ -268,3 +268,37 @@ def test_direct_policy_refuses_prompts_past_the_context(random_tiny):
         policy.action_probabilities(s)
     move = policy.sample_action(s, random.Random(0))
     assert isinstance(move, InvalidMove) and "context overflow" in move.reason
+
+
+# ---- a TextArena game as a training environment ----------------------------------------------------
+def test_format_demonstrations_are_legal_moves_in_the_games_prompts():
+    pytest.importorskip("textarena")
+    from spkit.corpus import format_demonstrations
+    from spkit.games import load_game
+    from spkit.games.prompts import ANSWER_PREFIX
+
+    game = load_game("textarena:TicTacToe-v0")
+    pairs = format_demonstrations(game, 12, "direct", seed=0)
+    assert len(pairs) == 12 and pairs == format_demonstrations(game, 12, "direct", seed=0)
+    for prompt, answer in pairs:
+        legal = prompt.split("Legal moves: ")[1].split("\n")[0].split(", ")
+        assert prompt.endswith(ANSWER_PREFIX) and answer[:-1] in legal and answer.endswith("}")
+    (prompt, answer), = format_demonstrations(game, 1, "reasoning", seed=1)
+    assert parse_action(answer, [str(i) for i in range(9)]) == answer.split("{")[1].rstrip("}")
+    with pytest.raises(SpkitError, match="free-text"):
+        format_demonstrations(load_game("textarena:Nim-v0"), 1, "direct", seed=0)
+
+
+def test_spiral_trains_on_a_textarena_game(tmp_path):
+    pytest.importorskip("textarena")
+    from spkit.algos import spiral
+
+    cfg = spiral.Config(games=("textarena:TicTacToe-v0",), steps=1, episodes=2, sft_steps=2, sft_batch=4,
+                        eval_games=2, eval_every=1, out=str(tmp_path), plot=False, tensorboard=False)
+    hist = spiral.train(cfg)
+    key = "eval/textarena:TicTacToe-v0/win_vs_random"
+    assert len(hist.series(key)[1]) == 2  # before and after
+    first = hist.rows[0]
+    assert first["sft/loss_first"] > 0 and "train/return/textarena:TicTacToe-v0/0" in hist.rows[-1]
+    with pytest.raises(SpkitError, match="--games must be one of .*textarena:"):
+        spiral.train(spiral.Config(games=("chess",), steps=0))

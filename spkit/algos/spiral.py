@@ -9,7 +9,9 @@ reward (the game outcome). Zero-sum self-play makes one role's gain the other's 
 paper's Role-conditioned Advantage Estimation (RAE) subtracts a running mean return per
 (game, role) so that a structurally favoured role does not push the shared policy one way.
 
-Algorithm (one step):
+Algorithm (one step; step 0 once, before the first):
+  0. Optional, for a game the model has never seen (``--sft-steps``): supervised fine-tuning on
+     uniformly random legal moves in the game's own prompts — its format, not a strategy.
   1. Rollout: play N games of each training game to the end; every LLM turn samples a
      completion from π_θ at temperature T (direct mode: ``action}`` after ``\boxed{``;
      reasoning mode: short reasoning, then ``\boxed{action}``, stopped at the brace that closes
@@ -35,7 +37,9 @@ Deviations from the paper:
   1. A 3.3M-parameter model (spkit-tiny) and a few hundred games per step on a CPU instead of
      Qwen3-4B-Base on 8 GPUs; `--preset qwen3-4b` holds the paper-scale settings.
   2. spkit's own game implementations (standard Kuhn Poker payoffs, so NashConv is exact)
-     instead of TextArena environments, and spkit's prompt formats.
+     instead of TextArena environments, and spkit's prompt formats. TextArena envs train through
+     `spkit.games.textarena` (``--games textarena:TicTacToe-v0``; evaluated against random play),
+     with SPIRAL's invalid-move rule and spkit's context policy.
   3. Direct mode (answer only) is the default at this scale; the paper's reasoning mode is
      ``--mode reasoning``.
   4. Extra, off by default: an entropy bonus (reward shaping with −β·log π(y), the sampled
@@ -78,6 +82,9 @@ Commands:
         spkit train spiral --opponent random --out runs/spiral_random        # an ablation
         spkit train spiral --out runs/spiral --steps 600 --resume            # continue a run
         torchrun --nproc_per_node 2 -m spkit train spiral --steps 20         # 2 processes, gloo
+        spkit train spiral --games textarena:TicTacToe-v0 --sft-steps 30 --sft-batch 16 --sft-lr 1e-3 \
+            --steps 8 --episodes 32 --eval-every 0 --eval-games 64 --threads 1 \
+            --out runs/spiral_textarena     # a TextArena env end to end: format SFT, then self-play
   GPU:  spkit train spiral --preset qwen3-4b --device cuda \
             --games kuhn_poker tictactoe negotiation --out runs/spiral_4b
 """
@@ -129,7 +136,8 @@ class Config(RunConfig):
     """SPIRAL settings. Defaults: spkit-tiny on a CPU; `--preset qwen3-4b` for the paper's scale."""
 
     model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
-    games: tuple[str, ...] = param(("kuhn_poker",), "training games", choices=GAMES)
+    games: tuple[str, ...] = param(("kuhn_poker",), "training games; textarena:<EnvId> is a TextArena two-player "
+                                   "env that lists its moves", choices=(*GAMES, "textarena:*"))
     mode: str = param("direct", "prompt mode: direct (answer only) | reasoning (\\boxed{} at the end)",
                       choices=MODES)
     opponent: str = param("self", "self | fixed (frozen initial model) | random | game_theoretic",
@@ -152,6 +160,10 @@ class Config(RunConfig):
                            "(turns · max_new_tokens), oat's default critic (the paper's)",
                            choices=("token_mean", "dr_grpo"))
     entropy_coef: float = param(0.0, "entropy bonus β (reward − β·log π(y)); off in the paper", ge=0)
+    sft_steps: int = param(0, "before self-play: SFT steps on random legal moves in the training games' prompts "
+                              "(teaches a new game's format; 0 = off)", ge=0)
+    sft_lr: float = param(3e-4, "learning rate of the format SFT", gt=0)
+    sft_batch: int = param(32, "demonstrations per format-SFT step", ge=1)
     kl_coef: float = param(0.0, "k3 KL penalty to the initial model; off in the paper", ge=0)
     eval_every: int = param(10, "evaluate every k steps (and at the start and the end); 0 = start and end only",
                             ge=0, identity=False)
@@ -175,6 +187,46 @@ class Config(RunConfig):
         return self.max_new_tokens or (8 if self.mode == "direct" else 64)
 
 
+# ---- 0. Format SFT (optional, for a game the model has never seen) --------------------------------
+def format_sft(model, tokenizer, games: dict[str, Game], cfg: Config) -> dict[str, float]:
+    """`cfg.sft_steps` steps of supervised fine-tuning on random legal moves in each training
+    game's own prompts (`spkit.corpus.format_demonstrations`), with its own Adam: the model
+    learns the prompt layout and the legal moves, not a strategy, so self-play starts from a
+    policy that plays the game (e.g. a TextArena env) legally at about random strength. Same
+    data and steps on every process, so the weights stay identical. Returns the first and
+    last SFT losses."""
+    from spkit.corpus import format_demonstrations
+    from spkit.rl.losses import sft_loss
+
+    n = cfg.sft_steps * cfg.sft_batch
+    per = [format_demonstrations(g, -(-n // len(games)), cfg.mode, derive_seed(cfg.seed, "sft", name))
+           for name, g in games.items()]
+    pairs = [p for group in zip(*per, strict=True) for p in group][:n]  # games interleaved
+    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 62
+    pairs = [(p, c) for p, c in pairs if len(tokenizer(p + c)["input_ids"]) <= limit]  # within the context
+    if not pairs:
+        raise SpkitError(f"--sft-steps: every demonstration prompt exceeds the model's {limit} positions")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
+    losses = []
+    model.train()
+    for i in range(cfg.sft_steps):
+        chunk = [pairs[j % len(pairs)] for j in range(i * cfg.sft_batch, (i + 1) * cfg.sft_batch)]
+        P = [tokenizer(p)["input_ids"] for p, _ in chunk]
+        C = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in chunk]
+        T = max(len(c) for c in C)
+        logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)
+        mask = pad_right([[1.0] * len(c) for c in C], T).to(logp.device)
+        loss = sft_loss(logp, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
+
+
 # ---- 1. Rollout ----------------------------------------------------------------------------------
 def opponent_for(game: Game, kind: str, frozen: LMAgent | None):
     """The non-learning opponent of the ablations (None for self-play)."""
@@ -192,6 +244,8 @@ def opponent_for(game: Game, kind: str, frozen: LMAgent | None):
         return TabularPolicy(cfr.average_policy())
     if game.name == "tictactoe":
         return MinimaxPolicy(game)
+    if game.name.startswith("textarena:"):
+        raise SpkitError(f"--opponent game_theoretic: no solver for {game.name}; use self, fixed or random")
     return HeuristicNegotiator()  # negotiation has no exact solver here; a fixed heuristic
 
 
@@ -385,9 +439,14 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
         m["eval/kuhn_poker/nashconv_avg"] = nash_conv(kuhn, average_policy(game_tree(kuhn), tables))
     agent = LMAgent(Sampler(model, tokenizer), cfg.mode, learner=True, params=SamplingParams(
         max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.eval_temperature))
-    matches = {"tictactoe": {"random": UniformRandomPolicy(), "perfect": MinimaxPolicy(_eval_game("tictactoe"))}}
+    matches = {}
+    if not all(g.startswith("textarena:") for g in cfg.games):  # a TextArena-only run skips spkit's games
+        matches["tictactoe"] = {"random": UniformRandomPolicy(), "perfect": MinimaxPolicy(_eval_game("tictactoe"))}
     if "negotiation" in cfg.games:  # evaluated only when trained on: its prompts are long
         matches["negotiation"] = {"heuristic": HeuristicNegotiator()}
+    for name in cfg.games:  # a TextArena game is evaluated against random play
+        if name.startswith("textarena:"):
+            matches[name] = {"random": UniformRandomPolicy()}
     lens: list[int] = []
     for name, opponents in (matches.items() if cfg.eval_games else ()):
         for label, opp in opponents.items():
@@ -395,8 +454,9 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
                                 cfg.eval_games, derive_seed(seed, name, label))
             r = outcome_rates(eps, lambda e: e.learner_seats[0])
             lens += [len(t.completion_ids) for e in eps for t in e.turns]
-            if name == "tictactoe":
-                m |= {f"eval/tictactoe/{k}_vs_{label}": r[k] for k in ("win", "draw", "loss", "invalid")}
+            if name == "tictactoe" or name.startswith("textarena:"):
+                m |= {f"eval/{name}/{k}_vs_{label}": r[k] for k in ("win", "draw", "loss", "invalid", "overflow")
+                      if k != "overflow" or name != "tictactoe"}
             else:
                 m |= {"eval/negotiation/return_vs_heuristic": r["return"], "eval/negotiation/invalid": r["invalid"]}
     m["eval/completion_len"] = float(np.mean(lens)) if lens else 0.0
@@ -445,6 +505,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     frozen = LMAgent(Sampler(ref_model, tok), cfg.mode, sp, learner=False) if ref_model is not None else None
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
     averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games and run.rank == 0
+    sft = format_sft(model, tok, games, cfg) if cfg.sft_steps and not cfg.resume else {}
 
     def record_table(t: int) -> None:
         avg.tables.append(kuhn_table(model, tok, _eval_game("kuhn_poker"), cfg, derive_seed(cfg.seed, "table", t))[0])
@@ -470,7 +531,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     def evaluate_at(t: int) -> dict[str, float]:  # 5
         if t == 0 and averaging:
             record_table(0)
-        return evaluate(model, tok, cfg, t, avg.tables)
+        return evaluate(model, tok, cfg, t, avg.tables) | (sft if t == 0 else {})
 
     return run.loop(step, evaluate_at)
 
