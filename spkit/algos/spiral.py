@@ -565,4 +565,10 @@ def summary(history: History) -> str:
     first = history.series(k)[1][:1] or [float("nan")]
     line = f"Kuhn Poker NashConv: {first[0]:.3f} -> {history.last(k):.3f} (last iterate)"
     avg = history.last("eval/kuhn_poker/nashconv_avg")
-    return line + (f", {avg:.3f} (average policy)" if avg == avg else "")  # no average unless trained on Kuhn
+    line += f", {avg:.3f} (average policy)" if avg == avg else ""  # no average unless trained on Kuhn
+    keys = dict.fromkeys(k for row in history.rows for k in row if k.startswith("eval/textarena:") and
+                         k.endswith("/win_vs_random"))
+    for k in keys:  # a TextArena game: its win rate against random play, before -> after
+        wins = history.series(k)[1]
+        line += f"\n{k.split('/')[1]} win rate vs random: {wins[0]:.3f} -> {wins[-1]:.3f}"
+    return line
