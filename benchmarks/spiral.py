@@ -24,7 +24,7 @@ from spkit.algos import spiral
 from spkit.games import load_game
 from spkit.games.prompts import format_prompt
 from spkit.generation import Sampler
-from spkit.logprobs import token_logprobs
+from spkit.logprobs import pad_right, token_logprobs
 from spkit.models import load_model
 from spkit.rl.losses import ppo_clip_loss
 from spkit.rl.selfplay import LMAgent, _parse, play_episodes
@@ -90,8 +90,8 @@ def time_update(model, tok, games: int) -> None:
     T = max(len(c) for c in C)
     lps = token_logprobs(m2, P, C)
     logp = torch.stack([torch.nn.functional.pad(x, (0, T - len(x))) for x in lps])
-    old = spiral._pad([t.old_logprobs for t, _ in pairs], T)
-    mask = spiral._pad([[1.0] * len(c) for c in C], T)
+    old = pad_right([t.old_logprobs for t, _ in pairs], T)
+    mask = pad_right([[1.0] * len(c) for c in C], T)
     ppo_clip_loss(logp, old, torch.tensor([a for _, a in pairs]), mask).backward()
     opt2.step()
     adt = time.perf_counter() - t0

@@ -9,6 +9,7 @@ command line, the Python API and the error messages cannot drift apart. Floats m
 unless a field says otherwise (`--lr nan` is a user error, not 600 steps of NaN weights).
 `identity=False` marks fields a resumed run may change (step budget, logging), as opposed to the
 ones that define what is being trained (a resume with a different `lr` is refused).
+A choice ending in ``*`` is a prefix (``"textarena:*"`` admits ``"textarena:TicTacToe-v0"``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise SpkitError(f"{flag(name)} must be {base.__name__}, got {value!r}")
 
 
+def _chosen(value: Any, choices: tuple) -> bool:
+    """`value` is one of `choices`, or starts with a choice's prefix ``"prefix*"``."""
+    return value in choices or any(isinstance(c, str) and c.endswith("*") and isinstance(value, str)
+                                   and value.startswith(c[:-1]) and len(value) > len(c) - 1 for c in choices)
+
+
+def _argparse_choices(choices: tuple | None) -> tuple | None:
+    """argparse checks exact choices only; prefix choices are left to `validate`."""
+    if choices and any(isinstance(c, str) and c.endswith("*") for c in choices):
+        return None
+    return choices
+
+
 def _check_bounds(f: dataclasses.Field, value: Any) -> None:
     m = f.metadata
     if not m or value is None:
@@ -86,7 +100,7 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> None:
     if not values and m.get("choices"):
         raise SpkitError(f"{flag(f.name)} needs at least one of {', '.join(map(str, m['choices']))}")
     for v in values:
-        if m.get("choices") and v not in m["choices"]:
+        if m.get("choices") and not _chosen(v, m["choices"]):
             raise SpkitError(f"{flag(f.name)} must be one of {', '.join(map(str, m['choices']))}; got {v!r}")
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
@@ -139,9 +153,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: d
             parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kw)
         elif base is tuple and item in (str, int, float):
             parser.add_argument(flag(f.name), nargs="+", action="extend", type=item, metavar=f.name.upper(),
-                                choices=f.metadata.get("choices"), **kw)
+                                choices=_argparse_choices(f.metadata.get("choices")), **kw)
         elif base in (str, int, float):
-            parser.add_argument(flag(f.name), type=base, choices=f.metadata.get("choices"), **kw)
+            parser.add_argument(flag(f.name), type=base, choices=_argparse_choices(f.metadata.get("choices")), **kw)
         # other types (an explicit matrix, ...) are Python-only
 
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from spkit.errors import SpkitError
 from spkit.games import load_game
-from spkit.games.base import State
-from spkit.games.prompts import format_prompt
+from spkit.games.base import Game, State
+from spkit.games.prompts import format_prompt, is_free_text
 from spkit.tasks import arithmetic, instructions, steps
 
 #: Share of documents per kind (games split evenly in prompt modes: 60% reasoning, 40% direct).
@@ -99,6 +100,28 @@ def game_documents(name: str, n: int, rng: random.Random) -> list[str]:
                 docs.append(format_prompt(state, player, "reasoning") + f"{why} \\boxed{{{move}}}")
             state.apply_action(move)
     return docs
+
+
+def format_demonstrations(game: Game, n: int, mode: str, seed: int) -> list[tuple[str, str]]:
+    """`n` (prompt, completion) pairs from random games of any game (a TextArena env too): at
+    each decision point a uniformly random legal move, answered in `mode`'s format (direct:
+    ``move}``; reasoning: ``I play move. \boxed{move}``). What a short SFT on a new game's rules
+    trains on: the prompt layout and the legal moves, with no strategy (self-play adds that).
+    Free-text turns end a game (there is no move to demonstrate)."""
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    for attempt in range(100 * n + 100):
+        if len(pairs) >= n:
+            break
+        if attempt >= 100 and not pairs:
+            raise SpkitError(f"{game.name}: no listed legal moves to demonstrate (a free-text game)")
+        state = game.new_initial_state(seed=rng.randrange(2**31))
+        while not state.is_terminal() and len(pairs) < n and not is_free_text(state.legal_actions()):
+            move = rng.choice(state.legal_actions())
+            answer = f"{move}}}" if mode == "direct" else f"I play {move}. \\boxed{{{move}}}"
+            pairs.append((format_prompt(state, state.current_player(), mode), answer))
+            state.apply_action(move)
+    return pairs
 
 
 Demonstrator = Callable[[State, int, random.Random], tuple[str, str]]

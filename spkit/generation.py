@@ -68,6 +68,7 @@ from spkit.sampling import (
     Completion,
     Layout,
     SamplingParams,
+    box_end,
     plan_layout,
     row_uniforms,
     sample_tokens,
@@ -217,6 +218,13 @@ class Sampler:
             ids = [start]
         return list(ids)
 
+    def context_limit(self) -> int | None:
+        """The model's positions (prompt + completion), or None where unknown (a vLLM model name).
+        Rollouts check prompts against it, so an over-long prompt is a counted overflow rather
+        than the over-length `SpkitError` of `generate`."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(limit) if limit else None
+
     def eos_ids(self) -> set[int]:
         ids = set()
         gen = getattr(self.model, "generation_config", None)
@@ -281,7 +289,7 @@ class Sampler:
         if self._vllm is not None:
             return self._vllm.generate(prompts, params, seed)
         prompt_ids = [self.encode(p) for p in prompts]
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        limit = self.context_limit()
         longest = max((len(ids) for ids in prompt_ids), default=0)
         if limit and longest >= limit:
             raise SpkitError(f"a prompt of {longest} tokens leaves no room in the model's "
@@ -306,7 +314,8 @@ class Sampler:
         dev = logits.device
         uniforms = row_uniforms(seed, B, T, dev)  # (B, T): one random number per row and step
         eos = torch.tensor(sorted(self.eos_ids()) or [-1], device=dev)
-        cand = self._stop_candidates(params.stop, logits.shape[-1], dev) if params.stop else None
+        stops = (*params.stop, "}") if params.stop_after_box else params.stop
+        cand = self._stop_candidates(stops, logits.shape[-1], dev) if stops else None
         toks: list[list[int]] = [[] for _ in range(B)]
         lps: list[list[float]] = [[] for _ in range(B)]
         slps: list[list[float]] = [[] for _ in range(B)]
@@ -336,7 +345,7 @@ class Sampler:
                 slps[r].append(slp_l[s])
                 if done_l[s]:
                     reasons[r] = "eos"
-                elif check_l is not None and check_l[s] and self._has_stop(toks[r], params.stop):
+                elif check_l is not None and check_l[s] and self._has_stop(toks[r], params):
                     reasons[r] = "stop"
                     done[s] = True
                 elif len(toks[r]) >= cap[r]:
@@ -352,15 +361,18 @@ class Sampler:
             logits = engine.decode(tok)
         return toks, lps, slps, reasons
 
-    def _has_stop(self, ids: list[int], stop: tuple[str, ...]) -> bool:
+    def _has_stop(self, ids: list[int], params: SamplingParams) -> bool:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return any(s in text for s in stop)
+        return any(s in text for s in params.stop) or (params.stop_after_box and box_end(text) is not None)
 
     def _finish(self, prompt, prompt_ids, toks, lps, slps, reason, params) -> Completion:
         text = self.tokenizer.decode(toks, skip_special_tokens=True)
-        if reason == "stop":
-            cut = min((text.find(s), -len(s)) for s in params.stop if s in text)
-            text = text[: cut[0] - cut[1]] if params.include_stop else text[: cut[0]]
+        if reason == "stop":  # (start of the cut, its end when the stop text is kept)
+            cuts = [(text.find(s), text.find(s) + len(s)) for s in params.stop if s in text]
+            end = box_end(text) if params.stop_after_box else None
+            cuts += [(end, end)] if end is not None else []
+            start, stop_end = min(cuts)
+            text = text[:stop_end] if params.include_stop else text[:start]
         return Completion(prompt, text, list(prompt_ids), toks, lps, reason, slps)
 
 

@@ -19,6 +19,10 @@ Two views of the same model:
   solver needs *some* distribution; ``sample_action`` returns the parsed move or an
   `InvalidMove`, which rollouts count.
 
+Context: a prompt (plus its answer) longer than the model's positions is never scored past the
+trained context: ``table`` / ``action_probabilities`` raise a one-line `SpkitError`, and
+``sample_action`` returns an `InvalidMove` ("context overflow") that matches count.
+
 Free-text moves (Who-is-the-Spy clues) cannot be enumerated, so in either mode they are
 sampled from the prompt and validated by the game.
 
@@ -154,7 +158,10 @@ class LLMPolicy(Policy):
             return SamplingParams(
                 max_new_tokens=24, temperature=self.temperature, stop=("}",), include_stop=True
             )
-        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        # Reasoning: stop where a rollout turn stops, at the brace closing the box (depth counted),
+        # so the table measures the policy the rollouts play.
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                              stop_after_box=True)
 
     def _as_answer(self, text: str) -> str:
         # A direct completion continues "\boxed{", so re-attach it before parsing.
@@ -169,8 +176,23 @@ class LLMPolicy(Policy):
             return self._direct(state, legal)
         return self._sampled(state, legal)
 
+    def context_problem(self, state: State) -> str | None:
+        """Why `state`'s prompt does not fit the model's positions (None if it does)."""
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not limit:
+            return None
+        if self.mode == "direct" and not is_free_text(state.legal_actions()):
+            pid, answers = direct_answers(self.tokenizer, state)
+            need = len(pid) + max(len(a) for a in answers)
+        else:
+            need = len(self.tokenizer(self.prompt(state))["input_ids"]) + self._params().max_new_tokens
+        return None if need <= limit else f"context overflow: {need} tokens > the model's {limit} positions"
+
     def sample_action(self, state: State, rng: random.Random) -> str | InvalidMove:
         legal = state.legal_actions()
+        problem = self.context_problem(state)
+        if problem:
+            return InvalidMove(problem)
         if self.mode == "direct" and not is_free_text(legal):
             return super().sample_action(state, rng)
         completion = self.sampler.generate(
@@ -205,8 +227,12 @@ class LLMPolicy(Policy):
         from spkit.logprobs import shared_prefix_logprobs
 
         P, C, owner = [], [], []
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None) or 1 << 62
         for j, s in enumerate(states):
             pid, answers = direct_answers(self.tokenizer, s)
+            if len(pid) + max(len(a) for a in answers) > limit:
+                raise SpkitError(f"a direct-mode prompt of {len(pid)} tokens (+ answer) exceeds the model's "
+                                 f"{limit} positions; it would be scored past the trained context")
             P += [pid] * len(answers)
             C += answers
             owner += [j] * len(answers)

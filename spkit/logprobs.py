@@ -26,8 +26,12 @@ def token_logprobs(
     prompt_ids: list[list[int]],
     completion_ids: list[list[int]],
     batch_size: int | None = None,
+    temperature: float = 1.0,
 ) -> list[torch.Tensor]:
     """log p(completion_ids[i][t] | prompt_ids[i] + completion_ids[i][:t]) for every i, t.
+
+    `temperature` ≠ 1 scores under softmax(logits / T), the distribution a rollout at T samples
+    from (what PPO ratios need; oat and TRL divide the logits the same way).
 
     One forward per batch of right-padded sequences [prompt][completion][pad] with an
     attention mask (positions count from 0 in every row, so no position ids are needed).
@@ -46,11 +50,16 @@ def token_logprobs(
     bs = batch_size or max(n, 1)
     out: list[torch.Tensor] = []
     for i in range(0, n, bs):
-        out.extend(_batch_logprobs(model, prompt_ids[i:i + bs], completion_ids[i:i + bs]))
+        out.extend(_batch_logprobs(model, prompt_ids[i:i + bs], completion_ids[i:i + bs], temperature))
     return out
 
 
-def _batch_logprobs(model, prompt_ids, completion_ids) -> list[torch.Tensor]:
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float32 logits divided by T (unchanged, not even copied, at T = 1)."""
+    return logits.float() if temperature == 1.0 else logits.float() / temperature
+
+
+def _batch_logprobs(model, prompt_ids, completion_ids, temperature: float = 1.0) -> list[torch.Tensor]:
     dev = next(model.parameters()).device
     lens = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
     if max(len(c) for c in completion_ids) == 0:
@@ -67,7 +76,7 @@ def _batch_logprobs(model, prompt_ids, completion_ids) -> list[torch.Tensor]:
         targets += list(c)
     logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
     picked = logits[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]  # (N, V)
-    lp = torch.log_softmax(picked.float(), dim=-1)
+    lp = torch.log_softmax(_tempered(picked, temperature), dim=-1)
     lp = lp.gather(1, torch.tensor(targets, device=dev)[:, None]).squeeze(1)  # (N,)
     return list(lp.split([len(c) for c in completion_ids]))
 
@@ -98,7 +107,8 @@ def score_continuations(
 
 
 def shared_prefix_logprobs(
-    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], min_prefix: int = 16
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], min_prefix: int = 16,
+    temperature: float = 1.0,
 ) -> list[torch.Tensor]:
     """Differentiable per-token log-probs of completions, like `token_logprobs`,
     but the longest token prefix shared by all prompts (a game's rules paragraph: ~70% of a
@@ -106,12 +116,13 @@ def shared_prefix_logprobs(
     row. Same numbers and gradients as the plain forward (tested), ~3x less compute on turns.
 
     Falls back to `token_logprobs` for models without a `DynamicCache` forward or short prefixes.
+    `temperature` as in `token_logprobs`.
     """
     from spkit.sampling import plan_layout
 
     P = len(plan_layout(prompt_ids).prefix)
     if len(prompt_ids) < 2 or P < min_prefix:  # noqa: SIM300 (reads as "prefix too short")
-        return token_logprobs(model, prompt_ids, completion_ids)
+        return token_logprobs(model, prompt_ids, completion_ids, temperature=temperature)
     dev = next(model.parameters()).device
     cache, kw = _new_cache(model)
     prefix = torch.tensor([prompt_ids[0][:P]], device=dev)  # (1, P)
@@ -132,7 +143,7 @@ def shared_prefix_logprobs(
     out = []
     for b, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
         start = len(p) - P - 1  # the position that predicts the first completion token
-        lp = torch.log_softmax(logits[b, start: start + len(c)].float(), -1)  # (len_c, V)
+        lp = torch.log_softmax(_tempered(logits[b, start: start + len(c)], temperature), -1)  # (len_c, V)
         out.append(lp.gather(1, torch.tensor(c, device=dev)[:, None]).squeeze(1))
     return out
 

@@ -36,6 +36,7 @@ class SamplingParams:
     top_k: int = 0  # keep the k most likely tokens (0 = all)
     stop: tuple[str, ...] = ()  # stop strings; the text is cut before the first one
     include_stop: bool = False  # keep the matched stop string at the end of `text`
+    stop_after_box: bool = False  # stop at the "}" that closes a \boxed{ (depth counted; kept)
     ignore_eos: bool = False  # keep sampling after EOS (benchmarks want fixed lengths)
 
     def __post_init__(self) -> None:
@@ -72,7 +73,10 @@ class Completion:
       the token whose decoding completes the stop string, and that token is the last of
       `token_ids` — so a stop string that ends in the middle of a token keeps the whole
       token: `text + stop` is a prefix of `decode(token_ids)`. Only generated text is
-      searched, never the prompt.
+      searched, never the prompt. `stop_after_box` is a stop rule of its own: generation
+      stops at the token that closes a ``\boxed{`` (`box_end`; a "}" inside the box, as in
+      ``\boxed{\text{bet}}``, does not stop it) and `text` ends with that brace. (The vLLM
+      backend has no such rule: it samples to EOS / the limit and the parser finds the box.)
     * `finish_reason` is "eos" (the model emitted EOS), "stop" (a stop string) or "length"
       (`max_new_tokens`, or the model's last position, as in vLLM).
     """
@@ -84,6 +88,27 @@ class Completion:
     logprobs: list[float]  # untempered log p(token | prefix), one per token_id
     finish_reason: str  # "eos" | "stop" | "length"
     sampling_logprobs: list[float] = field(default_factory=list)  # under the sampled dist.
+
+
+BOX_OPEN = "\\boxed{"
+
+
+def box_end(text: str) -> int | None:
+    r"""Index just past the brace that closes the last ``\boxed{`` of `text`, braces counted by
+    depth (``\boxed{\frac{1}{3}}`` closes at the final brace), or None if `text` has no box
+    or its last box is still open. `SamplingParams.stop_after_box` stops generation there."""
+    start = text.rfind(BOX_OPEN)
+    if start < 0:
+        return None
+    depth = 1
+    for j in range(start + len(BOX_OPEN), len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return None
 
 
 # ---- Sampling math -------------------------------------------------------------------------

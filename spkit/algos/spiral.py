@@ -9,18 +9,25 @@ reward (the game outcome). Zero-sum self-play makes one role's gain the other's 
 paper's Role-conditioned Advantage Estimation (RAE) subtracts a running mean return per
 (game, role) so that a structurally favoured role does not push the shared policy one way.
 
-Algorithm (one step):
+Algorithm (one step; step 0 once, before the first):
+  0. Optional, for a game the model has never seen (``--sft-steps``): supervised fine-tuning on
+     uniformly random legal moves in the game's own prompts — its format, not a strategy.
   1. Rollout: play N games of each training game to the end; every LLM turn samples a
-     completion from π_θ (direct mode: ``action}`` after ``\boxed{``; reasoning mode: short
-     reasoning, then ``\boxed{action}``). An invalid answer ends the game: −1.5 to the
-     offender, +0.5 to the other player.
+     completion from π_θ at temperature T (direct mode: ``action}`` after ``\boxed{``;
+     reasoning mode: short reasoning, then ``\boxed{action}``, stopped at the brace that closes
+     the box, braces counted by depth). An invalid answer ends the game: −1.5 to the offender,
+     +0.5 to the other player. The paper's batch (``--min-turns 128``): repeat such rounds
+     until the learner has taken at least 128 turns, and keep 128 of them at random (after
+     step 3, so RAE sees every game).
   2. Reward: each turn of player p in game G gets R_p, p's final return (γ = 1).
   3. RAE, per (episode, role) in order:   A = R_p − b[G, p];   b[G, p] ← α b[G, p] + (1 − α) R_p
      with α = 0.95, b = 0 at the start — the advantage is read *before* b moves.   # Eq. (RAE)
   4. Drop turns with A = 0 (no signal), then minimise the token-level PPO-clip loss
-        L(θ) = −(1/Σ|y|) Σ_turns Σ_t min(r_t A, clip(r_t, 1 − ε, 1 + ε) A),
-        r_t = π_θ(y_t | x, y_<t) / π_old(y_t | x, y_<t)                              # Eq. (PPO)
-     for `ppo_epochs` passes over the batch (no KL term by default, as in the paper).
+        L(θ) = −(1/Z) Σ_turns Σ_t min(r_t A, clip(r_t, 1 − ε, 1 + ε) A),
+        r_t = π_θ,T(y_t | x, y_<t) / π_old,T(y_t | x, y_<t),  π_T = softmax(logits / T)  # Eq. (PPO)
+     with Z = Σ|y| (``--loss-norm token_mean``, spkit's default) or Z = turns · max_new_tokens
+     (``dr_grpo``, oat's default critic in the paper's code), for `ppo_epochs` passes over the
+     batch (no KL term by default, as in the paper).
   5. Every `eval_every` steps: Kuhn Poker NashConv of the last iterate and of the average
      policy, TicTacToe W/D/L vs random and vs perfect play, negotiation reward vs a heuristic,
      invalid-move rate, completion length, the RAE baselines.
@@ -30,16 +37,21 @@ Deviations from the paper:
   1. A 3.3M-parameter model (spkit-tiny) and a few hundred games per step on a CPU instead of
      Qwen3-4B-Base on 8 GPUs; `--preset qwen3-4b` holds the paper-scale settings.
   2. spkit's own game implementations (standard Kuhn Poker payoffs, so NashConv is exact)
-     instead of TextArena environments, and spkit's prompt formats.
+     instead of TextArena environments, and spkit's prompt formats. TextArena envs train through
+     `spkit.games.textarena` (``--games textarena:TicTacToe-v0``; evaluated against random play),
+     with SPIRAL's invalid-move rule and spkit's context policy.
   3. Direct mode (answer only) is the default at this scale; the paper's reasoning mode is
      ``--mode reasoning``.
   4. Extra, off by default: an entropy bonus (reward shaping with −β·log π(y), the sampled
-     sequence entropy, on legal moves only — see `entropy_bonus`) and a k3 KL penalty to the
-     initial model.
+     sequence entropy, on legal moves only — which also widens the legal-vs-invalid gap, see
+     `entropy_bonus`) and a k3 KL penalty to the initial model.
   5. With several processes each rank keeps its own RAE baselines over its own games
      (gradients are averaged, so weights stay identical).
   6. The paper's learner uses vLLM rollouts and a separate learner; here one process samples
      with `spkit.generation.Sampler` and updates the same weights (exactly on-policy).
+  7. Batch and normaliser at spkit-tiny's scale: `episodes` games per step (not `min_turns`
+     learner turns) and the token-mean loss (not ``dr_grpo``); `--preset qwen3-4b` uses the
+     paper's (``min_turns=128``, ``loss_norm=dr_grpo``).
 What this reproduces at spkit-tiny's scale, measured, is in `lessons/02_spiral_self_play.ipynb`
 and the README.
 
@@ -48,6 +60,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   train/invalid_rate        share of the learner's turns this step that were invalid moves
   train/completion_len      mean completion length of the learner's turns (tokens)
   train/kept_frac           share of learner turns with a non-zero advantage (trained on)
+  train/overflow_rate       share of games ended because a prompt did not fit the context
   train/return/G/p          mean return of role p in game G this step (learner's seats)
   train/baseline/G/p        RAE baseline b[G, p] after this step
   train/seconds_per_step, train/rollout_seconds, train/episodes_per_s, train/tokens_per_s
@@ -69,6 +82,9 @@ Commands:
         spkit train spiral --opponent random --out runs/spiral_random        # an ablation
         spkit train spiral --out runs/spiral --steps 600 --resume            # continue a run
         torchrun --nproc_per_node 2 -m spkit train spiral --steps 20         # 2 processes, gloo
+        spkit train spiral --games textarena:TicTacToe-v0 --sft-steps 30 --sft-batch 16 --sft-lr 1e-3 \
+            --steps 8 --episodes 32 --eval-every 0 --eval-games 64 --threads 1 \
+            --out runs/spiral_textarena     # a TextArena env end to end: format SFT, then self-play
   GPU:  spkit train spiral --preset qwen3-4b --device cuda \
             --games kuhn_poker tictactoe negotiation --out runs/spiral_4b
 """
@@ -84,6 +100,7 @@ import numpy as np
 import torch
 
 from spkit.config import param
+from spkit.errors import SpkitError
 from spkit.games import load_game
 from spkit.games.base import Game
 from spkit.games.policies import HeuristicNegotiator, TabularPolicy, UniformRandomPolicy
@@ -119,24 +136,34 @@ class Config(RunConfig):
     """SPIRAL settings. Defaults: spkit-tiny on a CPU; `--preset qwen3-4b` for the paper's scale."""
 
     model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
-    games: tuple[str, ...] = param(("kuhn_poker",), "training games", choices=GAMES)
+    games: tuple[str, ...] = param(("kuhn_poker",), "training games; textarena:<EnvId> is a TextArena two-player "
+                                   "env that lists its moves", choices=(*GAMES, "textarena:*"))
     mode: str = param("direct", "prompt mode: direct (answer only) | reasoning (\\boxed{} at the end)",
                       choices=MODES)
     opponent: str = param("self", "self | fixed (frozen initial model) | random | game_theoretic",
                           choices=OPPONENTS)
     steps: int = param(60, "policy updates", ge=0, identity=False)
     episodes: int = param(256, "games per training game per step (per process); turns are merged", ge=1)
+    min_turns: int = param(0, "the paper's batch: play rounds of `episodes` games until >= N learner turns, "
+                              "then subsample to N (0 = off: `episodes` games per step)", ge=0)
     lr: float = param(3e-5, "learning rate (paper: Adam, 1e-6 for Qwen3-4B)", gt=0)
     optimizer: str = param("adam", "adam | sgd", choices=tuple(OPTIMIZERS))
     clip_eps: float = param(0.2, "PPO clip range ε", gt=0)
     ppo_epochs: int = param(1, "passes (optimizer steps) over each rollout batch (paper: 2)", ge=1)
     micro_batch: int = param(64, "turns per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
-    temperature: float = param(1.0, "rollout sampling temperature (paper: 1.0)", gt=0)
+    temperature: float = param(1.0, "rollout sampling temperature (paper: 1.0); ratios use logits / T", gt=0)
     max_new_tokens: int = param(0, "tokens per turn; 0 = 8 in direct mode, 64 in reasoning mode", ge=0)
     rae: bool = param(True, "role-conditioned EMA baseline; --no-rae = raw returns (the paper's ablation)")
     rae_alpha: float = param(0.95, "EMA decay α of the RAE baselines", ge=0, le=1)
+    loss_norm: str = param("token_mean", "token_mean: Σ loss / Σ tokens of the batch | dr_grpo: Σ loss / "
+                           "(turns · max_new_tokens), oat's default critic (the paper's)",
+                           choices=("token_mean", "dr_grpo"))
     entropy_coef: float = param(0.0, "entropy bonus β (reward − β·log π(y)); off in the paper", ge=0)
+    sft_steps: int = param(0, "before self-play: SFT steps on random legal moves in the training games' prompts "
+                              "(teaches a new game's format; 0 = off)", ge=0)
+    sft_lr: float = param(3e-4, "learning rate of the format SFT", gt=0)
+    sft_batch: int = param(32, "demonstrations per format-SFT step", ge=1)
     kl_coef: float = param(0.0, "k3 KL penalty to the initial model; off in the paper", ge=0)
     eval_every: int = param(10, "evaluate every k steps (and at the start and the end); 0 = start and end only",
                             ge=0, identity=False)
@@ -151,13 +178,53 @@ class Config(RunConfig):
     PRESETS = {  # a class constant (no annotation), not a field
         "tiny": lambda: Config(),
         "qwen3-4b": lambda: Config(  # the paper's reference run
-            model="Qwen/Qwen3-4B-Base", mode="reasoning", lr=1e-6, episodes=128, ppo_epochs=2, micro_batch=1,
-            max_new_tokens=4096, steps=400, eval_every=32, eval_games=16, eval_temperature=0.6,
-            checkpoint_every=16, dtype="bfloat16"),
+            model="Qwen/Qwen3-4B-Base", mode="reasoning", lr=1e-6, episodes=32, min_turns=128, ppo_epochs=2,
+            micro_batch=1, max_new_tokens=4096, loss_norm="dr_grpo", steps=400, eval_every=32, eval_games=16,
+            eval_temperature=0.6, checkpoint_every=16, dtype="bfloat16"),
     }
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or (8 if self.mode == "direct" else 64)
+
+
+# ---- 0. Format SFT (optional, for a game the model has never seen) --------------------------------
+def format_sft(model, tokenizer, games: dict[str, Game], cfg: Config) -> dict[str, float]:
+    """`cfg.sft_steps` steps of supervised fine-tuning on random legal moves in each training
+    game's own prompts (`spkit.corpus.format_demonstrations`), with its own Adam: the model
+    learns the prompt layout and the legal moves, not a strategy, so self-play starts from a
+    policy that plays the game (e.g. a TextArena env) legally at about random strength. Same
+    data and steps on every process, so the weights stay identical. Returns the first and
+    last SFT losses."""
+    from spkit.corpus import format_demonstrations
+    from spkit.rl.losses import sft_loss
+
+    n = cfg.sft_steps * cfg.sft_batch
+    per = [format_demonstrations(g, -(-n // len(games)), cfg.mode, derive_seed(cfg.seed, "sft", name))
+           for name, g in games.items()]
+    pairs = [p for group in zip(*per, strict=True) for p in group][:n]  # games interleaved
+    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 62
+    pairs = [(p, c) for p, c in pairs if len(tokenizer(p + c)["input_ids"]) <= limit]  # within the context
+    if not pairs:
+        raise SpkitError(f"--sft-steps: every demonstration prompt exceeds the model's {limit} positions")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
+    losses = []
+    model.train()
+    for i in range(cfg.sft_steps):
+        chunk = [pairs[j % len(pairs)] for j in range(i * cfg.sft_batch, (i + 1) * cfg.sft_batch)]
+        P = [tokenizer(p)["input_ids"] for p, _ in chunk]
+        C = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in chunk]
+        T = max(len(c) for c in C)
+        logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)
+        mask = pad_right([[1.0] * len(c) for c in C], T).to(logp.device)
+        loss = sft_loss(logp, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
 
 
 # ---- 1. Rollout ----------------------------------------------------------------------------------
@@ -177,28 +244,55 @@ def opponent_for(game: Game, kind: str, frozen: LMAgent | None):
         return TabularPolicy(cfr.average_policy())
     if game.name == "tictactoe":
         return MinimaxPolicy(game)
+    if game.name.startswith("textarena:"):
+        raise SpkitError(f"--opponent game_theoretic: no solver for {game.name}; use self, fixed or random")
     return HeuristicNegotiator()  # negotiation has no exact solver here; a fixed heuristic
 
 
 def collect(games: dict[str, Game], learner: LMAgent, opponents: dict, cfg: Config, seed: int) -> list[Episode]:
     """Step 1: `cfg.episodes` games of each training game; vs an opponent the learner's seat
-    alternates (game i: seat i % 2) so both roles are trained."""
+    alternates (game i: seat i % 2) so both roles are trained. With `cfg.min_turns` > 0, such
+    rounds repeat until the learner has taken at least `min_turns` turns (`subsample_turns`
+    then keeps exactly that many, after RAE has seen every game)."""
     episodes: list[Episode] = []
-    for name, game in games.items():
-        opp = opponents[name]
+    rnd = 0
+    while rnd == 0 or learner_turns(episodes) < cfg.min_turns:
+        for name, game in games.items():
+            opp = opponents[name]
 
-        def seats(i: int, opp=opp):
-            return [learner, learner] if opp is None else ([learner, opp] if i % 2 == 0 else [opp, learner])
+            def seats(i: int, opp=opp):
+                return [learner, learner] if opp is None else ([learner, opp] if i % 2 == 0 else [opp, learner])
 
-        episodes += play_episodes(game, seats, cfg.episodes, derive_seed(seed, name))
+            round_seed = derive_seed(seed, name) if rnd == 0 else derive_seed(seed, name, "round", rnd)
+            episodes += play_episodes(game, seats, cfg.episodes, round_seed)
+        rnd += 1
+        if rnd >= 1000 and not learner_turns(episodes):
+            raise SpkitError("min_turns: 1000 rounds of games gave the learner no turn")
     return episodes
+
+
+def learner_turns(episodes: list[Episode]) -> int:
+    """Turns the learner took in these games (what `min_turns` counts)."""
+    return sum(t.learner for e in episodes for t in e.turns)
+
+
+def subsample_turns(pairs: list[tuple[Turn, float]], n: int, seed: int) -> list[tuple[Turn, float]]:
+    """`n` of the (turn, advantage) pairs, uniformly without replacement, in their original
+    order (all of them if there are no more than `n`; `n` = 0 keeps all)."""
+    if n <= 0 or len(pairs) <= n:
+        return pairs
+    keep = sorted(np.random.default_rng(seed).choice(len(pairs), size=n, replace=False).tolist())
+    return [pairs[i] for i in keep]
 
 
 # ---- 2-3. Reward and advantage ------------------------------------------------------------------
 def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> list[tuple[Turn, float]]:
-    """Steps 2-3: (learner turn, advantage) pairs; RAE per (episode, role) in episode order."""
+    """Steps 2-3: (learner turn, advantage) pairs; RAE per (episode, role) in episode order.
+    A game that ended as a context overflow has no outcome: it neither trains nor moves b."""
     out: list[tuple[Turn, float]] = []
     for ep in episodes:
+        if ep.overflow:
+            continue
         for role in ep.learner_seats:
             R = ep.returns[role]
             A = baseline.update((ep.game, role), R) if baseline is not None else R  # Eq. (RAE)
@@ -209,9 +303,16 @@ def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> li
 def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float) -> list[tuple[Turn, float]]:
     """Optional entropy regulariser as reward shaping: A + β·(−log π(y)) on *legal* moves only.
 
-    −log π(y) of a sampled y is an unbiased estimate of the sequence entropy. Invalid answers get
-    no bonus: otherwise long, improbable garbage earns more bonus than the −1.5 penalty costs
-    (with the bonus on every turn, spkit-tiny learned to answer nothing but invalid moves)."""
+    −log π(y) of a sampled y (at the rollout temperature) is an unbiased estimate of the sequence
+    entropy. Invalid answers get no bonus: otherwise long, improbable garbage earns more bonus
+    than the −1.5 penalty costs (with the bonus on every turn, spkit-tiny learned to answer
+    nothing but invalid moves).
+
+    A side effect to know: −log π(y) > 0, so every legal move earns a positive bonus that an
+    invalid one does not — an implicit extra invalid-move penalty of β·H(π(·|s)) on average at
+    state s (β·log n for a uniform choice among n legal answers; the legal-vs-invalid gap is
+    −1.5 − 0.5·(…) plus this). The shaping therefore also teaches the format, more strongly
+    where the policy is more uncertain; it is not a pure entropy term over legal moves."""
     if beta <= 0:
         return pairs
     return [(t, a - beta * sum(t.old_logprobs) if t.action is not None else a) for t, a in pairs]
@@ -258,10 +359,19 @@ def merge_turns(batch: list[tuple[Turn, float]]) -> list[tuple[Turn, float, int]
     return [(t, a, n) for t, a, n in rows.values()]
 
 
+def loss_normaliser(batch: list[tuple[Turn, float]], cfg: Config) -> float:
+    """What the summed token loss is divided by: the batch's completion tokens ("token_mean",
+    spkit's default) or turns × the generation budget ("dr_grpo": oat's default critic, which
+    divides each sequence's summed loss by the constant `generate_max_length`, then averages)."""
+    if cfg.loss_norm == "dr_grpo":
+        return float(len(batch) * cfg.resolved_max_new_tokens())
+    return float(sum(len(t.completion_ids) for t, _ in batch))
+
+
 def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None) -> dict[str, float]:
     """Step 4: `ppo_epochs` optimizer steps, each over the whole batch in micro-batches."""
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_max": 0.0, "grad_norm": 0.0}
-    n_tok = float(sum(len(t.completion_ids) for t, _ in batch))
+    n_tok = loss_normaliser(batch, cfg)
     rows = merge_turns(batch)
     stats["rows"] = float(len(rows))
     model.train()
@@ -271,7 +381,7 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
-            logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)  # (b, T)
+            logp = pad_right(shared_prefix_logprobs(model, P, C, temperature=cfg.temperature), T, torch.float32)
             dev = logp.device
             old = pad_right([t.old_logprobs for t, _, _ in mb], T).to(dev)  # (b, T)
             mask = pad_right([[1.0] * len(c) for c in C], T).to(dev)  # (b, T)
@@ -280,10 +390,11 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             ref = None
             if ref_model is not None and cfg.kl_coef > 0:
                 with torch.no_grad():
-                    ref = pad_right(shared_prefix_logprobs(ref_model, P, C), T, torch.float32)
+                    ref = pad_right(shared_prefix_logprobs(ref_model, P, C, temperature=cfg.temperature), T,
+                                    torch.float32)
             loss, s = spiral_loss(logp, old, adv, mask, cfg.clip_eps, ref, cfg.kl_coef, w, n_tok)
             loss.backward()
-            share = float((mask * w[:, None]).sum()) / max(n_tok, 1.0)
+            share = float((mask * w[:, None]).sum()) / max(float(sum(len(t.completion_ids) for t, _ in batch)), 1.0)
             stats["policy"] += loss.item() / cfg.ppo_epochs
             stats["kl"] += s["kl"] / cfg.ppo_epochs
             stats["clip_frac"] += s["clip_frac"] * share / cfg.ppo_epochs
@@ -328,9 +439,14 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
         m["eval/kuhn_poker/nashconv_avg"] = nash_conv(kuhn, average_policy(game_tree(kuhn), tables))
     agent = LMAgent(Sampler(model, tokenizer), cfg.mode, learner=True, params=SamplingParams(
         max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.eval_temperature))
-    matches = {"tictactoe": {"random": UniformRandomPolicy(), "perfect": MinimaxPolicy(_eval_game("tictactoe"))}}
+    matches = {}
+    if not all(g.startswith("textarena:") for g in cfg.games):  # a TextArena-only run skips spkit's games
+        matches["tictactoe"] = {"random": UniformRandomPolicy(), "perfect": MinimaxPolicy(_eval_game("tictactoe"))}
     if "negotiation" in cfg.games:  # evaluated only when trained on: its prompts are long
         matches["negotiation"] = {"heuristic": HeuristicNegotiator()}
+    for name in cfg.games:  # a TextArena game is evaluated against random play
+        if name.startswith("textarena:"):
+            matches[name] = {"random": UniformRandomPolicy()}
     lens: list[int] = []
     for name, opponents in (matches.items() if cfg.eval_games else ()):
         for label, opp in opponents.items():
@@ -338,8 +454,9 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
                                 cfg.eval_games, derive_seed(seed, name, label))
             r = outcome_rates(eps, lambda e: e.learner_seats[0])
             lens += [len(t.completion_ids) for e in eps for t in e.turns]
-            if name == "tictactoe":
-                m |= {f"eval/tictactoe/{k}_vs_{label}": r[k] for k in ("win", "draw", "loss", "invalid")}
+            if name == "tictactoe" or name.startswith("textarena:"):
+                m |= {f"eval/{name}/{k}_vs_{label}": r[k] for k in ("win", "draw", "loss", "invalid", "overflow")
+                      if k != "overflow" or name != "tictactoe"}
             else:
                 m |= {"eval/negotiation/return_vs_heuristic": r["return"], "eval/negotiation/invalid": r["invalid"]}
     m["eval/completion_len"] = float(np.mean(lens)) if lens else 0.0
@@ -354,15 +471,17 @@ PLOT_KEYS = ["eval/kuhn_poker/nashconv_last", "eval/kuhn_poker/nashconv_avg", "e
 
 @dataclass
 class PolicyTables:
-    """The Kuhn policy table after every `avg_every` steps: what the average policy averages."""
+    """The Kuhn policy table after every `avg_every` steps (what the average policy averages),
+    and the games played so far (with `min_turns` a step plays a varying number)."""
 
     tables: list[Table] = field(default_factory=list)
+    played: int = 0
 
     def state_dict(self) -> dict:
-        return {"tables": self.tables}
+        return {"tables": self.tables, "played": self.played}
 
     def load_state_dict(self, state: dict) -> None:
-        self.tables = state["tables"]
+        self.tables, self.played = state["tables"], state.get("played", 0)
 
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
@@ -386,6 +505,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     frozen = LMAgent(Sampler(ref_model, tok), cfg.mode, sp, learner=False) if ref_model is not None else None
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
     averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games and run.rank == 0
+    sft = format_sft(model, tok, games, cfg) if cfg.sft_steps and not cfg.resume else {}
 
     def record_table(t: int) -> None:
         avg.tables.append(kuhn_table(model, tok, _eval_game("kuhn_poker"), cfg, derive_seed(cfg.seed, "table", t))[0])
@@ -394,13 +514,15 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t0 = time.perf_counter()
         episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", t, run.rank))  # 1
         t_roll = time.perf_counter() - t0
-        pairs = entropy_bonus(rae_advantages(episodes, baseline), cfg.entropy_coef)  # 2-3
+        pairs = rae_advantages(episodes, baseline)  # 2-3
+        pairs = entropy_bonus(subsample_turns(pairs, cfg.min_turns, derive_seed(cfg.seed, "subsample", t, run.rank)),
+                              cfg.entropy_coef)
         batch = [(turn, a) for turn, a in pairs if a != 0.0 and turn.completion_ids]
         losses = update(model, optimizer, batch, cfg, ref_model) if batch else {}  # 4
         if averaging and (t + 1) % cfg.avg_every == 0:
             record_table(t + 1)
         return {**_train_metrics(episodes, pairs, batch, baseline, cfg),
-                "train/episodes": (t + 1) * cfg.episodes * len(games),
+                "train/episodes": _count(avg, len(episodes)),
                 "train/seconds_per_step": time.perf_counter() - t0, "train/rollout_seconds": t_roll,
                 "train/episodes_per_s": len(episodes) / max(t_roll, 1e-9),
                 "train/tokens_per_s": sum(len(turn.completion_ids) for turn, _ in pairs) / max(t_roll, 1e-9),
@@ -409,9 +531,14 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     def evaluate_at(t: int) -> dict[str, float]:  # 5
         if t == 0 and averaging:
             record_table(0)
-        return evaluate(model, tok, cfg, t, avg.tables)
+        return evaluate(model, tok, cfg, t, avg.tables) | (sft if t == 0 else {})
 
     return run.loop(step, evaluate_at)
+
+
+def _count(avg: PolicyTables, n: int) -> int:
+    avg.played += n
+    return avg.played
 
 
 def _train_metrics(episodes, pairs, batch, baseline, cfg: Config) -> dict[str, float]:
@@ -420,6 +547,7 @@ def _train_metrics(episodes, pairs, batch, baseline, cfg: Config) -> dict[str, f
         "train/invalid_rate": float(np.mean([t.action is None for t in turns])) if turns else 0.0,
         "train/completion_len": float(np.mean([len(t.completion_ids) for t in turns])) if turns else 0.0,
         "train/kept_frac": len(batch) / max(len(pairs), 1),
+        "train/overflow_rate": float(np.mean([e.overflow for e in episodes])) if episodes else 0.0,
     }
     for g in cfg.games:
         for role in (0, 1):
@@ -437,4 +565,10 @@ def summary(history: History) -> str:
     first = history.series(k)[1][:1] or [float("nan")]
     line = f"Kuhn Poker NashConv: {first[0]:.3f} -> {history.last(k):.3f} (last iterate)"
     avg = history.last("eval/kuhn_poker/nashconv_avg")
-    return line + (f", {avg:.3f} (average policy)" if avg == avg else "")  # no average unless trained on Kuhn
+    line += f", {avg:.3f} (average policy)" if avg == avg else ""  # no average unless trained on Kuhn
+    keys = dict.fromkeys(k for row in history.rows for k in row if k.startswith("eval/textarena:") and
+                         k.endswith("/win_vs_random"))
+    for k in keys:  # a TextArena game: its win rate against random play, before -> after
+        wins = history.series(k)[1]
+        line += f"\n{k.split('/')[1]} win rate vs random: {wins[0]:.3f} -> {wins[-1]:.3f}"
+    return line

@@ -38,6 +38,10 @@ class InvalidMove:
 class State(ABC):
     """A game position. Subclasses keep their own fields; `history` is the action list."""
 
+    #: The seat whose move the game itself rejected after it was parsed as legal (a TextArena
+    #: env judging a free-text move); the game is then over and rollouts count the invalid move.
+    invalid_by: int | None = None
+
     def __init__(self, game: Game) -> None:
         self.game = game
         self._history: list[tuple[int, str]] = []  # (player or CHANCE, action)

@@ -220,7 +220,7 @@ def play_game(
         if isinstance(action, InvalidMove):
             return state, seat
         state.apply_action(action)
-    return state, None
+    return state, state.invalid_by
 
 
 def play_match(

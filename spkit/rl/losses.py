@@ -209,9 +209,11 @@ def ppo_clip_loss(
     step, as in SPIRAL and GRPO with one update per batch). `advantages` is (B,) per sequence or
     (B, T) per token. Aggregation over tokens matters for long-vs-short bias:
 
-    - "token_mean": Σ loss / Σ mask over the whole batch (TRL "bnpo"/"dapo", SPIRAL);
+    - "token_mean": Σ loss / Σ mask over the whole batch (TRL "bnpo"/"dapo"; spkit's SPIRAL
+      default at spkit-tiny's scale — not the paper's);
     - "seq_mean": mean over tokens of each sequence, then over sequences (TRL "grpo");
-    - "dr_grpo": Σ loss / (B · max_len) (Dr. GRPO; `max_len` defaults to T).
+    - "dr_grpo": Σ loss / (B · max_len) (Dr. GRPO; `max_len` defaults to T). With `max_len` the
+      generation budget this is oat's ``drgrpo`` critic, the default of SPIRAL's reference code.
     """
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)

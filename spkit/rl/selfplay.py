@@ -11,15 +11,21 @@ game has turns, not as many as all its turns together.
     turns = [t for e in episodes for t in e.turns if t.learner]           # training data
 
 Rules that match SPIRAL (and `spkit.games.policies.play_match`):
-* An answer that is not exactly a legal action (`parse_action` returns `InvalidMove`) ends the
+* An answer that is not exactly a legal action (`parse_action` returns `InvalidMove`), or a
+  free-text move the game itself rejects (``state.invalid_by``, a TextArena env), ends the
   game: the offender gets −1.5, every other player +0.5.
+* Context overflow: a prompt that leaves fewer than ``max_new_tokens`` positions in the model
+  (``Sampler.context_limit``) is not sampled; its game ends there as an *overflow*
+  (``Episode.overflow``, returns all 0, no invalid move), counted rather than crashing the
+  batch. Trainers skip overflowed games (they have no outcome).
 * Every turn a player took is credited with that player's final return (episodic reward, no
   discounting); advantages are computed later from (game, role, return).
 
 Direct mode: the prompt ends with ``\boxed{`` and the model writes ``action}``; generation stops
 at ``}``. Reasoning mode: the model writes free text ending with ``\boxed{action}``; generation
-stops at the ``}`` that closes a box (stop string ``"}"`` after a ``\boxed{``, checked by the
-parser) or at EOS / the token limit.
+stops at the ``}`` that closes the box, braces counted by depth (``SamplingParams.stop_after_box``:
+a "}" of ``\frac{1}{3}`` or of ``\boxed{\text{bet}}``'s inner group does not stop it), or at EOS /
+the token limit.
 
 Determinism: chance in game i uses ``derive_seed(seed, "game", i)``; the sampler call of round r
 for model m uses ``derive_seed(seed, "round", r, m)``; a non-LLM player draws from a
@@ -66,7 +72,7 @@ class Turn:
     role: int  # the seat (player index) that moved
     prompt_ids: list[int]
     completion_ids: list[int]
-    old_logprobs: list[float]  # untempered log p(token) under the sampling policy
+    old_logprobs: list[float]  # log p(token) under the sampling policy, at the rollout temperature
     text: str
     action: str | None  # the legal action played, None for an invalid move
     learner: bool
@@ -84,14 +90,30 @@ class Episode:
     invalid_by: int | None  # seat that made an invalid move (the game ended there), or None
     learner_seats: list[int]  # seats played by the learner
     state: State
+    overflow: bool = False  # ended because a prompt did not fit the model's context
 
 
 def _prompt_params(agent: LMAgent) -> SamplingParams:
-    """Both modes stop at the first "}" (it closes the answer box in the trained formats)."""
+    """Where a turn's generation stops: at the brace that closes the answer box.
+
+    Direct mode: the prompt opened the box and legal moves hold no braces, so the first "}"
+    closes it. Reasoning mode: the "}" that closes the model's own ``\boxed{`` with braces
+    counted by depth (``stop_after_box``), so ``\frac{1}{3} … \boxed{\text{bet}}`` is whole."""
     p = agent.params
-    stop = tuple(dict.fromkeys((*p.stop, "}")))
+    direct = agent.mode == "direct"
+    stop = tuple(dict.fromkeys((*p.stop, "}"))) if direct else p.stop
     return SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                          top_k=p.top_k, stop=stop, include_stop=True)
+                          top_k=p.top_k, stop=stop, include_stop=True, stop_after_box=not direct)
+
+
+def _behaviour_logprobs(out, params: SamplingParams) -> list[float]:
+    """Log-probs of the sampled tokens under the distribution they were drawn from: softmax of
+    the logits at T = 1, softmax(logits / T) otherwise (the sampler's `sampling_logprobs`). PPO
+    ratios and the entropy bonus use these, and the learner divides its logits by the same T,
+    so at T ≠ 1 the update stays on-policy (as oat and TRL do)."""
+    if params.temperature == 1.0 or not out.sampling_logprobs:
+        return list(out.logprobs)
+    return list(out.sampling_logprobs)
 
 
 def _parse(agent: LMAgent, text: str, state: State) -> str | InvalidMove:
@@ -116,6 +138,7 @@ def play_episodes(
             for i in range(n)]
     turns: list[list[Turn]] = [[] for _ in range(n)]
     invalid: list[int | None] = [None] * n
+    overflow: set[int] = set()
     done = [False] * n
     rnd = 0
     while not all(done):
@@ -128,10 +151,32 @@ def play_episodes(
                 waiting.setdefault(id(agent), []).append(i)
                 agents[id(agent)] = agent
         for m, (key, idx) in enumerate(waiting.items()):
-            _lm_moves(agents[key], idx, states, turns, invalid, done, derive_seed(seed, "round", rnd, m))
+            idx, prompts = _fit_context(agents[key], idx, states, overflow, done)
+            if idx:
+                _lm_moves(agents[key], idx, prompts, states, turns, invalid, done,
+                          derive_seed(seed, "round", rnd, m))
         rnd += 1
-    return [_finish(game, i, derive_seed(seed, "game", i), states[i], players[i], turns[i], invalid[i])
-            for i in range(n)]
+    return [_finish(game, i, derive_seed(seed, "game", i), states[i], players[i], turns[i], invalid[i],
+                    i in overflow) for i in range(n)]
+
+
+def _fit_context(agent: LMAgent, idx: list[int], states, overflow: set[int], done
+                 ) -> tuple[list[int], list[str]]:
+    """The games in `idx` whose prompt leaves room for `max_new_tokens`, with their prompts; the
+    others end as overflows (see the module docstring)."""
+    prompts = [format_prompt(states[i], states[i].current_player(), agent.mode) for i in idx]
+    limit = getattr(agent.sampler, "context_limit", lambda: None)()
+    if limit is None:
+        return idx, prompts
+    room = limit - agent.params.max_new_tokens
+    # A token covers at least one byte, so a prompt of few enough bytes (+ special tokens) fits
+    # without being tokenized twice (the sampler tokenizes it again).
+    keep = [len(p.encode()) + 16 <= room or len(agent.sampler.encode(p)) <= room for p in prompts]
+    for i, k in zip(idx, keep, strict=True):
+        if not k:
+            overflow.add(i)
+            done[i] = True
+    return [i for i, k in zip(idx, keep, strict=True) if k], [p for p, k in zip(prompts, keep, strict=True) if k]
 
 
 def _policy_moves(states, players, rngs, invalid, done) -> None:
@@ -152,10 +197,9 @@ def _policy_moves(states, players, rngs, invalid, done) -> None:
             st.apply_action(action)
 
 
-def _lm_moves(agent: LMAgent, idx: list[int], states, turns, invalid, done, seed: int) -> None:
-    """One batched sampler call for every game in `idx` waiting on `agent`."""
+def _lm_moves(agent: LMAgent, idx: list[int], prompts: list[str], states, turns, invalid, done, seed: int) -> None:
+    """One batched sampler call for every game in `idx` waiting on `agent` (`prompts` in order)."""
     seats = [states[i].current_player() for i in idx]
-    prompts = [format_prompt(states[i], s, agent.mode) for i, s in zip(idx, seats, strict=True)]
     outs = agent.sampler.generate(prompts, _prompt_params(agent), seed=seed)
     for i, seat, out in zip(idx, seats, outs, strict=True):
         st = states[i]
@@ -163,28 +207,36 @@ def _lm_moves(agent: LMAgent, idx: list[int], states, turns, invalid, done, seed
         action = _parse(agent, text, st)
         ok = not isinstance(action, InvalidMove)
         turns[i].append(Turn(st.game.name, seat, list(out.prompt_ids), list(out.token_ids),
-                             list(out.logprobs), text, action if ok else None, agent.learner))
+                             _behaviour_logprobs(out, agent.params), text, action if ok else None,
+                             agent.learner))
         if ok:
             st.apply_action(action)
             done[i] = st.is_terminal()
+            if st.invalid_by == seat:  # the game rejected the parsed move: an invalid move
+                turns[i][-1].action = None
+                invalid[i] = seat
         else:
             invalid[i], done[i] = seat, True
 
 
-def _finish(game, i, seed, state, players, turns, bad) -> Episode:
+def _finish(game, i, seed, state, players, turns, bad, overflow: bool = False) -> Episode:
     n_players = game.num_players
-    if bad is None:
+    bad = bad if bad is not None else state.invalid_by  # a non-LLM move the game rejected
+    if overflow:
+        returns = [0.0] * n_players
+    elif bad is None:
         returns = list(state.returns())
     else:
         returns = [INVALID_PENALTY if p == bad else INVALID_BONUS for p in range(n_players)]
     for t in turns:
         t.ret = returns[t.role]
     learner = [s for s, p in enumerate(players) if isinstance(p, LMAgent) and p.learner]
-    return Episode(game.name, seed, returns, turns, bad, learner, state)
+    return Episode(game.name, seed, returns, turns, bad, learner, state, overflow)
 
 
 def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]) -> dict[str, float]:
-    """Win / draw / loss rates, mean return and invalid rate of the seat ``seat_of(ep)``."""
+    """Win / draw / loss rates, mean return and invalid rate of the seat ``seat_of(ep)``, and the
+    share of games that ended as a context overflow (counted as draws: returns 0)."""
     n = max(len(episodes), 1)
     rets = [e.returns[seat_of(e)] for e in episodes]
     return {
@@ -193,6 +245,7 @@ def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]
         "loss": sum(r < 0 for r in rets) / n,
         "return": sum(rets) / n,
         "invalid": sum(e.invalid_by == seat_of(e) for e in episodes) / n,
+        "overflow": sum(e.overflow for e in episodes) / n,
     }
 
 

@@ -2,8 +2,12 @@ r"""Tabular self-play policy gradient on a small extensive-form game, and averag
 
 Why this file exists: SPIRAL trains the *last iterate* of plain self-play policy gradient.
 In a zero-sum game with mixed equilibria (Kuhn Poker) that iterate need not converge — it can
-cycle around the equilibrium — while the *average* of the iterates does (the classic
-no-regret-averaging picture). A language model is too slow to run thousands of updates on a
+cycle around the equilibrium. Averaging the iterates is the classic remedy, but its guarantee
+(the average of a no-regret learner's iterates converges to equilibrium) does not apply here:
+softmax REINFORCE with a constant step is not a no-regret learner, and nothing bounds where its
+average ends up. What is measured (lesson 02; `tests/test_spiral.py`) is that the average is far
+less exploitable than the last iterate and then plateaus above NashConv 0, not that it converges.
+A language model is too slow to run thousands of updates on a
 CPU, so this module runs the same algorithm on a softmax table: one logit vector θ[I] per
 information set I, both players sharing the table (self-play), returns from sampled games,
 SPIRAL's role-conditioned EMA baseline, REINFORCE:
