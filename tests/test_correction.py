@@ -160,3 +160,145 @@ def test_bad_attempts_directory_is_one_line(tmp_path):
 
     with pytest.raises(SpkitError, match="not found"):
         run(model="spkit-tiny", tasks="spkit_arith_correct", attempts=str(tmp_path / "nope"))
+
+
+# ---- the correction trainers (SFT baseline, SCoRe)
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+from spkit.algos import score, sft_corrections  # noqa: E402
+from spkit.sampling import Completion  # noqa: E402
+
+TIMING = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
+
+
+def _comp(text: str, prompt: str = "p") -> Completion:
+    return Completion(prompt, text, [1], [2], [0.0], "stop", [0.0])
+
+
+def _episodes(r1: list[float], r2: list[float], k: int, texts2: list[str] | None = None) -> C.Episodes:
+    n = len(r1) // k
+    return C.Episodes([{"question": f"q{i}", "answer": "#### 1"} for i in range(n)],
+                      [_comp(f"a{i}") for i in range(len(r1))],
+                      [_comp(t) for t in (texts2 or [f"b{i}" for i in range(len(r1))])],
+                      torch.tensor(r1), torch.tensor(r2))
+
+
+def test_stage_targets_by_hand():
+    cfg = score.Config(alpha=10.0, beta1=0.01, beta2=0.1, stage1_steps=3)
+    assert [score.stage_of(t, cfg) for t in range(5)] == [1, 1, 1, 2, 2]
+    r1, r2 = torch.tensor([1.0, 0, 0, 1]), torch.tensor([1.0, 1, 0, 0])  # one group of K = 4
+    one = score.stage_targets(r1, r2, 4, 1, cfg)
+    assert one.adv1.tolist() == [0, 0, 0, 0] and one.adv2.tolist() == [0.5, 0.5, -0.5, -0.5]
+    assert (one.kl1, one.kl2) == (0.1, 0.0)  # stage I: only attempt 1 is pinned (β2)
+    two = score.stage_targets(r1, r2, 4, 2, cfg)
+    # r̂2 = r2 + 10·(r2 − r1) = [1, 11, 0, −10], mean 0.5; r̂1 = r1, mean 0.5
+    assert two.adv2.tolist() == [0.5, 10.5, -0.5, -10.5] and two.adv1.tolist() == [0.5, -0.5, -0.5, 0.5]
+    assert (two.kl1, two.kl2) == (0.01, 0.01)
+
+
+def test_sft_baseline_keeps_wrong_to_right_episodes():
+    eps = _episodes([0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 1, 1], 3, ["x", "x", "y", "z", "w", "v"])
+    assert eps.metrics() == pytest.approx({"accuracy_t1": 1 / 6, "accuracy_t2": 5 / 6, "delta_t1_t2": 4 / 6,
+                                           "delta_i2c": 4 / 6, "delta_c2i": 0.0})
+    assert sft_corrections.kept_episodes(eps, True, False) == [0, 1, 4, 5]
+    assert sft_corrections.kept_episodes(eps, False, False) == [0, 1, 2, 4, 5]  # right -> right too
+    eps.first[1] = _comp("a0")  # episode 1 now repeats episode 0 exactly: kept once with --dedup
+    assert sft_corrections.kept_episodes(eps, True, True) == [0, 4, 5]
+
+
+def test_score_update_does_not_depend_on_the_micro_batch_size(random_tiny):
+    from spkit.generation import Sampler
+    from spkit.testing import tiny_random_model
+
+    model, tok = random_tiny
+    ref, _ = tiny_random_model(seed=1)
+    probs = V.train_problems(2, 0)
+    eps = C.sample_attempts(Sampler(model, tok), probs, 3, V.rollout_params(5), seed=1)
+    r1, r2 = torch.tensor([1.0, 0, 0, 1, 1, 0]), torch.tensor([1.0, 1, 0, 0, 1, 1])
+    grads = []
+    for mb in (2, 64):
+        cfg = score.Config(k=3, micro_batch=mb, max_grad_norm=0, beta1=0.3)
+        score.update(model, torch.optim.SGD(model.parameters(), lr=0.0), eps,
+                     score.stage_targets(r1, r2, 3, 2, cfg), cfg, ref)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert grads[0] and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_attempt_two_continues_attempt_one(random_tiny, monkeypatch):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    seen: list[str] = []
+    real = Sampler.generate
+    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False: (
+        seen.extend(prompts) or real(self, prompts, params, seed, progress)))
+    probs = V.train_problems(2, 0)
+    eps = C.sample_attempts(Sampler(model, tok), probs, 2, V.rollout_params(4), seed=3)
+    assert seen[:4] == [arithmetic.prompt(p["question"]) for p in probs for _ in range(2)]
+    assert seen[4:] == [T.second_prompt(probs[i // 2]["question"], eps.first[i].text) for i in range(4)]
+    assert [c.prompt for c in eps.second] == seen[4:]
+
+
+@pytest.fixture()
+def fake_reward(monkeypatch):
+    """A random tiny model never answers right; reward a text by its length's parity instead."""
+    real = V.score
+
+    def fake(completions, problems, k, mode="strict"):
+        real(completions, problems, k, mode)
+        return torch.tensor([float(len(c if isinstance(c, str) else c.text) % 2 == 0) for c in completions])
+
+    monkeypatch.setattr(V, "score", fake)
+    # the random model's 512 positions cannot hold an attempt-2 prompt after 96 random tokens
+    monkeypatch.setattr(V, "task_of", lambda cfg: dataclasses.replace(V.ARITH, max_new_tokens=6))
+
+
+def _cfgs(tiny_dir):
+    common = dict(model=str(tiny_dir), problems=2, k=2, max_new_tokens=6, eval_limit=1, eval_every=1,
+                  plot=False, tensorboard=False, lr=1e-3)
+    return {"sft_corrections": sft_corrections.Config(**common, epochs=2, micro_batch=2, only_corrections=False),
+            "score": score.Config(**common, stage1_steps=1, micro_batch=3)}
+
+
+def _rows(hist) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
+
+
+@pytest.mark.parametrize("name", ["sft_corrections", "score"])
+def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, fake_reward, tmp_path):
+    mod = {"sft_corrections": sft_corrections, "score": score}[name]
+    cfg = _cfgs(tiny_dir)[name]
+    a = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "a")))
+    assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)  # the update ran
+    b = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "b")))
+    assert _rows(a) == _rows(b)
+    mod.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "c")))
+    c = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "c"), resume=True))
+    assert _rows(c)[-1] == _rows(a)[-1]
+    from safetensors.torch import load_file
+
+    wa, wc = load_file(str(a.final_dir / "model.safetensors")), load_file(str(c.final_dir / "model.safetensors"))
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert a.last("train/samples") == 2 * 2 * 2 * 2  # 2 steps × 2 problems × K = 2 × two attempts
+    assert not math.isnan(a.last("eval/accuracy_t2"))
+    if name == "score":
+        assert [r["train/stage"] for r in a.rows if "train/stage" in r] == [1.0, 2.0]
+        assert a.rows[1]["losses/kl2"] == 0.0 and a.rows[2]["losses/kl2"] > 0  # stage II pins attempt 2 too
+
+
+@pytest.mark.parametrize("name", ["sft_corrections", "score"])
+def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path):
+    from spkit.cli import main
+
+    out = tmp_path / "run"
+    main(["train", name, "--model", str(tiny_dir), "--steps", "5", "--problems", "2", "--k", "2",
+          "--max-new-tokens", "4", "--eval-limit", "1", "--max-samples", "16", "--out", str(out),
+          "--no-tensorboard", "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["max_samples"] == 16 and (out / "final" / "model.safetensors").exists()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[-1].startswith("2,")  # 8 samples per step: the budget ends the run at step 2

@@ -21,4 +21,8 @@ ALGOS: dict[str, tuple[str, str]] = {
     # self-improving reasoning on a verifiable task (spkit_arith)
     "rft": ("spkit.algos.rft", "RFT: rejection-sampling fine-tuning (sample K, keep the correct, SFT)"),
     "grpo": ("spkit.algos.grpo", "GRPO / Dr. GRPO / DAPO: group-relative policy optimisation"),
+    # learning to self-correct: two attempts (spkit_arith_correct)
+    "sft_corrections": ("spkit.algos.sft_corrections", "SFT on the model's own wrong -> right corrections "
+                        "(the STaR baseline SCoRe shows collapsing)"),
+    "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
 }

@@ -48,9 +48,9 @@ class Episodes:
     def k(self) -> int:
         return len(self.first) // max(len(self.problems), 1)
 
-    def metrics(self) -> dict[str, float]:
-        """SCoRe's five metrics over these episodes (train/…), as fractions."""
-        return correction.correction_metrics(self.r1.tolist(), self.r2.tolist())
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """SCoRe's five metrics over these episodes (fractions), keys prefixed (e.g. "train/")."""
+        return {prefix + k: v for k, v in correction.correction_metrics(self.r1.tolist(), self.r2.tolist()).items()}
 
 
 def _golds(problems: Sequence[dict], k: int) -> list[dict]:
