@@ -169,7 +169,7 @@ import math  # noqa: E402
 
 import torch  # noqa: E402
 
-from spkit.algos import score, sft_corrections  # noqa: E402
+from spkit.algos import rise, score, sft_corrections  # noqa: E402
 from spkit.sampling import Completion  # noqa: E402
 
 TIMING = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
@@ -253,6 +253,7 @@ def fake_reward(monkeypatch):
         return torch.tensor([float(len(c if isinstance(c, str) else c.text) % 2 == 0) for c in completions])
 
     monkeypatch.setattr(V, "score", fake)
+    monkeypatch.setattr(rise, "rise_reward", lambda text, gold: float(len(text) % 2 == 0))
     # the random model's 512 positions cannot hold an attempt-2 prompt after 96 random tokens
     monkeypatch.setattr(V, "task_of", lambda cfg: dataclasses.replace(V.ARITH, max_new_tokens=6))
 
@@ -261,16 +262,17 @@ def _cfgs(tiny_dir):
     common = dict(model=str(tiny_dir), problems=2, k=2, max_new_tokens=6, eval_limit=1, eval_every=1,
                   plot=False, tensorboard=False, lr=1e-3)
     return {"sft_corrections": sft_corrections.Config(**common, epochs=2, micro_batch=2, only_corrections=False),
-            "score": score.Config(**common, stage1_steps=1, micro_batch=3)}
+            "score": score.Config(**common, stage1_steps=1, micro_batch=3),
+            "rise": rise.Config(**common, epochs=2, micro_batch=3)}
 
 
 def _rows(hist) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
 
 
-@pytest.mark.parametrize("name", ["sft_corrections", "score"])
+@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
 def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, fake_reward, tmp_path):
-    mod = {"sft_corrections": sft_corrections, "score": score}[name]
+    mod = {"sft_corrections": sft_corrections, "score": score, "rise": rise}[name]
     cfg = _cfgs(tiny_dir)[name]
     a = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "a")))
     assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)  # the update ran
@@ -283,14 +285,15 @@ def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, f
 
     wa, wc = load_file(str(a.final_dir / "model.safetensors")), load_file(str(c.final_dir / "model.safetensors"))
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
-    assert a.last("train/samples") == 2 * 2 * 2 * 2  # 2 steps × 2 problems × K = 2 × two attempts
+    # 2 steps × 2 problems × K = 2 × two attempts (RISE: K candidates in each of the two states)
+    assert a.last("train/samples") == 2 * 2 * 2 * 2
     assert not math.isnan(a.last("eval/accuracy_t2"))
     if name == "score":
         assert [r["train/stage"] for r in a.rows if "train/stage" in r] == [1.0, 2.0]
         assert a.rows[1]["losses/kl2"] == 0.0 and a.rows[2]["losses/kl2"] > 0  # stage II pins attempt 2 too
 
 
-@pytest.mark.parametrize("name", ["sft_corrections", "score"])
+@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
 def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path):
     from spkit.cli import main
 
@@ -302,3 +305,48 @@ def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path)
     assert cfg["max_samples"] == 16 and (out / "final" / "model.safetensors").exists()
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[-1].startswith("2,")  # 8 samples per step: the budget ends the run at step 2
+
+
+# ---- RISE
+
+
+def test_rise_reward_and_best_of_n():
+    assert [rise.rise_reward(t, GOLD) for t in (" #### 7", " #### 8", " 7", "")] == [1.0, 0.0, -1.0, -1.0]
+    r = torch.tensor([0.0, 1, -1, 1, -1, -1, 0, -1])
+    assert rise.best_of_n(r, 4).tolist() == [1, 6]  # the first best of each group of N = 4
+
+
+def test_rise_loss_is_reward_weighted_likelihood_of_the_targets(random_tiny):
+    model, tok = random_tiny
+    targets = [Completion("p", "", tok("Question: 1?")["input_ids"], tok(" #### 1", add_special_tokens=False)["input_ids"],
+                          [], "stop", []),
+               Completion("p", "", tok("Question: 22?")["input_ids"], tok(" 2 + 2", add_special_tokens=False)["input_ids"],
+                          [], "stop", [])]
+    rewards = torch.tensor([1.0, -1.0])
+    cfg = rise.Config(tau=0.4, micro_batch=1, max_grad_norm=0)
+    with torch.no_grad():
+        logp, mask = V.padded_logprobs(model, [t.prompt_ids for t in targets], [t.token_ids for t in targets])
+    w = torch.exp(rewards / 0.4)  # e^2.5 and e^-2.5
+    want = -(w[:, None] * logp * mask).sum() / mask.sum()
+    got = rise.weighted_update(model, torch.optim.SGD(model.parameters(), lr=0.0), targets, rewards, cfg)
+    assert got["rwr"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_rise_collects_a_best_target_in_every_state(random_tiny, fake_reward):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    probs = V.train_problems(3, 0)
+    for only_wrong in (False, True):
+        cfg = rise.Config(k=3, only_wrong=only_wrong)
+        pairs = rise.collect(Sampler(model, tok), probs, cfg, V.rollout_params(5), seed=2)
+        n2 = len(pairs.targets) - 3
+        assert pairs.drawn == 3 * 3 + 3 * n2 and len(pairs.best1) == 3 and len(pairs.best2) == n2
+        assert [t.prompt for t in pairs.targets[:3]] == [arithmetic.prompt(p["question"]) for p in probs]
+        assert all(T.INSTRUCTION in t.prompt for t in pairs.targets[3:])
+        want = [float(len(t.text) % 2 == 0) for t in pairs.targets]
+        assert pairs.rewards.tolist() == want
+        if only_wrong:  # turn 2 only after a wrong rollout y1
+            assert all(len(y1.text) % 2 == 1 for y1 in pairs.episodes.first)
+        else:
+            assert n2 == 3 and len(pairs.episodes.problems) == 3

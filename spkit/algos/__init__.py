@@ -24,5 +24,6 @@ ALGOS: dict[str, tuple[str, str]] = {
     # learning to self-correct: two attempts (spkit_arith_correct)
     "sft_corrections": ("spkit.algos.sft_corrections", "SFT on the model's own wrong -> right corrections "
                         "(the STaR baseline SCoRe shows collapsing)"),
+    "rise": ("spkit.algos.rise", "RISE: multi-turn rollouts, best-of-N improvement targets, reward-weighted SFT"),
     "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
 }
