@@ -104,8 +104,10 @@ def best_of_n(rewards: torch.Tensor, n: int) -> torch.Tensor:
     return rewards.reshape(-1, n).argmax(dim=1) + torch.arange(0, len(rewards), n)
 
 
-def rewards_of(comps: Sequence[Completion], golds: Sequence[dict]) -> torch.Tensor:
-    return torch.tensor([rise_reward(c.text, g["answer"]) for c, g in zip(comps, golds, strict=True)])
+def rewards_of(comps: Sequence[Completion], problems: Sequence[dict]) -> torch.Tensor:
+    """(len(comps),) Eq. (1) rewards of completions aligned with their problems."""
+    return torch.tensor([rise_reward(c.text, p["answer"]) for c, p in zip(comps, problems, strict=True)],
+                        dtype=torch.float32)
 
 
 # ---- 1-3. Multi-turn rollout with best-of-N targets ----------------------------------------------
@@ -125,16 +127,13 @@ def collect(sampler: Sampler, problems: Sequence[dict], cfg: Config, params, see
     """Steps 1-3: N candidates in each turn-1 and turn-2 state, the best of each as a target."""
     n = cfg.k
     first = V.sample_groups(sampler, problems, n, params, derive_seed(seed, "turn1"))  # 1
-    golds1 = [p for p in problems for _ in range(n)]
-    r_first = rewards_of(first, golds1)
+    r_first = rewards_of(first, [p for p in problems for _ in range(n)])
     rollout = [first[i * n] for i in range(len(problems))]  # y1: each problem's first candidate
     states = [i for i in range(len(problems)) if not (cfg.only_wrong and r_first[i * n] == 1)]
-    second: list[Completion] = []
-    if states:  # 2: N candidates per turn-2 state
-        s_probs = [problems[i] for i in states for _ in range(n)]
-        s_first = [rollout[i] for i in states for _ in range(n)]
-        second = C.second_attempts(sampler, s_probs, s_first, 1, params, derive_seed(seed, "turn2"))
-    r_second = rewards_of(second, [problems[i] for i in states for _ in range(n)]) if states else torch.zeros(0)
+    s_probs = [problems[i] for i in states for _ in range(n)]  # 2: N candidates per turn-2 state
+    second = C.second_attempts(sampler, s_probs, [rollout[i] for i in states for _ in range(n)], 1, params,
+                               derive_seed(seed, "turn2")) if states else []
+    r_second = rewards_of(second, s_probs)
     b1 = best_of_n(r_first, n)  # 3
     b2 = best_of_n(r_second, n) if states else torch.zeros(0, dtype=torch.long)
     targets = [first[i] for i in b1.tolist()] + [second[i] for i in b2.tolist()]

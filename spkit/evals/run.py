@@ -205,7 +205,7 @@ def run(
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
         raise SpkitError(f"unknown task(s) {unknown}; spkit tasks: "
-                         f"{', '.join([*ALIASES, *SPKIT_TASKS])}, or any lm-eval task name")
+                         f"{', '.join([*ALIASES, *SPKIT_TASKS, 'spkit_arith_correct'])}, or any lm-eval task name")
     _quiet_lm_eval()
     lm, model_args = build_lm(model, backend, batch_size, device, dtype, seed, max_length)
 
@@ -299,7 +299,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=DEFAULT_TASKS,
                    help="comma-separated: gsm8k, math500, ifeval, processbench (need "
                         "--data-dir), spkit_arith, spkit_steps, spkit_ifeval_lite, spkit (all "
-                        f"three), or any lm-eval task (default: {DEFAULT_TASKS})")
+                        "three), spkit_arith_correct (two attempts: runs spkit_arith first), or any "
+                        f"lm-eval task (default: {DEFAULT_TASKS})")
     p.add_argument("--data-dir", default=None,
                    help="benchmark data directory (see `spkit data prepare`; default: "
                         "$SPKIT_EVAL_DATA; evals/fixtures is a tiny test set)")

@@ -53,14 +53,15 @@ class Episodes:
         return {prefix + k: v for k, v in correction.correction_metrics(self.r1.tolist(), self.r2.tolist()).items()}
 
 
-def _golds(problems: Sequence[dict], k: int) -> list[dict]:
+def _repeat(problems: Sequence[dict], k: int) -> list[dict]:
+    """Each problem k times in a row: the problem of each row of a grouped batch."""
     return [p for p in problems for _ in range(k)]
 
 
 def second_attempts(sampler: Sampler, problems: Sequence[dict], first: Sequence[Completion], k: int,
                     params: SamplingParams, seed: int) -> list[Completion]:
     """One attempt 2 per attempt 1 (rows aligned with `first`), sampled with `params`."""
-    prompts = [correction.second_prompt(p["question"], c.text) for p, c in zip(_golds(problems, k), first, strict=True)]
+    prompts = [correction.second_prompt(p["question"], c.text) for p, c in zip(_repeat(problems, k), first, strict=True)]
     return sampler.generate(prompts, params, seed=seed)
 
 
