@@ -18,6 +18,7 @@ from spkit.tasks.nltk_data import ensure_punkt_tab
 ensure_punkt_tab()  # before anything imports lm-eval's IFEval code (which would download)
 
 from spkit.evals import data, metrics  # noqa: E402
+from spkit.tasks import correction as _correction  # noqa: E402
 from spkit.tasks import steps as _steps  # noqa: E402
 
 
@@ -55,12 +56,35 @@ def load_spkit_arith(steps: int = 1, n: int = 100, **_: Any):
     return _dataset({"test": data.spkit_records("spkit_arith", int(n), steps=steps)})
 
 
+def load_spkit_arith_correct(steps: int = 1, n: int = 100, attempts: str | None = None, **_: Any):
+    """spkit_arith's problems with the model's attempt 1, read from the samples of an earlier
+    spkit_arith run: ``attempts`` (metadata) is that run's output directory or samples file."""
+    if not attempts:
+        from spkit.errors import SpkitError
+
+        raise SpkitError("spkit_arith_correct needs attempt 1: --metadata '{\"attempts\": \"/abs/DIR\"}', "
+                         "DIR holding the samples of an spkit_arith run (see evals/README.md)")
+    problems = data.spkit_records("spkit_arith", int(n), steps=steps)
+    return _dataset({"test": _correction.attempt_records(problems, _correction.read_attempts(attempts))})
+
+
 def load_spkit_steps(subset: str = "arith_2", n: int = 100, **_: Any):
     return _dataset({"test": data.spkit_records("spkit_steps", int(n), subset=subset)})
 
 
 def load_spkit_ifeval_lite(n: int = 200, **_: Any):
     return _dataset({"test": data.spkit_records("spkit_ifeval_lite", int(n))})
+
+
+# ---- spkit_arith_correct (two attempts; prompt and metrics from spkit.tasks.correction)
+
+
+def correct_doc_to_text(doc: dict) -> str:
+    return _correction.second_prompt(doc["question"], doc["attempt1"])
+
+
+def correct_process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    return _correction.pair_metrics(*_correction.outcomes(doc["attempt1"], results[0], doc["answer"]))
 
 
 # ---- MATH-500

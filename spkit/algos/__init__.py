@@ -26,4 +26,9 @@ ALGOS: dict[str, tuple[str, str]] = {
     "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
     "sec": ("spkit.algos.sec", "SEC: self-evolving curriculum (a bandit over difficulty levels) on GRPO"),
     "rlsp": ("spkit.algos.rlsp", "RLSP: GRPO on correctness plus a bounded exploration reward"),
+    # learning to self-correct: two attempts (spkit_arith_correct)
+    "sft_corrections": ("spkit.algos.sft_corrections", "SFT on the model's own wrong -> right corrections "
+                        "(the STaR baseline SCoRe shows collapsing)"),
+    "rise": ("spkit.algos.rise", "RISE: multi-turn rollouts, best-of-N improvement targets, reward-weighted SFT"),
+    "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
 }

@@ -14,6 +14,12 @@ CPU), ``hf`` (lm-eval's stock transformers backend), ``vllm`` (lm-eval's vLLM ba
 Writes to ``--out``: ``results.json`` (lm-eval's results + the run's settings and speed),
 ``samples/<task>.jsonl`` (every prompt, response, extracted answer and score), ``table.md``
 (headline table, ProcessBench-style tables, lm-eval's full table) and ``scores.png``.
+
+Two-attempt self-correction (``spkit_arith_correct``, `spkit.tasks.correction`): attempt 2's
+prompt holds the model's own attempt 1, which one lm-eval request cannot express, so the run is
+two passes: ``spkit_arith`` with its samples logged (``--out/attempt1/``, or a temporary
+directory), then ``spkit_arith_correct`` reading them (lm-eval metadata ``attempts``).
+``--attempts DIR`` skips the first pass and reads an earlier spkit_arith run's samples.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ ALIASES = {
     "processbench": "processbench_local",
 }
 SPKIT_TASKS = ["spkit_arith", "spkit_steps", "spkit_ifeval_lite"]
+# a two-attempt task -> the single-attempt task whose samples are its attempt 1
+CORRECTION_TASKS = {f"spkit_arith_correct{s}": f"spkit_arith{s}" for s in ("", "_1", "_2", "_3", "_4")}
 NEEDS_DATA = {"gsm8k_local": "gsm8k", "math500_local": "math500", "ifeval_local": "ifeval",
               "processbench_local": "processbench"}
 DEFAULT_TASKS = ",".join(SPKIT_TASKS)
@@ -154,11 +162,13 @@ def run(
     step: int | None = None,
     label: str | None = None,
     max_length: int | None = None,
+    attempts: str | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``tasks``; return lm-eval's results dict (+ ``"spkit"`` run info).
 
     Checks every needed data file before loading the model, so a missing or malformed file
-    costs a second, not a model load.
+    costs a second, not a model load. Two-attempt tasks first run their attempt-1 task (or read
+    ``attempts``, an earlier spkit_arith run's output directory).
     """
     check_settings(limit=limit, backend=backend, batch_size=batch_size, max_gen_toks=max_gen_toks,
                    num_fewshot=num_fewshot, device=device, dtype=dtype, max_length=max_length)
@@ -177,13 +187,19 @@ def run(
     if needed:
         root = data.data_dir(data_dir)
         data.check_dir(needed, root)
-    if all(t in NEEDS_DATA or t in SPKIT_TASKS for t in names):
+    if all(t in NEEDS_DATA or t in SPKIT_TASKS or t in CORRECTION_TASKS for t in names):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing here needs the hub
 
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    meta = {"data_dir": str(root)} if root else {}
+    meta: dict[str, str] = {"data_dir": str(root)} if root else {}
+    first = list(dict.fromkeys(CORRECTION_TASKS[t] for t in names if t in CORRECTION_TASKS))
+    if first and attempts:
+        from spkit.tasks.correction import read_attempts
+
+        meta["attempts"] = str(Path(attempts).expanduser().resolve())
+        read_attempts(meta["attempts"])  # a missing or malformed file: one line, before the model
     # Indexing lm-eval's thousands of built-in YAMLs takes many seconds; only do it when a
     # task outside evals/ is asked for.
     tm = TaskManager(include_path=str(EVALS_DIR), include_defaults=False, metadata=meta)
@@ -192,18 +208,40 @@ def run(
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
         raise SpkitError(f"unknown task(s) {unknown}; spkit tasks: "
-                         f"{', '.join([*ALIASES, *SPKIT_TASKS])}, or any lm-eval task name")
+                         f"{', '.join([*ALIASES, *SPKIT_TASKS, 'spkit_arith_correct'])}, or any lm-eval task name")
     _quiet_lm_eval()
     lm, model_args = build_lm(model, backend, batch_size, device, dtype, seed, max_length)
+
+    def evaluate(task_names: list[str], manager: TaskManager) -> dict | None:
+        with _quiet_request_bars():
+            return lm_eval.simple_evaluate(
+                model=lm, model_args=model_args, tasks=task_names, task_manager=manager, limit=limit,
+                num_fewshot=num_fewshot, batch_size=batch_size if backend != "vllm" else "auto",
+                gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed, bootstrap_iters=1000,
+            )
+
     t0 = time.perf_counter()
-    with _quiet_request_bars():
-        res = lm_eval.simple_evaluate(
-            model=lm, model_args=model_args, tasks=names, task_manager=tm, limit=limit,
-            num_fewshot=num_fewshot, batch_size=batch_size if backend != "vllm" else "auto",
-            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-            log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed, bootstrap_iters=1000,
-        )
+    scratch = None
+    if first and "attempts" not in meta:  # pass 1 of the two-attempt tasks: attempt 1, samples logged
+        import tempfile
+
+        where = Path(out) / "attempt1" if out is not None else Path(scratch := tempfile.mkdtemp())
+        first_res = evaluate(first, tm)
+        if first_res is not None:
+            write_run(first_res, where)
+        meta["attempts"] = str(where.resolve())
+        tm = TaskManager(include_path=str(EVALS_DIR), include_defaults=False, metadata=meta)
+        if any(t not in tm.all_tasks for t in names):
+            tm = TaskManager(include_path=str(EVALS_DIR), metadata=meta)
+    try:
+        res = evaluate(names, tm)
+    finally:
+        if scratch:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - t0
     if res is None:  # non-zero ranks in distributed runs
         return {}
@@ -214,6 +252,7 @@ def run(
         "step": step if step is not None else step_of(str(model)),
         "label": label or Path(str(model)).name, "seconds": round(seconds, 2),
         "samples": n, "samples_per_s": round(n / seconds, 3) if seconds else None,
+        "attempts": meta.get("attempts") if first and not scratch else None,
     }
     if out is not None:
         write_run(res, Path(out))
@@ -283,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=DEFAULT_TASKS,
                    help="comma-separated: gsm8k, math500, ifeval, processbench (need "
                         "--data-dir), spkit_arith, spkit_steps, spkit_ifeval_lite, spkit (all "
-                        f"three), or any lm-eval task (default: {DEFAULT_TASKS})")
+                        "three), spkit_arith_correct (two attempts: runs spkit_arith first), or any "
+                        f"lm-eval task (default: {DEFAULT_TASKS})")
     p.add_argument("--data-dir", default=None,
                    help="benchmark data directory (see `spkit data prepare`; default: "
                         "$SPKIT_EVAL_DATA; evals/fixtures is a tiny test set)")
@@ -303,6 +343,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, default=None,
                    help="training step for `spkit report` (default: read from the checkpoint)")
     p.add_argument("--label", default=None, help="name of this run in reports")
+    p.add_argument("--attempts", default=None,
+                   help="spkit_arith_correct: read attempt 1 from this earlier `spkit eval --tasks "
+                        "spkit_arith --out DIR` run instead of running that pass first")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -319,7 +362,7 @@ def main(args: argparse.Namespace) -> int:
               limit=limit, backend=args.backend, batch_size=args.batch_size,
               max_gen_toks=args.max_gen_toks, num_fewshot=args.num_fewshot, device=args.device,
               dtype=args.dtype, seed=args.seed, step=args.step, label=args.label,
-              max_length=args.max_length)
+              max_length=args.max_length, attempts=args.attempts)
     if res:
         from spkit.evals import report
         from spkit.text import terminal_safe

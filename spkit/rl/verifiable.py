@@ -54,7 +54,7 @@ __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
     "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget",
     "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
-    "heldout_completions", "evaluate_heldout", "SampleCounter", "microbatches", "microbatch_share",
+    "heldout_completions", "greedy_as_eval", "evaluate_heldout", "SampleCounter", "microbatches", "microbatch_share",
     "padded_logprobs", "sft_update", "sft_minibatches", "summary_line",
 ]
 
@@ -338,8 +338,17 @@ def heldout_completions(model, tokenizer, limit: int | None = None, batch_size: 
     task = task or ARITH
     problems = task.heldout_problems(limit)
     sampler = sampler or Sampler(model, tokenizer)
-    params = SamplingParams(max_new_tokens=task.max_new_tokens, temperature=0.0, stop=task.stop)
     prompts = [arithmetic.prompt(p["question"]) for p in problems]
+    return problems, greedy_as_eval(model, sampler, prompts, task, batch_size)
+
+
+def greedy_as_eval(model, sampler: Sampler, prompts: Sequence[str], task: Task | None = None,
+                   batch_size: int = EVAL_BATCH) -> list[Completion]:
+    """Greedy completions of `prompts` batched as spkit's lm-eval backend batches one task's
+    requests (`spkit.evals.lm.SpkitLM`: longest prompts first, batches of `batch_size`), so the
+    texts equal `spkit eval`'s; the task's stop strings and token budget."""
+    task = task or ARITH
+    params = SamplingParams(max_new_tokens=task.max_new_tokens, temperature=0.0, stop=task.stop)
     lens = [len(sampler.encode(p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lens[i])  # as SpkitLM: longest first
     outs: list[Completion | None] = [None] * len(prompts)
@@ -350,7 +359,7 @@ def heldout_completions(model, tokenizer, limit: int | None = None, batch_size: 
         for i, c in zip(chunk, sampler.generate([prompts[i] for i in chunk], params, seed=b), strict=True):
             outs[i] = c
     model.train(was_training)
-    return problems, outs  # type: ignore[return-value]
+    return outs  # type: ignore[return-value]
 
 
 def evaluate_heldout(model, tokenizer, limit: int | None = None, batch_size: int = EVAL_BATCH,

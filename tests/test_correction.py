@@ -1,0 +1,352 @@
+"""Two-attempt self-correction: the prompt, SCoRe's metrics, the lm-eval task, the trainers'
+evaluation equal to `spkit eval --tasks spkit_arith_correct`, and the correction trainers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spkit.errors import SpkitError
+from spkit.rl import correction as C
+from spkit.rl import verifiable as V
+from spkit.tasks import arithmetic
+from spkit.tasks import correction as T
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLD = "3 + 4 = 7\n#### 7"
+
+
+# ---- metrics, with known answers
+
+
+def test_pair_metrics_by_hand():
+    assert T.pair_metrics(0.0, 1.0) == {"accuracy_t1": 0.0, "accuracy_t2": 1.0, "delta_t1_t2": 1.0,
+                                        "delta_i2c": 1.0, "delta_c2i": 0.0}
+    assert T.pair_metrics(1.0, 0.0) == {"accuracy_t1": 1.0, "accuracy_t2": 0.0, "delta_t1_t2": -1.0,
+                                        "delta_i2c": 0.0, "delta_c2i": 1.0}
+    assert T.pair_metrics(1.0, 1.0)["delta_t1_t2"] == T.pair_metrics(0.0, 0.0)["delta_t1_t2"] == 0.0
+    with pytest.raises(SpkitError, match="0 or 1"):
+        T.pair_metrics(0.5, 1.0)
+
+
+def test_correction_metrics_on_hand_made_attempt_pairs():
+    pairs = [  # (attempt 1, attempt 2): wrong->right, right->wrong, right->right, wrong->wrong x2, no answer->right
+        (" 3 + 4 = 6\n#### 6", " 3 + 4 = 7\n#### 7"),
+        (" 3 + 4 = 7\n#### 7", " 3 + 4 = 8\n#### 8"),
+        (" 3 + 4 = 7\n#### 7", " 3 + 4 = 7\n#### 7"),
+        (" #### 5", " #### 5"),
+        (" #### 5", " the answer is 7"),  # strict: no '#### 7' is wrong
+        (" 3 + 4 =", " #### 7."),  # lm-eval's normalisation drops the trailing '.'
+    ]
+    r = [T.outcomes(a, b, GOLD) for a, b in pairs]
+    assert r == [(0, 1), (1, 0), (1, 1), (0, 0), (0, 0), (0, 1)]
+    m = T.correction_metrics([a for a, _ in r], [b for _, b in r])
+    assert m == pytest.approx({"accuracy_t1": 2 / 6, "accuracy_t2": 3 / 6, "delta_t1_t2": 1 / 6,
+                               "delta_i2c": 2 / 6, "delta_c2i": 1 / 6})
+    assert m["delta_t1_t2"] == pytest.approx(m["delta_i2c"] - m["delta_c2i"])
+    with pytest.raises(SpkitError, match="aligned"):
+        T.correction_metrics([1.0], [])
+
+
+def test_second_prompt_holds_the_problem_the_attempt_and_the_instruction():
+    q = "Mia has 3 apples. She buys 4 more apples. How many apples does Mia have now?"
+    p = T.second_prompt(q, " 3 + 4 = 6\n#### 6")
+    assert p == (f"Question: {q}\nAnswer: 3 + 4 = 6\n#### 6\n\n"
+                 "There might be an error in the solution above. Please correct the error, if any, "
+                 "and rewrite the solution.\nAnswer:")
+    assert p.startswith(arithmetic.prompt(q)) and T.TURN_SEPARATOR in V.EVAL_STOP  # no attempt holds one
+
+
+# ---- the lm-eval task
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}:{node.value}")
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def test_yaml_tasks_generate_as_spkit_arith_and_report_the_five_metrics():
+    tmpl = _yaml(ROOT / "evals" / "_spkit_arith_correct_template")
+    arith = _yaml(ROOT / "evals" / "_spkit_arith_template")
+    assert tmpl["generation_kwargs"] == arith["generation_kwargs"]
+    assert tuple(tmpl["generation_kwargs"]["until"]) == V.EVAL_STOP
+    assert [m["metric"] for m in tmpl["metric_list"]] == list(T.METRICS)
+    group = _yaml(ROOT / "evals" / "spkit_arith_correct.yaml")
+    assert group["task"] == [f"spkit_arith_correct_{s}" for s in V.EVAL_LEVELS]
+    assert [m["metric"] for m in group["aggregate_metric_list"]] == list(T.METRICS)
+    for s in V.EVAL_LEVELS:
+        level = _yaml(ROOT / "evals" / f"spkit_arith_correct_{s}.yaml")
+        assert level["dataset_kwargs"] == {"steps": s} and level["include"] == "_spkit_arith_correct_template"
+
+
+def _write_samples(path: Path, problems: list[dict], texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for p, t in zip(problems, texts, strict=True):
+            f.write(json.dumps({"doc": p, "resps": [[t]], "filtered_resps": [t]}) + "\n")
+
+
+def test_loader_reads_attempts_from_spkit_eval_and_lm_eval_layouts(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "evals"))
+    try:
+        import utils
+    finally:
+        sys.path.remove(str(ROOT / "evals"))
+    probs = V.heldout_problems(3)[:3]  # level 1, the first three
+    _write_samples(tmp_path / "a" / "samples" / "spkit_arith_1.jsonl", probs, ["x", "y", "z"])
+    _write_samples(tmp_path / "b" / "m" / "samples_spkit_arith_1_2026-01-01.jsonl", probs[:2], ["x", "w"])
+    ds = utils.load_spkit_arith_correct(steps=1, attempts=str(tmp_path / "a"), version=1.0)["test"]
+    assert [r["attempt1"] for r in ds] == ["x", "y", "z"] and ds[0]["question"] == probs[0]["question"]
+    ds = utils.load_spkit_arith_correct(steps=1, attempts=str(tmp_path / "b"))["test"]
+    assert len(ds) == 2  # an attempt-1 run with --limit 2 covers the first two problems
+    doc = {**probs[0], "attempt1": " #### 0"}
+    assert utils.correct_doc_to_text(doc) == T.second_prompt(probs[0]["question"], " #### 0")
+    gold = arithmetic.target(probs[0])
+    assert utils.correct_process_results(doc, [f" #### {gold}"]) == T.pair_metrics(0.0, 1.0)
+    with pytest.raises(SpkitError, match="needs attempt 1"):
+        utils.load_spkit_arith_correct(steps=1)
+    with pytest.raises(SpkitError, match="two different attempts"):
+        T.read_attempts(tmp_path)  # a and b disagree on problem 1
+    _write_samples(tmp_path / "c" / "samples" / "spkit_arith_1.jsonl", probs[1:], ["y", "z"])
+    with pytest.raises(SpkitError, match="not a --limit prefix"):
+        T.attempt_records(probs, T.read_attempts(tmp_path / "c"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpkitError, match="no spkit_arith sample files"):
+        T.read_attempts(tmp_path / "empty")
+
+
+# ---- the trainers' evaluation is `spkit eval --tasks spkit_arith_correct`
+
+
+def test_evaluate_correction_equals_spkit_eval(tmp_path):
+    """Both passes agree completion by completion on spkit-tiny, and so do all five metrics."""
+    tiny = ROOT / "assets" / "models" / "spkit-tiny"
+    if not (tiny / "config.json").exists():
+        pytest.skip("assets/models/spkit-tiny not built")
+    from spkit.evals.run import run
+    from spkit.models import load_model
+
+    res = run(model=str(tiny), tasks="spkit_arith_correct", limit=3, seed=0, out=tmp_path / "ev")
+    model, tok = load_model(str(tiny))
+    problems, first, second = C.heldout_attempts(model, tok, limit=3)
+    theirs = {s["doc"]["question"]: (s["doc"]["attempt1"], s["resps"][0][0])
+              for rows in res["samples"].values() for s in rows}
+    assert len(theirs) == len(problems) == 12
+    assert [theirs[p["question"]] for p in problems] == [(a.text, b.text) for a, b in zip(first, second, strict=True)]
+    ours = C.evaluate_correction(model, tok, limit=3)
+    group = res["results"]["spkit_arith_correct"]
+    for m in T.METRICS:
+        assert ours[f"eval/{m}"] == pytest.approx(group[f"{m},none"], abs=1e-9), m
+    assert ours["eval/accuracy_t1"] == V.evaluate_heldout(model, tok, limit=3)["eval/strict"]
+    assert (tmp_path / "ev" / "attempt1" / "samples" / "spkit_arith_1.jsonl").exists()
+    # a second run reads the first pass from --attempts and gives the same numbers
+    again = run(model=str(tiny), tasks="spkit_arith_correct_1", limit=3, seed=0,
+                attempts=str(tmp_path / "ev" / "attempt1"))
+    assert again["results"]["spkit_arith_correct_1"]["accuracy_t2,none"] == pytest.approx(
+        res["results"]["spkit_arith_correct_1"]["accuracy_t2,none"])
+
+
+def test_bad_attempts_directory_is_one_line(tmp_path):
+    from spkit.evals.run import run
+
+    with pytest.raises(SpkitError, match="not found"):
+        run(model="spkit-tiny", tasks="spkit_arith_correct", attempts=str(tmp_path / "nope"))
+
+
+# ---- the correction trainers (SFT baseline, SCoRe)
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+from spkit.algos import rise, score, sft_corrections  # noqa: E402
+from spkit.sampling import Completion  # noqa: E402
+
+TIMING = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
+
+
+def _comp(text: str, prompt: str = "p") -> Completion:
+    return Completion(prompt, text, [1], [2], [0.0], "stop", [0.0])
+
+
+def _episodes(r1: list[float], r2: list[float], k: int, texts2: list[str] | None = None) -> C.Episodes:
+    n = len(r1) // k
+    return C.Episodes([{"question": f"q{i}", "answer": "#### 1"} for i in range(n)],
+                      [_comp(f"a{i}") for i in range(len(r1))],
+                      [_comp(t) for t in (texts2 or [f"b{i}" for i in range(len(r1))])],
+                      torch.tensor(r1), torch.tensor(r2))
+
+
+def test_stage_targets_by_hand():
+    cfg = score.Config(alpha=10.0, beta1=0.01, beta2=0.1, stage1_steps=3)
+    assert [score.stage_of(t, cfg) for t in range(5)] == [1, 1, 1, 2, 2]
+    r1, r2 = torch.tensor([1.0, 0, 0, 1]), torch.tensor([1.0, 1, 0, 0])  # one group of K = 4
+    one = score.stage_targets(r1, r2, 4, 1, cfg)
+    assert one.adv1.tolist() == [0, 0, 0, 0] and one.adv2.tolist() == [0.5, 0.5, -0.5, -0.5]
+    assert (one.kl1, one.kl2) == (0.1, 0.0)  # stage I: only attempt 1 is pinned (β2)
+    two = score.stage_targets(r1, r2, 4, 2, cfg)
+    # r̂2 = r2 + 10·(r2 − r1) = [1, 11, 0, −10], mean 0.5; r̂1 = r1, mean 0.5
+    assert two.adv2.tolist() == [0.5, 10.5, -0.5, -10.5] and two.adv1.tolist() == [0.5, -0.5, -0.5, 0.5]
+    assert (two.kl1, two.kl2) == (0.01, 0.01)
+
+
+def test_sft_baseline_keeps_wrong_to_right_episodes():
+    eps = _episodes([0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 1, 1], 3, ["x", "x", "y", "z", "w", "v"])
+    assert eps.metrics() == pytest.approx({"accuracy_t1": 1 / 6, "accuracy_t2": 5 / 6, "delta_t1_t2": 4 / 6,
+                                           "delta_i2c": 4 / 6, "delta_c2i": 0.0})
+    assert sft_corrections.kept_episodes(eps, True, False) == [0, 1, 4, 5]
+    assert sft_corrections.kept_episodes(eps, False, False) == [0, 1, 2, 4, 5]  # right -> right too
+    eps.first[1] = _comp("a0")  # episode 1 now repeats episode 0 exactly: kept once with --dedup
+    assert sft_corrections.kept_episodes(eps, True, True) == [0, 4, 5]
+
+
+def test_score_update_does_not_depend_on_the_micro_batch_size(random_tiny):
+    from spkit.generation import Sampler
+    from spkit.testing import tiny_random_model
+
+    model, tok = random_tiny
+    ref, _ = tiny_random_model(seed=1)
+    probs = V.train_problems(2, 0)
+    eps = C.sample_attempts(Sampler(model, tok), probs, 3, V.rollout_params(5), seed=1)
+    r1, r2 = torch.tensor([1.0, 0, 0, 1, 1, 0]), torch.tensor([1.0, 1, 0, 0, 1, 1])
+    grads = []
+    for mb in (2, 64):
+        cfg = score.Config(k=3, micro_batch=mb, max_grad_norm=0, beta1=0.3)
+        score.update(model, torch.optim.SGD(model.parameters(), lr=0.0), eps,
+                     score.stage_targets(r1, r2, 3, 2, cfg), cfg, ref)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert grads[0] and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_attempt_two_continues_attempt_one(random_tiny, monkeypatch):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    seen: list[str] = []
+    real = Sampler.generate
+    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False: (
+        seen.extend(prompts) or real(self, prompts, params, seed, progress)))
+    probs = V.train_problems(2, 0)
+    eps = C.sample_attempts(Sampler(model, tok), probs, 2, V.rollout_params(4), seed=3)
+    assert seen[:4] == [arithmetic.prompt(p["question"]) for p in probs for _ in range(2)]
+    assert seen[4:] == [T.second_prompt(probs[i // 2]["question"], eps.first[i].text) for i in range(4)]
+    assert [c.prompt for c in eps.second] == seen[4:]
+
+
+@pytest.fixture()
+def fake_reward(monkeypatch):
+    """A random tiny model never answers right; reward a text by its length's parity instead."""
+    real = V.score
+
+    def fake(completions, problems, k, mode="strict"):
+        real(completions, problems, k, mode)
+        return torch.tensor([float(len(c if isinstance(c, str) else c.text) % 2 == 0) for c in completions])
+
+    monkeypatch.setattr(V, "score", fake)
+    monkeypatch.setattr(rise, "rise_reward", lambda text, gold: float(len(text) % 2 == 0))
+    # the random model's 512 positions cannot hold an attempt-2 prompt after 96 random tokens
+    monkeypatch.setattr(V, "task_of", lambda cfg: dataclasses.replace(V.ARITH, max_new_tokens=6))
+
+
+def _cfgs(tiny_dir):
+    common = dict(model=str(tiny_dir), problems=2, k=2, max_new_tokens=6, eval_limit=1, eval_every=1,
+                  plot=False, tensorboard=False, lr=1e-3)
+    return {"sft_corrections": sft_corrections.Config(**common, epochs=2, micro_batch=2, only_corrections=False),
+            "score": score.Config(**common, stage1_steps=1, micro_batch=3),
+            "rise": rise.Config(**common, epochs=2, micro_batch=3)}
+
+
+def _rows(hist) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
+
+
+@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
+def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, fake_reward, tmp_path):
+    mod = {"sft_corrections": sft_corrections, "score": score, "rise": rise}[name]
+    cfg = _cfgs(tiny_dir)[name]
+    a = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "a")))
+    assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)  # the update ran
+    b = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "b")))
+    assert _rows(a) == _rows(b)
+    mod.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "c")))
+    c = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "c"), resume=True))
+    assert _rows(c)[-1] == _rows(a)[-1]
+    from safetensors.torch import load_file
+
+    wa, wc = load_file(str(a.final_dir / "model.safetensors")), load_file(str(c.final_dir / "model.safetensors"))
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    # 2 steps × 2 problems × K = 2 × two attempts (RISE: K candidates in each of the two states)
+    assert a.last("train/samples") == 2 * 2 * 2 * 2
+    assert not math.isnan(a.last("eval/accuracy_t2"))
+    if name == "score":
+        assert [r["train/stage"] for r in a.rows if "train/stage" in r] == [1.0, 2.0]
+        assert a.rows[1]["losses/kl2"] == 0.0 and a.rows[2]["losses/kl2"] > 0  # stage II pins attempt 2 too
+
+
+@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
+def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path):
+    from spkit.cli import main
+
+    out = tmp_path / "run"
+    main(["train", name, "--model", str(tiny_dir), "--steps", "5", "--problems", "2", "--k", "2",
+          "--max-new-tokens", "4", "--eval-limit", "1", "--max-samples", "16", "--out", str(out),
+          "--no-tensorboard", "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["max_samples"] == 16 and (out / "final" / "model.safetensors").exists()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[-1].startswith("2,")  # 8 samples per step: the budget ends the run at step 2
+
+
+# ---- RISE
+
+
+def test_rise_reward_and_best_of_n():
+    assert [rise.rise_reward(t, GOLD) for t in (" #### 7", " #### 8", " 7", "")] == [1.0, 0.0, -1.0, -1.0]
+    r = torch.tensor([0.0, 1, -1, 1, -1, -1, 0, -1])
+    assert rise.best_of_n(r, 4).tolist() == [1, 6]  # the first best of each group of N = 4
+
+
+def test_rise_loss_is_reward_weighted_likelihood_of_the_targets(random_tiny):
+    model, tok = random_tiny
+    targets = [Completion("p", "", tok("Question: 1?")["input_ids"], tok(" #### 1", add_special_tokens=False)["input_ids"],
+                          [], "stop", []),
+               Completion("p", "", tok("Question: 22?")["input_ids"], tok(" 2 + 2", add_special_tokens=False)["input_ids"],
+                          [], "stop", [])]
+    rewards = torch.tensor([1.0, -1.0])
+    cfg = rise.Config(tau=0.4, micro_batch=1, max_grad_norm=0)
+    with torch.no_grad():
+        logp, mask = V.padded_logprobs(model, [t.prompt_ids for t in targets], [t.token_ids for t in targets])
+    w = torch.exp(rewards / 0.4)  # e^2.5 and e^-2.5
+    want = -(w[:, None] * logp * mask).sum() / mask.sum()
+    got = rise.weighted_update(model, torch.optim.SGD(model.parameters(), lr=0.0), targets, rewards, cfg)
+    assert got["rwr"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_rise_collects_a_best_target_in_every_state(random_tiny, fake_reward):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    probs = V.train_problems(3, 0)
+    for only_wrong in (False, True):
+        cfg = rise.Config(k=3, only_wrong=only_wrong)
+        pairs = rise.collect(Sampler(model, tok), probs, cfg, V.rollout_params(5), seed=2)
+        n2 = len(pairs.targets) - 3
+        assert pairs.drawn == 3 * 3 + 3 * n2 and len(pairs.best1) == 3 and len(pairs.best2) == n2
+        assert [t.prompt for t in pairs.targets[:3]] == [arithmetic.prompt(p["question"]) for p in probs]
+        assert all(T.INSTRUCTION in t.prompt for t in pairs.targets[3:])
+        want = [float(len(t.text) % 2 == 0) for t in pairs.targets]
+        assert pairs.rewards.tolist() == want
+        if only_wrong:  # turn 2 only after a wrong rollout y1
+            assert all(len(y1.text) % 2 == 1 for y1 in pairs.episodes.first)
+        else:
+            assert n2 == 3 and len(pairs.episodes.problems) == 3
