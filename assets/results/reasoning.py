@@ -37,7 +37,10 @@ PROTOCOL: dict[str, tuple[str, list[str], int]] = {
     "sec_random": ("sec", ["--curriculum", "random"], 8),
     "sec_easy_to_hard": ("sec", ["--curriculum", "easy_to_hard", "--stage-steps", "8"], 8),  # 4 stages in 32 steps
     "rlsp": ("rlsp", [], 8),
-    "rlsp_no_bound": ("rlsp", ["--no-bound"], 8),
+    # RLSP's bound matters only where exploration can out-pay correctness: α = 0.55 and a cap of 2
+    # lines, so without the bound a wrong answer 3 lines longer out-scores a right one
+    "rlsp_tight": ("rlsp", ["--alpha", "0.55", "--explore-cap", "2"], 8),
+    "rlsp_tight_no_bound": ("rlsp", ["--alpha", "0.55", "--explore-cap", "2", "--no-bound"], 8),
 }
 
 
