@@ -161,7 +161,7 @@ def _new_cache(model):
 
 
 def repeated_prompt_logprobs(
-    model, prompt_ids: list[list[int]], completion_ids: list[list[int]]
+    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float = 1.0
 ) -> list[torch.Tensor]:
     """Differentiable per-token log-probs of completions, like `token_logprobs`, but each distinct
     prompt is run once: K samples of one problem (GRPO's group, RFT's kept answers) share a single
@@ -172,11 +172,12 @@ def repeated_prompt_logprobs(
     second pass runs [last prompt token][completion][pad] for every row, attending to its own
     prompt's keys (the padding of the first pass is masked), positions continuing its prompt.
     Falls back to `token_logprobs` where no prompt repeats or a prompt has a single token.
+    `temperature` as in `token_logprobs`.
     """
     uniq: dict[tuple[int, ...], int] = {}
     which = [uniq.setdefault(tuple(p), len(uniq)) for p in prompt_ids]
     if len(uniq) == len(prompt_ids) or min(len(p) for p in prompt_ids) < 2 or not any(completion_ids):
-        return token_logprobs(model, prompt_ids, completion_ids)
+        return token_logprobs(model, prompt_ids, completion_ids, temperature=temperature)
     dev = next(model.parameters()).device
     heads = [list(p[:-1]) for p in uniq]
     Pm = max(len(h) for h in heads)
@@ -201,7 +202,7 @@ def repeated_prompt_logprobs(
                    use_cache=True, **{kw: cache}).logits  # (B, S, V)
     out = []
     for b, c in enumerate(completion_ids):  # position t (0 = the last prompt token) predicts c[t]
-        lp = torch.log_softmax(logits[b, : len(c)].float(), -1)
+        lp = torch.log_softmax(_tempered(logits[b, : len(c)], temperature), -1)
         out.append(lp.gather(1, torch.tensor(list(c), device=dev)[:, None]).squeeze(1))
     return out
 

@@ -181,6 +181,16 @@ class Layout:
     row_to_suffix: list[int]  # row -> index into suffixes
 
 
+def behaviour_logprobs(out: Completion, temperature: float) -> list[float]:
+    """Log-probs of a completion's tokens under the distribution they were drawn from: the
+    untempered `logprobs` at T = 1, `sampling_logprobs` (softmax(logits / T)) otherwise. PPO-style
+    ratios use these as π_old, and the learner divides its logits by the same T, so an update at
+    T ≠ 1 stays on-policy (as oat and TRL do)."""
+    if temperature == 1.0 or not out.sampling_logprobs:
+        return list(out.logprobs)
+    return list(out.sampling_logprobs)
+
+
 def plan_layout(prompt_ids: list[list[int]], share_prefix: bool = True) -> Layout:
     """Longest common token prefix (leaving >= 1 token per prompt) + deduplicated suffixes."""
     P = 0

@@ -406,3 +406,24 @@ def test_max_samples_ends_the_run_at_the_step_that_reaches_it(tiny_dir, fake_rew
     hist = rft.train(cfg)
     assert hist.rows[-1]["step"] == 2 and hist.last("train/samples") == 18
     assert not math.isnan(hist.last("eval/strict"))  # the last step is evaluated like any last step
+
+
+def test_ratios_are_taken_at_the_rollout_temperature(random_tiny):
+    """At T = 0.7 the learner's log-probs (logits / T) equal the sampler's behaviour log-probs, so
+    GRPO's first ratio is 1; the untempered ones differ (the off-policy error this removes)."""
+    from spkit.generation import Sampler
+    from spkit.logprobs import pad_right
+    from spkit.sampling import behaviour_logprobs
+
+    model, tok = random_tiny
+    probs = V.train_problems(2, 0)
+    outs = V.sample_groups(Sampler(model, tok), probs, 3, V.rollout_params(8, temperature=0.7), seed=1)
+    P, C = [o.prompt_ids for o in outs], [o.token_ids for o in outs]
+    with torch.no_grad():
+        tempered, mask = V.padded_logprobs(model, P, C, temperature=0.7)
+        plain, _ = V.padded_logprobs(model, P, C)
+    behaviour = pad_right([behaviour_logprobs(o, 0.7) for o in outs], tempered.shape[1])
+    assert torch.allclose(tempered * mask, behaviour, atol=1e-4)
+    assert not torch.allclose(plain * mask, behaviour, atol=1e-2)
+    untempered = pad_right([behaviour_logprobs(o, 1.0) for o in outs], tempered.shape[1])
+    assert torch.allclose(plain * mask, untempered, atol=1e-4)

@@ -25,6 +25,7 @@ Algorithm (one step t):
   4. For `ppo_epochs` passes (one optimizer step each) minimise, per token,
         ℓ_{i,t} = −min(ρ_{i,t} Â_i, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) Â_i) + β·k3_{i,t},
         ρ_{i,t} = π_θ(y_{i,t} | x, y_{i,<t}) / π_old(y_{i,t} | x, y_{i,<t}),
+        both at the rollout temperature T (softmax(logits / T), as TRL computes them),
         k3 = π_ref/π_θ − log(π_ref/π_θ) − 1   (β = `kl_coef`, π_ref = the initial model) # Eq. (PPO)
      aggregated as `aggregation`:
         seq_mean   (1/G) Σ_i (1/|y_i|) Σ_t ℓ_{i,t}       — GRPO
@@ -79,7 +80,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
 from spkit.run import History, Run
-from spkit.sampling import Completion
+from spkit.sampling import Completion, behaviour_logprobs
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -187,15 +188,15 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
     if ref_model is not None and cfg.kl_coef > 0:
         with torch.no_grad():
             for sl in V.microbatches(n_rows, cfg.micro_batch):
-                ref[sl.start] = V.padded_logprobs(ref_model, P[sl], C[sl])[0]
+                ref[sl.start] = V.padded_logprobs(ref_model, P[sl], C[sl], cfg.temperature)[0]
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
     model.train()
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for sl in V.microbatches(n_rows, cfg.micro_batch):
-            logp, mask = V.padded_logprobs(model, P[sl], C[sl])  # (b, T)
+            logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
             T = logp.shape[1]
-            old = pad_right([c.logprobs for c in comps[sl]], T).to(logp.device)  # (b, T)
+            old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]], T).to(logp.device)  # (b, T)
             a = adv[sl].to(logp.device)  # (b,)
             share = V.microbatch_share(cfg.aggregation, mask, n_rows, n_tok)
             loss = grpo_loss(logp, old, a, mask, cfg.clip_eps, cfg.clip_eps_high, cfg.aggregation,

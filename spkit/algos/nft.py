@@ -74,6 +74,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import nft_loss
 from spkit.run import History, Run
+from spkit.sampling import behaviour_logprobs
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -136,8 +137,9 @@ def update(model, optimizer, batch: grpo.Batch, cfg: Config, max_len: int = V.EV
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for sl in V.microbatches(n_rows, cfg.micro_batch):
-            logp, mask = V.padded_logprobs(model, P[sl], C[sl])  # (b, T)
-            old = pad_right([c.logprobs for c in comps[sl]], logp.shape[1]).to(logp.device)  # (b, T)
+            logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
+            old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]],
+                            logp.shape[1]).to(logp.device)  # (b, T): π_old at the rollout's T
             share = V.microbatch_share(cfg.aggregation, mask, n_rows, n_tok)
             loss = nft_loss(logp, old, correct[sl], rate[sl], mask, cfg.neg_weight, cfg.eps_neg,
                             cfg.weight_by_wrong_rate, cfg.aggregation, max_len) * share  # Eq. (L)

@@ -43,7 +43,7 @@ from spkit.games.base import Game, InvalidMove, State
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
-from spkit.sampling import SamplingParams
+from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
 
 __all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates"]
@@ -104,16 +104,6 @@ def _prompt_params(agent: LMAgent) -> SamplingParams:
     stop = tuple(dict.fromkeys((*p.stop, "}"))) if direct else p.stop
     return SamplingParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
                           top_k=p.top_k, stop=stop, include_stop=True, stop_after_box=not direct)
-
-
-def _behaviour_logprobs(out, params: SamplingParams) -> list[float]:
-    """Log-probs of the sampled tokens under the distribution they were drawn from: softmax of
-    the logits at T = 1, softmax(logits / T) otherwise (the sampler's `sampling_logprobs`). PPO
-    ratios and the entropy bonus use these, and the learner divides its logits by the same T,
-    so at T ≠ 1 the update stays on-policy (as oat and TRL do)."""
-    if params.temperature == 1.0 or not out.sampling_logprobs:
-        return list(out.logprobs)
-    return list(out.sampling_logprobs)
 
 
 def _parse(agent: LMAgent, text: str, state: State) -> str | InvalidMove:
@@ -207,7 +197,7 @@ def _lm_moves(agent: LMAgent, idx: list[int], prompts: list[str], states, turns,
         action = _parse(agent, text, st)
         ok = not isinstance(action, InvalidMove)
         turns[i].append(Turn(st.game.name, seat, list(out.prompt_ids), list(out.token_ids),
-                             _behaviour_logprobs(out, agent.params), text, action if ok else None,
+                             behaviour_logprobs(out, agent.params.temperature), text, action if ok else None,
                              agent.learner))
         if ok:
             st.apply_action(action)

@@ -268,12 +268,15 @@ def microbatch_share(aggregation: str, mask: Tensor, n_rows: int, n_tok: float) 
     return mask.shape[0] / max(n_rows, 1)
 
 
-def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]],
-                    completion_ids: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+def padded_logprobs(model, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                    temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Differentiable log π(y_t | x, y_<t) of each completion, right-padded: ((B, T), (B, T) mask).
     Only completion tokens are scored, so a loss on these never sees the prompt; the K samples of
-    a problem share one pass over its prompt (`repeated_prompt_logprobs`)."""
-    lps = repeated_prompt_logprobs(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids])
+    a problem share one pass over its prompt (`repeated_prompt_logprobs`). At `temperature` ≠ 1
+    the policy is softmax(logits / T), the one a rollout at T sampled from (PPO ratios against
+    `sampling.behaviour_logprobs`)."""
+    lps = repeated_prompt_logprobs(model, [list(p) for p in prompt_ids], [list(c) for c in completion_ids],
+                                   temperature)
     logp = pad_right(lps)
     mask = pad_right([[1.0] * len(x) for x in lps], logp.shape[1]).to(logp.device)
     return logp, mask
