@@ -62,13 +62,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from spkit.config import param
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic
 
@@ -235,16 +233,9 @@ def _check(cfg: Config) -> None:
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run B-STaR; return every logged row. `callback(step, metrics)` after each logged step."""
-    from spkit.models import load_model
-
     _check(cfg)
-    task = V.task_of(cfg)
-    run = Run(cfg, "b_star", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
+    ctx = V.start(cfg, "b_star", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler = ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler
     dev = task.dev_problems(cfg.dev_per_level, derive_seed(cfg.seed, "dev"))  # fixed; never trained on
     n_new = cfg.new_tokens(task)
 
@@ -266,11 +257,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/dev_samples": float(n_dev), "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
 
 
 def summary(history: History) -> str:

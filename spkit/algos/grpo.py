@@ -79,7 +79,7 @@ from spkit.logprobs import pad_right
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.sampling import Completion, behaviour_logprobs
 from spkit.seeding import derive_seed
 
@@ -252,19 +252,14 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     row. `callback(step, metrics)` per logged step."""
     from spkit.models import load_model
 
-    task = V.task_of(cfg)
     hooks = hooks or Hooks()
-    run = Run(cfg, name, callback, plot_keys or PLOT_KEYS)
-    model, tok = load_model(cfg.model)
+    ctx = V.start(cfg, name, callback, plot_keys or PLOT_KEYS, lr=cfg.lr, **hooks.state)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
     ref_model = None
     if cfg.kl_coef > 0:
         ref_model, _ = load_model(cfg.model)
         ref_model.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter, **hooks.state)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -279,11 +274,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
 
 
 def summary(history: History) -> str:

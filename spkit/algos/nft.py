@@ -68,12 +68,11 @@ import torch
 
 from spkit.algos import grpo
 from spkit.config import param
-from spkit.generation import Sampler
 from spkit.logprobs import pad_right
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import nft_loss
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.sampling import behaviour_logprobs
 from spkit.seeding import derive_seed
 
@@ -158,16 +157,9 @@ PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/correct_rate
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run NFT; return every logged row. `callback(step, metrics)` after each logged step."""
-    from spkit.models import load_model
-
-    task = V.task_of(cfg)
-    run = Run(cfg, "nft", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
+    ctx = V.start(cfg, "nft", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -185,11 +177,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5: the held-out evaluation
 
 
 def summary(history: History) -> str:

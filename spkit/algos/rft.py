@@ -53,9 +53,8 @@ from dataclasses import dataclass
 import torch
 
 from spkit.config import param
-from spkit.generation import Sampler
 from spkit.rl import verifiable as V
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -102,16 +101,9 @@ PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/kept", "loss
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run RFT; return every logged row. `callback(step, metrics)` after each logged step."""
-    from spkit.models import load_model
-
-    task = V.task_of(cfg)
-    run = Run(cfg, "rft", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
+    ctx = V.start(cfg, "rft", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -130,11 +122,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 4
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 4: the held-out evaluation
 
 
 def summary(history: History) -> str:

@@ -62,7 +62,7 @@ from spkit.generation import Sampler
 from spkit.rl import correction as C
 from spkit.rl import verifiable as V
 from spkit.rl.losses import sft_loss
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic
@@ -188,16 +188,9 @@ def _mean(x: torch.Tensor) -> float:
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run RISE; return every logged row. `callback(step, metrics)` per logged step."""
-    from spkit.models import load_model
-
-    task = V.task_of(cfg)
-    run = Run(cfg, "rise", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
+    ctx = V.start(cfg, "rise", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -214,11 +207,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**C.evaluate_correction(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 5: the held-out evaluation
 
 
 def summary(history: History) -> str:

@@ -63,13 +63,12 @@ from dataclasses import dataclass
 import torch
 
 from spkit.config import param
-from spkit.generation import Sampler
 from spkit.logprobs import pad_right
 from spkit.rl import correction as C
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 
@@ -170,16 +169,11 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     """Run SCoRe; return every logged row. `callback(step, metrics)` per logged step."""
     from spkit.models import load_model
 
-    task = V.task_of(cfg)
-    run = Run(cfg, "score", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    ref_model, _ = load_model(cfg.model)
+    ctx = V.start(cfg, "score", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
+    ref_model, _ = load_model(cfg.model)  # π_ref of the KL terms: the initial model, frozen
     ref_model.requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -196,11 +190,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 4
-        return {**C.evaluate_correction(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 4
 
 
 def summary(history: History) -> str:

@@ -49,14 +49,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from spkit.algos.rft import keep_correct
 from spkit.config import param
-from spkit.generation import Sampler
 from spkit.rl import correction as C
 from spkit.rl import verifiable as V
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -98,16 +95,9 @@ PLOT_KEYS = ["eval/accuracy_t1", "eval/accuracy_t2", "eval/delta_i2c", "eval/del
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run the baseline; return every logged row. `callback(step, metrics)` per logged step."""
-    from spkit.models import load_model
-
-    task = V.task_of(cfg)
-    run = Run(cfg, "sft_corrections", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counter = V.SampleCounter()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, counter=counter)
-    sampler = Sampler(model, tok)
-    params = V.rollout_params(cfg.new_tokens(task), cfg.temperature, task)
+    ctx = V.start(cfg, "sft_corrections", callback, PLOT_KEYS, lr=cfg.lr)
+    task, model, optimizer, counter, sampler, params = (
+        ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -125,11 +115,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 4
-        return {**C.evaluate_correction(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 4: the held-out evaluation
 
 
 def summary(history: History) -> str:

@@ -64,7 +64,7 @@ import torch
 from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
-from spkit.run import History, Run
+from spkit.run import History
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic
 
@@ -203,15 +203,10 @@ PLOT_KEYS = ["eval/strict", "train/reward", "train/kept", "train/rationalization
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run STaR; return every logged row. `callback(step, metrics)` after each logged step."""
-    from spkit.models import load_model
-
-    task = V.task_of(cfg)
-    run = Run(cfg, "star", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model)
+    data = Dataset()
+    ctx = V.start(cfg, "star", callback, PLOT_KEYS, lr=None, data=data)  # a fresh Adam every round (Eq. 4)
+    task, model, counter, sampler = ctx.task, ctx.model, ctx.counter, ctx.sampler  # model = M_n, the next generator
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}  # M: every round starts here
-    counter, data = V.SampleCounter(), Dataset()
-    run.track(model=model, tokenizer=tok, counter=counter, data=data)  # model = M_n, the next generator
-    sampler = Sampler(model, tok)
     pool, shots = pool_and_shots(cfg, task)
 
     def step(t: int) -> dict[str, float]:
@@ -227,11 +222,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/samples": float(counter.samples), "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    def evaluate(t: int) -> dict[str, float]:  # 5
-        return {**V.evaluate_heldout(model, tok, cfg.eval_limit or None, sampler=sampler, task=task),
-                "train/samples": float(counter.samples)}
-
-    return run.loop(step, evaluate, V.sample_budget(cfg))
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
 
 
 def summary(history: History) -> str:

@@ -36,6 +36,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,13 +47,13 @@ from spkit.generation import Sampler
 from spkit.logprobs import pad_right, repeated_prompt_logprobs
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import sft_loss
-from spkit.run import RunConfig
+from spkit.run import Run, RunConfig
 from spkit.sampling import Completion, SamplingParams
 from spkit.tasks import arithmetic, datafiles
 
 __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
-    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget",
+    "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget", "Start", "start",
     "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
     "heldout_completions", "greedy_as_eval", "evaluate_heldout", "SampleCounter", "microbatches", "microbatch_share",
     "padded_logprobs", "sft_update", "sft_minibatches", "summary_line",
@@ -384,6 +385,55 @@ def evaluate_heldout(model, tokenizer, limit: int | None = None, batch_size: int
         for level in task.levels:
             m[f"eval/strict/level_{level}"] = strict[levels == level].mean().item()
     return m
+
+
+# ---- the start every trainer shares
+
+
+@dataclass
+class Start:
+    """What every trainer on a verifiable task begins with (`start`); its `step` and `evaluate`
+    close over these."""
+
+    task: Task
+    run: Run
+    model: Any
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer | None
+    counter: SampleCounter
+    sampler: Sampler
+    params: SamplingParams  # rollout sampling at cfg.temperature, the task's stop strings and budget
+
+    def evaluator(self, cfg: VerifiableConfig, evaluate: Callable[..., dict[str, float]] | None = None
+                  ) -> Callable[[int], dict[str, float]]:
+        """`Run.loop`'s `evaluate`: `evaluate(model, tokenizer, limit, sampler=, task=)` (default
+        `evaluate_heldout`, the `spkit eval` number) and the completions drawn so far."""
+        fn = evaluate or evaluate_heldout
+
+        def at(step: int) -> dict[str, float]:
+            return {**fn(self.model, self.tokenizer, cfg.eval_limit or None, sampler=self.sampler, task=self.task),
+                    "train/samples": float(self.counter.samples)}
+        return at
+
+
+def start(cfg: VerifiableConfig, name: str, callback: Callable | None, plot_keys: list[str],
+          lr: float | None, **state: Any) -> Start:
+    """The start every verifiable-reward trainer shares, in this order: the task (its data files
+    checked before any model loads), the run (seeds, directory, lock), the model, Adam at `lr`
+    (None: the trainer makes its own), the sample counter, what a checkpoint holds (those, plus
+    the trainer's own resumable `state`), a sampler and the rollout parameters."""
+    from spkit.models import load_model
+
+    task = task_of(cfg)
+    run = Run(cfg, name, callback, plot_keys)
+    model, tok = load_model(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr) if lr is not None else None
+    counter = SampleCounter()
+    run.track(model=model, tokenizer=tok, **({"optimizer": optimizer} if optimizer else {}), counter=counter,
+              **state)
+    sampler = Sampler(model, tok)
+    return Start(task, run, model, tok, optimizer, counter, sampler,
+                 rollout_params(cfg.new_tokens(task), cfg.temperature, task))
 
 
 def summary_line(history) -> str:
