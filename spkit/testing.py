@@ -50,3 +50,35 @@ def tiny_random_model(
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.eval(), tok
+
+
+# ---- trainer checks shared by the test files of every algorithm
+
+TIMING_KEYS = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
+
+
+def untimed(history) -> list[dict]:
+    """A History's rows without the wall-clock columns (the only ones a seed does not fix)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history.rows]
+
+
+def check_seed_and_resume(train, cfg, out, steps: int = 2):
+    """Assert what every trainer promises: the same seed gives the same rows, and a run stopped
+    after `steps` − 1 steps and resumed ends with the straight run's last row and byte-equal
+    final weights. `cfg` is the trainer's Config (its `steps`/`out` are set here); `out` a
+    directory for the three runs. Returns the straight run's History for further checks."""
+    import dataclasses
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    a = train(dataclasses.replace(cfg, steps=steps, out=str(out / "a")))
+    b = train(dataclasses.replace(cfg, steps=steps, out=str(out / "b")))
+    assert untimed(a) == untimed(b), "same seed, different numbers"
+    train(dataclasses.replace(cfg, steps=steps - 1, out=str(out / "c")))
+    c = train(dataclasses.replace(cfg, steps=steps, out=str(out / "c"), resume=True))
+    assert untimed(c)[-1] == untimed(a)[-1], "the resumed run's last row differs from the straight run's"
+    wa, wc = load_file(str(a.final_dir / "model.safetensors")), load_file(str(c.final_dir / "model.safetensors"))
+    assert all(torch.equal(wa[k], wc[k]) for k in wa), "the resumed run's final weights differ"
+    return a

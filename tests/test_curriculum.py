@@ -15,9 +15,7 @@ from spkit.errors import SpkitError
 from spkit.rl.curriculum import Curriculum, arm_rewards
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
-
-TIMING = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
-
+from spkit.testing import check_seed_and_resume
 
 # ---- the bandit, by hand
 
@@ -122,26 +120,13 @@ def _cfg(tiny_dir, **kw) -> sec.Config:
                       plot=False, tensorboard=False, lr=1e-3, micro_batch=4, **kw)
 
 
-def _rows(hist) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
-
 
 def test_same_seed_same_numbers_and_resume_equals_straight_run(tiny_dir, parity_reward, tmp_path):
     cfg = _cfg(tiny_dir)
-    a = sec.train(dataclasses.replace(cfg, steps=3, out=str(tmp_path / "a")))
+    a = check_seed_and_resume(sec.train, cfg, tmp_path, steps=3)
     q = [r for r in a.rows if "curriculum/q_level_1" in r]
     assert len(q) == 3 and any(r["curriculum/q_level_1"] != q[0]["curriculum/q_level_2"] for r in q)
     assert all(sum(r[f"curriculum/share_level_{lv}"] for lv in sec.LEVELS) == pytest.approx(1.0) for r in q)
-    b = sec.train(dataclasses.replace(cfg, steps=3, out=str(tmp_path / "b")))
-    assert _rows(a) == _rows(b)
-    sec.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "c")))
-    c = sec.train(dataclasses.replace(cfg, steps=3, out=str(tmp_path / "c"), resume=True))
-    assert _rows(c)[-1] == _rows(a)[-1]  # the bandit's state came back with the checkpoint
-    from safetensors.torch import load_file
-
-    wa = load_file(str(a.final_dir / "model.safetensors"))
-    wc = load_file(str(c.final_dir / "model.safetensors"))
-    assert all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
 def test_easy_to_hard_trains_on_level_one_first(tiny_dir, parity_reward):

@@ -3,7 +3,6 @@ and does without it), and the trainer (determinism, exact resume, the command li
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -13,8 +12,8 @@ from spkit.algos import rlsp
 from spkit.cli import main
 from spkit.errors import SpkitError
 from spkit.rl import verifiable as V
+from spkit.testing import check_seed_and_resume
 
-TIMING = ("train/wall_seconds", "train/seconds_per_step", "train/rollout_seconds")
 PROBLEM = {"question": "q", "answer": "3 + 4 = 7\n#### 7"}
 
 
@@ -73,27 +72,14 @@ def _cfg(tiny_dir, **kw) -> rlsp.Config:
                        plot=False, tensorboard=False, lr=1e-3, micro_batch=4, **kw)
 
 
-def _rows(hist) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
-
 
 def test_same_seed_same_numbers_and_resume_equals_straight_run(tiny_dir, parity_reward, tmp_path):
     cfg = _cfg(tiny_dir)
-    a = rlsp.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "a")))
+    a = check_seed_and_resume(rlsp.train, cfg, tmp_path)
     rows = [r for r in a.rows if "train/explore" in r]
     assert len(rows) == 2 and all(r["train/wrong_beats_right"] == 0.0 for r in rows)
     assert all(r["train/shaped_reward"] != r["train/reward"] for r in rows)  # the shaping is in
     assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)
-    b = rlsp.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "b")))
-    assert _rows(a) == _rows(b)
-    rlsp.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "c")))
-    c = rlsp.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "c"), resume=True))
-    assert _rows(c)[-1] == _rows(a)[-1]
-    from safetensors.torch import load_file
-
-    wa = load_file(str(a.final_dir / "model.safetensors"))
-    wc = load_file(str(c.final_dir / "model.safetensors"))
-    assert all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
 def test_spkit_train_rlsp_no_bound_runs_from_the_command_line(tiny_dir, parity_reward, tmp_path):

@@ -17,8 +17,8 @@ from spkit.algos import b_star, star
 from spkit.rl import verifiable as V
 from spkit.sampling import Completion
 from spkit.tasks import arithmetic, steps
+from spkit.testing import check_seed_and_resume
 
-TIMING = ("train/wall_seconds", "train/seconds_per_step")
 Q = ("Mia has 3 apples. She buys 4 more apples. Then she gives away 2 apples. "
      "How many apples does Mia have now?")
 
@@ -233,26 +233,13 @@ def _cfgs(tiny_dir, out=""):
                                     thetas=(-0.5, 0.5), m=2, batch_size=2)}
 
 
-def _rows(hist) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist.rows]
-
 
 @pytest.mark.parametrize("name", ["star", "b_star"])
 def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, fake_reward, tmp_path):
     mod = {"star": star, "b_star": b_star}[name]
     cfg = _cfgs(tiny_dir)[name]
-    a = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "a")))
+    a = check_seed_and_resume(mod.train, cfg, tmp_path)
     assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)  # the update ran
-    b = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "b")))
-    assert _rows(a) == _rows(b)
-    mod.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "c")))
-    c = mod.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "c"), resume=True))
-    assert _rows(c)[-1] == _rows(a)[-1]
-    from safetensors.torch import load_file
-
-    wa = load_file(str(a.final_dir / "model.safetensors"))
-    wc = load_file(str(c.final_dir / "model.safetensors"))
-    assert all(torch.equal(wa[k], wc[k]) for k in wa)
     if name == "star":  # 6 attempts per iteration + one rationalisation per failure
         assert a.last("train/samples") == pytest.approx(sum(6 + 6 * (1 - r["train/reward"]) for r in a.rows
                                                             if "train/kept" in r))
