@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -198,6 +199,39 @@ def test_a_diverged_run_stops_with_one_line_and_keeps_the_last_good_checkpoint(t
     run.track(model=model, loss=Loss())
     with pytest.raises(SpkitError, match="weights hold NaN or inf"):
         run.loop(lambda t: {"losses/policy": 0.5})
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resume_equals_a_straight_run(tmp_path, capsys):
+    from spkit.testing import tiny_random_model
+
+    def train(out, resume=False, interrupt_at=None):
+        run = Run(RunConfig(steps=6, checkpoint_every=100, out=str(out), tensorboard=False, plot=False,
+                            resume=resume), "toy")
+        model, tok = tiny_random_model(layers=1, hidden=16)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        run.track(model=model, tokenizer=tok, optimizer=opt)
+
+        def step(t):
+            if t == interrupt_at:  # SIGINT arrives in the middle of this step
+                os.kill(os.getpid(), signal.SIGINT)
+            ids = torch.randint(0, len(tok), (2, 8))  # the RNG is part of the checkpointed state
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return {"losses/policy": loss.item()}
+
+        return run.loop(step)
+
+    train(tmp_path / "straight")
+    with pytest.raises(SpkitError, match=r"interrupted after step 3/6: checkpoint step 3 saved; --resume"):
+        train(tmp_path / "cut", interrupt_at=2)
+    assert "interrupted; stopping after this step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert not (tmp_path / "cut" / "final").exists()
+    train(tmp_path / "cut", resume=True)
+    losses = [[r["losses/policy"] for r in read_metrics(tmp_path / d / "metrics.csv")] for d in ("straight", "cut")]
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
 
 
 # ---- budget, progress, help ------------------------------------------------------------------------------

@@ -23,18 +23,23 @@ as JSON), the step and `--max-minutes` budget (decided by rank 0 for all ranks),
 `eval_every` steps, a guard that stops a diverged run (non-finite loss or weights) with one line
 and keeps the last good checkpoint, metrics (CSV + TensorBoard), the progress bar, the final plot
 and the `final/` model. `step(t)` trains step t (0-based) and returns its metrics; `evaluate(t)`
-returns metrics after t steps, t = 0 being the untrained start.
+returns metrics after t steps, t = 0 being the untrained start. Ctrl-C (SIGINT) finishes the step
+under way, checkpoints it and stops with one line, so an interrupted run loses nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -256,7 +261,8 @@ class Run:
              stop: Callable[[Metrics], bool] | None = None) -> History:
         """Run `step` from the start (or the resumed step) to `cfg.steps`, the time budget, or the
         first step whose metrics satisfy `stop` (an algorithm's own budget, e.g. samples drawn);
-        the step that ends the run is evaluated and checkpointed like the last one."""
+        the step that ends the run is evaluated and checkpointed like the last one. Ctrl-C ends
+        the run after the step under way, checkpointed, with one line naming the step."""
         cfg = self.cfg
         ckpt = Checkpointer(self.out, cfg.keep_checkpoints) if self.out else None
         start, wall0 = self._restore(ckpt) if cfg.resume else (0, 0.0)
@@ -264,34 +270,67 @@ class Run:
         self.rows = logger.history if logger else []  # the logger appends to its own history
         evaluate = evaluate or (lambda t: {})
         try:
-            first = evaluate(0) if start == 0 and self.rank == 0 else {}
-            if first:  # the untrained start, as the baseline of every curve
-                self._log(logger, 0, first)
-            bar = self._bar(start)
-            for t in range(start, cfg.steps):
-                metrics = step(t)
-                done = t + 1
-                self._guard(done, metrics, ckpt)
-                wall = wall0 + time.perf_counter() - self.t_begin
-                spent = cfg.max_minutes > 0 and wall > 60 * cfg.max_minutes
-                last = done == cfg.steps or rank0_decides(spent or (stop is not None and stop(metrics)))
-                if (self.eval_at(done) or last) and self.rank == 0:
-                    metrics = {**metrics, **evaluate(done)}
-                if metrics:
-                    self._log(logger, done, {**metrics, "train/wall_seconds": wall})
-                if ckpt is not None and self.rank == 0 and (done % cfg.checkpoint_every == 0 or last):
-                    self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin)
-                self._advance(bar, done, wall)
-                if last:
-                    break
-            bar.close()
-            return self._finish()
+            with self._stop_on_interrupt() as interrupted:
+                return self._steps(step, evaluate, stop, start, wall0, ckpt, logger, interrupted)
         finally:
             if logger is not None:
                 logger.close()
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+
+    def _steps(self, step, evaluate, stop, start: int, wall0: float, ckpt: Checkpointer | None,
+               logger: MetricLogger | None, interrupted: threading.Event) -> History:
+        cfg = self.cfg
+        first = evaluate(0) if start == 0 and self.rank == 0 else {}
+        if first:  # the untrained start, as the baseline of every curve
+            self._log(logger, 0, first)
+        bar = self._bar(start)
+        for t in range(start, cfg.steps):
+            metrics = step(t)
+            done = t + 1
+            self._guard(done, metrics, ckpt)
+            wall = wall0 + time.perf_counter() - self.t_begin
+            spent = cfg.max_minutes > 0 and wall > 60 * cfg.max_minutes
+            halt = rank0_decides(interrupted.is_set())
+            last = done == cfg.steps or halt or rank0_decides(spent or (stop is not None and stop(metrics)))
+            if (self.eval_at(done) or last) and self.rank == 0 and not halt:
+                metrics = {**metrics, **evaluate(done)}
+            if metrics:
+                self._log(logger, done, {**metrics, "train/wall_seconds": wall})
+            if ckpt is not None and self.rank == 0 and (done % cfg.checkpoint_every == 0 or last):
+                self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin)
+            self._advance(bar, done, wall)
+            if halt:
+                bar.close()
+                kept = f"checkpoint step {done} saved; --resume continues from it" if ckpt else "nothing was saved"
+                raise SpkitError(f"interrupted after step {done}/{cfg.steps}: {kept}")
+            if last:
+                break
+        bar.close()
+        return self._finish()
+
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self) -> Iterator[threading.Event]:
+        """The first Ctrl-C ends the run after the step under way, checkpointed (a step cut in
+        half would leave weights and optimizer out of step with each other); a second aborts."""
+        interrupted = threading.Event()
+        if threading.current_thread() is not threading.main_thread():
+            yield interrupted
+            return
+
+        def on_sigint(signum, frame) -> None:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            interrupted.set()
+            print(f"\n{self.name}: interrupted; stopping after this step (Ctrl-C again aborts)",
+                  file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield interrupted
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _guard(self, step: int, metrics: Metrics, ckpt: Checkpointer | None) -> None:
         """Stop a diverged run with one line before anything of it is saved."""
