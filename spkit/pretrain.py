@@ -32,6 +32,7 @@ import torch
 from spkit import corpus
 from spkit.config import as_json, param
 from spkit.run import History, Run, RunConfig
+from spkit.seeding import derive_seed
 from spkit.tokenizer import train_bpe
 
 
@@ -50,8 +51,8 @@ class Config(RunConfig):
     lr: float = param(3e-3, "peak learning rate (small models like large ones)", gt=0)
     warmup: int = param(30, "linear warmup steps", ge=0)
     weight_decay: float = param(0.1, "AdamW decoupled weight decay", ge=0)
-    eval_every: int = param(0, "pretraining has no evaluation; the model card measures the result", ge=0,
-                            identity=False)
+    eval_every: int = param(0, "every k steps (and at the start and end), the loss on held-out documents "
+                            "(a fresh corpus draw); 0 = none", ge=0, identity=False)
     checkpoint_every: int = param(100, "save a resumable checkpoint every k steps (and at the end)", ge=1,
                                   identity=False)
     export: str = param("", "also copy the final model (and its loss curve) into this directory", identity=False)
@@ -117,7 +118,7 @@ def train(cfg: Config, callback=None) -> History:
     `history.final_dir` (and in `cfg.export` when given)."""
     from transformers import LlamaForCausalLM
 
-    run = Run(cfg, "pretrain", callback, plot_keys=["train/loss"])
+    run = Run(cfg, "pretrain", callback, plot_keys=["train/loss", "eval/loss"])
     t0 = time.time()
     docs = corpus.build(cfg.docs, seed=cfg.seed)  # 1
     tok = train_bpe(docs, vocab_size=cfg.vocab_size)  # 2
@@ -146,11 +147,27 @@ def train(cfg: Config, callback=None) -> History:
         model.eval()
         return {"train/loss": loss.item(), "train/lr": lr_at(t, cfg)}
 
-    hist = run.loop(step)
+    hist = run.loop(step, held_out_loss(model, tok, cfg) if cfg.eval_every > 0 else None)
     if hist.final_dir is not None:  # 4
         _write_card_inputs(cfg, hist, len(docs), int(data.numel()), sum(p.numel() for p in model.parameters()),
                            time.time() - t0)
     return hist
+
+
+def held_out_loss(model, tok, cfg: Config, rows: int = 64):
+    """`evaluate` for the run loop: next-token loss on documents drawn with another seed (same
+    distribution, not the training rows). It draws no random numbers, so a run's training is the
+    same with or without it."""
+    docs = corpus.build(max(100, cfg.docs // 50), seed=derive_seed(cfg.seed, "pretrain-held-out"))
+    data = pack(docs, tok, cfg.seq_len)[:rows]
+
+    @torch.no_grad()
+    def evaluate(t: int) -> dict[str, float]:
+        model.eval()
+        losses = [model(input_ids=x, labels=x).loss.item() * len(x) for x in data.split(cfg.batch)]
+        return {"eval/loss": sum(losses) / len(data)}
+
+    return evaluate
 
 
 def _write_card_inputs(cfg: Config, hist: History, n_docs: int, n_tokens: int, n_params: int, seconds: float) -> None:

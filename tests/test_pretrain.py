@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,11 @@ def test_small_pretrain_run_learns_and_saves_a_plain_transformers_model(tmp_path
     tok = AutoTokenizer.from_pretrained(final)
     assert type(model).__name__ == "LlamaForCausalLM" and tok.eos_token == "<|endoftext|>"
     assert (hist.final_dir / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
+    # --eval-every: the held-out loss falls too, and measuring it changes nothing of the training
+    watched = pretrain.train(replace(cfg, eval_every=10, out=str(tmp_path / "watched"), export=""))
+    steps, held_out = watched.series("eval/loss")
+    assert steps == [0, 10, 20, 25] and held_out[-1] < held_out[0] - 1.0
+    assert (watched.final_dir / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
 
 
 def test_embedded_model_card_is_measured_and_consistent(tiny):
