@@ -156,10 +156,10 @@ def test_data_file_with_invalid_utf8_names_file_and_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--limit", "-3"), ("--limit", "0"), ("--batch-size", "0"), ("--max-gen-toks", "-1"),
+    [("--limit", "-3"), ("--limit", "0"), ("--limit", "2.5"), ("--batch-size", "0"), ("--max-gen-toks", "-1"),
      ("--num-fewshot", "-2"), ("--max-length", "0"), ("--threads", "-1")],
 )
-def test_eval_rejects_nonpositive_numbers_up_front(flag, value, tmp_path, capsys, monkeypatch):
+def test_eval_rejects_impossible_numbers_up_front(flag, value, tmp_path, capsys, monkeypatch):
     import spkit.models
 
     def no_load(*a, **k):

@@ -130,6 +130,8 @@ def check_settings(*, limit: float | None = None, backend: str = "spkit",
 
     if limit is not None and not (limit > 0 and math.isfinite(limit)):
         raise SpkitError(f"--limit must be > 0 (a count, or a fraction if < 1), got {limit}")
+    if limit is not None and limit > 1 and limit != int(limit):
+        raise SpkitError(f"--limit is a whole count of items, or a fraction below 1; got {limit}")
     for flag, value, low in (("--batch-size", batch_size, 1), ("--max-gen-toks", max_gen_toks, 1),
                              ("--num-fewshot", num_fewshot, 0), ("--max-length", max_length, 1)):
         if value is not None and value < low:
