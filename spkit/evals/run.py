@@ -358,8 +358,8 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     limit = args.limit
-    if limit is not None and limit >= 1:
-        limit = int(limit)
+    if limit is not None and limit >= 1 and limit == int(limit):
+        limit = int(limit)  # a count; 2.5 stays a float and check_settings refuses it
     res = run(model=args.model, tasks=args.tasks, data_dir=args.data_dir, out=args.out,
               limit=limit, backend=args.backend, batch_size=args.batch_size,
               max_gen_toks=args.max_gen_toks, num_fewshot=args.num_fewshot, device=args.device,
