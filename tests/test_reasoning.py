@@ -388,11 +388,15 @@ def test_gsm8k_preset_trains_a_model_from_local_files(name, tiny_dir, tmp_path, 
     assert (out / "final" / "model.safetensors").exists()
 
 
-def test_max_samples_ends_the_run_at_the_step_that_reaches_it(tiny_dir, fake_reward):
-    cfg = dataclasses.replace(_cfgs(tiny_dir)["rft"], steps=50, max_samples=10, eval_every=0)  # 9 per step
+def test_max_samples_ends_the_run_at_the_step_that_reaches_it(tiny_dir, fake_reward, tmp_path):
+    cfg = dataclasses.replace(_cfgs(tiny_dir)["rft"], steps=50, max_samples=10, eval_every=0,  # 9 per step
+                              out=str(tmp_path), checkpoint_every=100, plot=False, tensorboard=False)
     hist = rft.train(cfg)
     assert hist.rows[-1]["step"] == 2 and hist.last("train/samples") == 18
     assert not math.isnan(hist.last("eval/strict"))  # the last step is evaluated like any last step
+    weights = (tmp_path / "final" / "model.safetensors").read_bytes()
+    again = rft.train(dataclasses.replace(cfg, resume=True))  # a finished budget: resume adds no step
+    assert again.rows[-1]["step"] == 2 and (tmp_path / "final" / "model.safetensors").read_bytes() == weights
 
 
 def test_ratios_are_taken_at_the_rollout_temperature(random_tiny):

@@ -282,6 +282,8 @@ class Run:
     def _steps(self, step, evaluate, stop, start: int, wall0: float, ckpt: Checkpointer | None,
                logger: MetricLogger | None, interrupted: threading.Event) -> History:
         cfg = self.cfg
+        if start > 0 and rank0_decides(stop is not None and bool(self.rows) and stop(self.rows[-1])):
+            return self._finish()  # resuming a run that had already met its own budget: nothing to add
         first = evaluate(0) if start == 0 and self.rank == 0 else {}
         if first:  # the untrained start, as the baseline of every curve
             self._log(logger, 0, first)
