@@ -2,6 +2,7 @@
 
     python benchmarks/evals.py                       # spkit-tiny (or a random tiny Llama)
     python benchmarks/evals.py --model runs/x/checkpoints/step_0000100 --limit 100
+    python benchmarks/evals.py --task gsm8k_local       # 5-shot, GSM8K-format files it writes
 
 Every run uses lm-eval's `simple_evaluate` on the same task (default: ``spkit_arith``, GSM8K
 format, greedy), float32 on the CPU and one torch thread (so the ratio is not an artefact of
@@ -10,6 +11,11 @@ sizes measure the engines; each backend's default (lm-eval's ``--model hf``: bat
 ``spkit eval``: 64) measures what a user gets. Prints samples/s for the whole lm-eval run and
 for the time inside ``generate_until``, the ratios (target >= 2x), and whether the greedy
 responses and metrics agree. Model loading is excluded from the timing.
+
+``--task gsm8k_local`` is lm-eval's GSM8K recipe (5-shot from train, ~500 prompt tokens per
+request on spkit-tiny's tokenizer) on GSM8K-format files the benchmark writes from spkit's
+arithmetic generator (train split as the few-shot pool, test split as the questions), unless
+``--data-dir`` points at real ones.
 """
 
 from __future__ import annotations
@@ -60,11 +66,42 @@ def _timed(lm) -> dict:
     return clock
 
 
-def _evaluate(lm, task: str, limit: int, batch_size: int, max_gen_toks: int) -> tuple[dict, float]:
+def _gsm8k_format_dir(n_test: int) -> str:
+    """GSM8K-format train/test files from spkit's arithmetic problems (the `#### n` answers)."""
+    import json
+
+    from spkit.tasks import arithmetic
+
+    root = Path(tempfile.mkdtemp(prefix="spkit-bench-gsm8k-"))
+    (root / "gsm8k").mkdir()
+    for split, n in (("train", 200), ("test", n_test)):
+        rows = arithmetic.generate(n, seed=0, split=split)
+        (root / "gsm8k" / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in rows))
+    return str(root)
+
+
+def _fixed_shots_variant() -> str:
+    """A directory holding `gsm8k_local_fixed_shots`: gsm8k_local with the same 5 shots for every
+    question (lm-eval's `first_n` sampler, as its chain-of-thought GSM8K variants use), so every
+    request shares the ~500-token few-shot prefix. `gsm8k_local` itself draws different shots for
+    each question, so its requests share almost no prefix."""
+    root = Path(tempfile.mkdtemp(prefix="spkit-bench-tasks-"))
+    (root / "gsm8k_local_fixed_shots.yaml").write_text(
+        f"include: {ROOT / 'evals' / 'gsm8k_local.yaml'}\n"
+        "task: gsm8k_local_fixed_shots\n"
+        "fewshot_config:\n  sampler: first_n\n")
+    return str(root)
+
+
+def _evaluate(lm, task: str, limit: int, batch_size: int, max_gen_toks: int,
+              data_dir: str | None) -> tuple[dict, float]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    tm = TaskManager(include_path=str(ROOT / "evals"), include_defaults=False)
+    meta = {"data_dir": data_dir} if data_dir else None
+    tm = TaskManager(include_path=[str(ROOT / "evals"), _fixed_shots_variant()], include_defaults=False,
+                     metadata=meta)
     t0 = time.perf_counter()
     res = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=tm, limit=limit,
                                   batch_size=batch_size, log_samples=True, bootstrap_iters=0,
@@ -82,6 +119,7 @@ def main() -> None:
     p.add_argument("--spkit-batch-sizes", default="32,64", help="spkit (its default is 64)")
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir", default=None, help="GSM8K-format files for gsm8k_local (default: generated)")
     args = p.parse_args()
 
     import torch
@@ -94,6 +132,8 @@ def main() -> None:
     ensure_punkt_tab()
     torch.set_num_threads(args.threads)
     path, desc = _model_dir(args.model)
+    gsm8k = args.task.startswith("gsm8k_local")
+    data_dir = args.data_dir or (_gsm8k_format_dir(args.limit) if gsm8k else None)
     runs = [("hf", int(b)) for b in args.hf_batch_sizes.split(",")]
     runs += [("spkit", int(b)) for b in args.spkit_batch_sizes.split(",")]
     print(f"model: {desc}; task {args.task}, limit {args.limit}/subtask, max_gen_toks "
@@ -105,7 +145,7 @@ def main() -> None:
         else:
             lm = SpkitLM(pretrained=path, device="cpu", dtype="float32", batch_size=bs)
         clock = _timed(lm)
-        res, secs = _evaluate(lm, args.task, args.limit, bs, args.max_gen_toks)
+        res, secs = _evaluate(lm, args.task, args.limit, bs, args.max_gen_toks, data_dir)
         n = sum(v["effective"] for v in res["n-samples"].values())
         rows[(backend, bs)] = {"res": res, "n": n, "whole": n / secs,
                                "gen": n / clock["generate"]}

@@ -396,3 +396,29 @@ def test_spkit_backend_caps_generation_to_the_context(random_tiny):
     assert prompts == [prompt]  # the prompt is kept whole
     assert params.max_new_tokens == 128 - n_prompt  # generation fills the rest of the context
     assert len(outs[0].token_ids) <= params.max_new_tokens
+
+
+@pytest.mark.slow
+def test_data_parallel_eval_under_torchrun_equals_one_process(tiny_dir, tmp_path):
+    """Two gloo ranks share the requests; rank 0 gathers and writes the same samples and metrics."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "spkit_arith_1", "--limit", "5", "--max-gen-toks", "8",
+            "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    one = subprocess.run([sys.executable, "-m", "spkit", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "spkit", *args,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-2000:]
+    assert two.stdout.count("samples in") == 1  # rank 0 alone prints
+    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert res[0]["results"] == res[1]["results"] and res[1]["spkit"]["samples"] == 5
+
+    def responses(d: str) -> list:  # lm-eval pads the short rank with copies of its last request,
+        # whose extra responses land in that sample's `resps`: the first one is the real one
+        rows = [json.loads(x) for x in _lines(tmp_path / d / "samples" / "spkit_arith_1.jsonl")]
+        return sorted((r["doc_id"], r["filter"], r["resps"][0][0]) for r in rows)
+
+    assert responses("one") == responses("two") and len(responses("one")) == 10

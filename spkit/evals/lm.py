@@ -16,6 +16,11 @@ the text is cut at the first ``until`` string, and greedy decoding is used unles
 asks for ``do_sample``. One deliberate difference: when ``max_gen_toks`` exceeds what the
 context can hold (long-generation tasks on a small-context model), generation is shortened
 so the longest prompt keeps up to half of the context, rather than cutting every prompt.
+
+Data parallel: under ``torchrun --nproc_per_node N -m spkit eval ...`` every rank loads the
+model, lm-eval gives each rank its share of the requests (``rank``/``world_size``), and the
+scored samples are gathered on rank 0, which alone writes and prints (``torch.distributed``:
+NCCL on GPUs, gloo on the CPU). Greedy metrics equal a one-process run's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from lm_eval.api.registry import register_model
 
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
+from spkit.run.distributed import init_distributed
 from spkit.run.metrics import progress
 from spkit.sampling import SamplingParams
 
@@ -79,6 +85,39 @@ class SpkitLM(LM):
         self.max_length = int(max_length or getattr(cfg, "max_position_embeddings", 2048))
         self.seed = seed
         self.name = pretrained if isinstance(pretrained, str) else "model"
+        self._rank, self._world_size = init_distributed()  # (0, 1) without torchrun
+
+    # ---- data parallel: what lm-eval's evaluator calls when world_size > 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's `tensor`, concatenated in rank order (a 0-d tensor counts as one item)."""
+        if self._world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        flat = tensor.reshape(-1)
+        parts = [torch.empty_like(flat) for _ in range(self._world_size)]
+        dist.all_gather(parts, flat)
+        return torch.cat(parts)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if self._world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        gathered = [None] * self._world_size if self._rank == dst else None
+        dist.gather_object(obj, gathered, dst=dst)
+        return gathered
+
+    def barrier(self) -> None:
+        if self._world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     # ---- lm-eval API
 

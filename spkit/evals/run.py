@@ -226,6 +226,8 @@ def run(
 
     t0 = time.perf_counter()
     scratch = None
+    if first and getattr(lm, "world_size", 1) > 1:
+        raise SpkitError("the two-attempt tasks run in one process: start spkit eval without torchrun")
     if first and "attempts" not in meta:  # pass 1 of the two-attempt tasks: attempt 1, samples logged
         import tempfile
 
