@@ -1,7 +1,7 @@
 """The SPIRAL runs behind assets/results/spiral_* : each name's exact `spkit train spiral` flags,
 run (one process per seed, one thread each) and copied here with `collect.py`.
 
-    python assets/results/spiral_runs.py kuhn_mmd tictactoe_exact --out runs/results
+    python assets/results/spiral_runs.py kuhn_mmd --out runs/results
     python assets/results/spiral_runs.py kuhn_mmd --collect-only --out runs/results   # stopped early
 
 The names (NAME_seedS.csv / .json):
@@ -9,8 +9,6 @@ The names (NAME_seedS.csv / .json):
                                 its flags are `kuhn` below, with --steps 730 --eval-games 64)
   spiral_kuhn_mmd_seed{0,1,2}   + entropy half-life, magnet to the average policy, linear
                                 averaging; a 10 CPU-minute budget per run
-  spiral_tictactoe_exact_seed0  TicTacToe self-play with the exact analysis against perfect play
-                                in every evaluation; a 20 CPU-minute budget
 `--collect-only` copies what the run directories hold (a run stopped before its budget, e.g. by a
 deadline, is collected as far as it got: its CSV says how many updates and CPU seconds).
 """
@@ -31,8 +29,6 @@ RUNS = {
     "kuhn_mmd": ("--games kuhn_poker --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear "
                  "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 "
                  "--checkpoint-every 25", (0, 1, 2)),
-    "tictactoe_exact": ("--games tictactoe --episodes 64 --lr 3e-5 --steps 100000 --max-cpu-minutes 20 "
-                        "--eval-every 10 --eval-games 64 --threads 1 --checkpoint-every 10", (0,)),
 }
 
 
