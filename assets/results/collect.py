@@ -5,7 +5,7 @@ them (runs longer than a reader should wait for; nothing here is typed in by han
     python assets/results/collect.py --all-rows reasoning_sec_seed0=runs/reasoning/sec_seed0
 
 For each NAME=RUN_DIR: NAME.csv holds the run's evaluation rows (every `eval/…` column, plus the
-step, `train/wall_seconds`, `train/invalid_rate` and `train/samples`), NAME.json the run's config
+step, `train/wall_seconds`, `train/cpu_seconds`, `train/invalid_rate` and `train/samples`), NAME.json the run's config
 (`run.json`), its number of updates and its wall time. With `--all-rows` NAME.csv is the whole
 metrics log (every row and column but the losses), for figures of what happened between
 evaluations (B-STaR's balance score, SEC's curriculum, RLSP's answer lengths).
@@ -22,7 +22,7 @@ from pathlib import Path
 from spkit.run.metrics import read_metrics
 
 HERE = Path(__file__).parent
-KEEP = ("step", "train/wall_seconds", "train/invalid_rate", "train/samples")
+KEEP = ("step", "train/wall_seconds", "train/cpu_seconds", "train/invalid_rate", "train/samples")
 
 
 def collect(name: str, run_dir: Path, all_rows: bool = False) -> None:

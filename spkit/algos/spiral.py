@@ -27,7 +27,10 @@ Algorithm (one step; step 0 once, before the first):
         r_t = π_θ,T(y_t | x, y_<t) / π_old,T(y_t | x, y_<t),  π_T = softmax(logits / T)  # Eq. (PPO)
      with Z = Σ|y| (``--loss-norm token_mean``, spkit's default) or Z = turns · max_new_tokens
      (``dr_grpo``, oat's default critic in the paper's code), for `ppo_epochs` passes over the
-     batch (no KL term by default, as in the paper).
+     batch (no KL term by default, as in the paper). Optional, Kuhn Poker (``--magnet-coef η``):
+        + η · (1/12) Σ_I KL(π_θ(·|I) ‖ π̄(·|I))                                         # Eq. (MMD)
+     over the 12 infosets' legal moves, π̄ the current average policy (step 5): magnetic mirror
+     descent's regulariser with the average of the iterates as a moving magnet.
   5. Every `eval_every` steps: Kuhn Poker NashConv of the last iterate and of the average
      policy, TicTacToe W/D/L vs random and vs perfect play, negotiation reward vs a heuristic,
      invalid-move rate, completion length, the RAE baselines.
@@ -44,7 +47,9 @@ Deviations from the paper:
      ``--mode reasoning``.
   4. Extra, off by default: an entropy bonus (reward shaping with −β·log π(y), the sampled
      sequence entropy, on legal moves only — which also widens the legal-vs-invalid gap, see
-     `entropy_bonus`) and a k3 KL penalty to the initial model.
+     `entropy_bonus`), optionally halved every `entropy_half_life` steps (a constant β pulls the
+     policy to a regularised equilibrium, not a Nash one); a k3 KL penalty to the initial model;
+     the magnet term of step 4; linearly weighted averaging of the Kuhn iterates (`avg_weights`).
   5. With several processes each rank keeps its own RAE baselines over its own games
      (gradients are averaged, so weights stay identical).
   6. The paper's learner uses vLLM rollouts and a separate learner; here one process samples
@@ -63,14 +68,20 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   train/overflow_rate       share of games ended because a prompt did not fit the context
   train/return/G/p          mean return of role p in game G this step (learner's seats)
   train/baseline/G/p        RAE baseline b[G, p] after this step
+  train/entropy_coef        the entropy bonus β_t of this step
+  train/cpu_seconds         CPU time of the run so far (user + sys; what --max-cpu-minutes bounds)
   train/seconds_per_step, train/rollout_seconds, train/episodes_per_s, train/tokens_per_s
   losses/policy, losses/kl, losses/clip_frac, losses/grad_norm, losses/ratio_max
   losses/rows               rows in the update after merging identical turns (see merge_turns)
+  losses/magnet             the Eq. (MMD) KL to the average policy (with --magnet-coef)
   eval/kuhn_poker/nashconv_last   NashConv of the current model (exact in direct mode)
   eval/kuhn_poker/nashconv_lo/hi  bootstrap 90% interval (reasoning mode: sampled table)
   eval/kuhn_poker/nashconv_avg    NashConv of the reach-weighted average of the iterates
   eval/kuhn_poker/legal_mass      mean probability (direct) or share of samples answering legally
   eval/tictactoe/{win,draw,loss,invalid}_vs_{random,perfect}
+  eval/tictactoe/exact_not_lose_vs_perfect/p   P(draw or win) in seat p vs perfect play, exact
+  eval/tictactoe/optimal_mass/p/move{k}         mass on value-keeping moves at the k-th move, exact
+                                                (both when trained on TicTacToe, direct mode)
   eval/negotiation/return_vs_heuristic, eval/negotiation/invalid   (when negotiation is trained on)
   eval/completion_len             mean completion length in the evaluation games
 
@@ -78,6 +89,8 @@ Commands:
   CPU:  spkit train spiral --games kuhn_poker --entropy-coef 0.2 --lr 1e-5 --steps 300 \
             --eval-every 25 --threads 2 --out runs/spiral                     # the README's main job
         spkit train spiral --entropy-coef 0.2 --lr 1e-5 --max-minutes 10 --seed 1 --out runs/s1
+        spkit train spiral --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear \
+            --lr 1e-5 --max-cpu-minutes 10 --eval-games 0 --threads 1 --out runs/spiral_mmd  # Kuhn options
         spkit train spiral --games tictactoe --episodes 64 --steps 40 --out runs/spiral_tictactoe
         spkit train spiral --opponent random --out runs/spiral_random        # an ablation
         spkit train spiral --out runs/spiral --steps 600 --resume            # continue a run
@@ -106,18 +119,18 @@ from spkit.games.base import Game
 from spkit.games.policies import HeuristicNegotiator, TabularPolicy, UniformRandomPolicy
 from spkit.games.prompts import MODES
 from spkit.generation import Sampler
-from spkit.lm_policy import LLMPolicy
+from spkit.lm_policy import LLMPolicy, direct_answers
 from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
-from spkit.rl.selfplay import Episode, LMAgent, Turn, outcome_rates, play_episodes
+from spkit.rl.selfplay import Episode, LMAgent, Turn, format_sft, outcome_rates, play_episodes
 from spkit.rl.tabular_pg import average_policy
 from spkit.run import History, Run, RunConfig
 from spkit.run.distributed import all_reduce_grads
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 from spkit.solvers.exploitability import Table, game_tree, nash_conv, nash_conv_interval
-from spkit.solvers.minimax import MinimaxPolicy
+from spkit.solvers.minimax import MinimaxPolicy, mass_on_optimal
 
 PAPER = {
     "title": "SPIRAL: Self-Play on Zero-Sum Games Incentivizes Reasoning via Multi-Agent "
@@ -160,6 +173,16 @@ class Config(RunConfig):
                            "(turns · max_new_tokens), oat's default critic (the paper's)",
                            choices=("token_mean", "dr_grpo"))
     entropy_coef: float = param(0.0, "entropy bonus β (reward − β·log π(y)); off in the paper", ge=0)
+    entropy_half_life: float = param(0.0, "halve the entropy bonus every h steps: β_t = β·2^(−t/h) "
+                                          "(0 = constant β)", ge=0)
+    magnet_coef: float = param(0.0, "Kuhn Poker: + η·mean_I KL(π_θ(·|I) ‖ π̄(·|I)) over the 12 infosets' legal "
+                                    "moves, π̄ the average policy (a moving magnet, as in magnetic mirror "
+                                    "descent; 0 = off)", ge=0)
+    avg_weights: str = param("uniform", "weights of the iterates in the Kuhn average policy: uniform | linear "
+                             "(table t weighs t + 1, as in linear CFR: early iterates fade)",
+                             choices=("uniform", "linear"))
+    max_cpu_minutes: float = param(0.0, "CPU-time budget of this process (user + sys, loading and evaluations "
+                                        "included); 0 = none", ge=0, identity=False)
     sft_steps: int = param(0, "before self-play: SFT steps on random legal moves in the training games' prompts "
                               "(teaches a new game's format; 0 = off)", ge=0)
     sft_lr: float = param(3e-4, "learning rate of the format SFT", gt=0)
@@ -185,46 +208,6 @@ class Config(RunConfig):
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or (8 if self.mode == "direct" else 64)
-
-
-# ---- 0. Format SFT (optional, for a game the model has never seen) --------------------------------
-def format_sft(model, tokenizer, games: dict[str, Game], cfg: Config) -> dict[str, float]:
-    """`cfg.sft_steps` steps of supervised fine-tuning on random legal moves in each training
-    game's own prompts (`spkit.corpus.format_demonstrations`), with its own Adam: the model
-    learns the prompt layout and the legal moves, not a strategy, so self-play starts from a
-    policy that plays the game (e.g. a TextArena env) legally at about random strength. Same
-    data and steps on every process, so the weights stay identical. Returns the first and
-    last SFT losses."""
-    from spkit.corpus import format_demonstrations
-    from spkit.rl.losses import sft_loss
-
-    n = cfg.sft_steps * cfg.sft_batch
-    per = [format_demonstrations(g, -(-n // len(games)), cfg.mode, derive_seed(cfg.seed, "sft", name))
-           for name, g in games.items()]
-    pairs = [p for group in zip(*per, strict=True) for p in group][:n]  # games interleaved
-    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 62
-    pairs = [(p, c) for p, c in pairs if len(tokenizer(p + c)["input_ids"]) <= limit]  # within the context
-    if not pairs:
-        raise SpkitError(f"--sft-steps: every demonstration prompt exceeds the model's {limit} positions")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
-    losses = []
-    model.train()
-    for i in range(cfg.sft_steps):
-        chunk = [pairs[j % len(pairs)] for j in range(i * cfg.sft_batch, (i + 1) * cfg.sft_batch)]
-        P = [tokenizer(p)["input_ids"] for p, _ in chunk]
-        C = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in chunk]
-        T = max(len(c) for c in C)
-        logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)
-        mask = pad_right([[1.0] * len(c) for c in C], T).to(logp.device)
-        loss = sft_loss(logp, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
 
 
 # ---- 1. Rollout ----------------------------------------------------------------------------------
@@ -368,8 +351,10 @@ def loss_normaliser(batch: list[tuple[Turn, float]], cfg: Config) -> float:
     return float(sum(len(t.completion_ids) for t, _ in batch))
 
 
-def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None) -> dict[str, float]:
-    """Step 4: `ppo_epochs` optimizer steps, each over the whole batch in micro-batches."""
+def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None,
+           magnet: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
+    """Step 4: `ppo_epochs` optimizer steps, each over the whole batch in micro-batches; `magnet()`
+    (optional) is a further loss term, scaled by `cfg.magnet_coef`, added to each step's gradient."""
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "ratio_max": 0.0, "grad_norm": 0.0}
     n_tok = loss_normaliser(batch, cfg)
     rows = merge_turns(batch)
@@ -399,12 +384,36 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             stats["kl"] += s["kl"] / cfg.ppo_epochs
             stats["clip_frac"] += s["clip_frac"] * share / cfg.ppo_epochs
             stats["ratio_max"] = max(stats["ratio_max"], s["ratio_max"])
+        if magnet is not None:
+            m = magnet()
+            (cfg.magnet_coef * m).backward()
+            stats["magnet"] = m.item()
         all_reduce_grads(model)
         if cfg.max_grad_norm > 0:
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()
     model.eval()
     return stats
+
+
+def magnet_kl(model, tokenizer, states: list, keys: list[str], magnet: Table) -> torch.Tensor:
+    """mean_I KL(π_θ(·|I) ‖ π̄(·|I)) over information sets I (with grad): π_θ the exact direct-mode
+    policy renormalised over the legal moves (as `kuhn_table` reads it), π̄ the magnet table.
+    The gradient pulls the iterate towards the magnet; with π̄ the average of the iterates this is
+    magnetic mirror descent's regulariser with a moving magnet (Sokota et al., 2023)."""
+    P, C, rows = [], [], []
+    for s in states:
+        pid, answers = direct_answers(tokenizer, s)
+        rows.append(range(len(C), len(C) + len(answers)))
+        P += [pid] * len(answers)
+        C += answers
+    lps = torch.stack([x.sum() for x in shared_prefix_logprobs(model, P, C)])  # (answers,)
+    kl = lps.new_zeros(())
+    for s, key, r in zip(states, keys, rows, strict=True):
+        logq = torch.log_softmax(lps[list(r)], 0)
+        logm = torch.tensor([magnet[key][a] for a in s.legal_actions()], device=lps.device).clamp_min(1e-6).log()
+        kl = kl + (logq.exp() * (logq - logm)).sum()
+    return kl / len(states)
 
 
 # ---- 5. Evaluation ---------------------------------------------------------------------------------
@@ -425,6 +434,30 @@ def _eval_game(name: str) -> Game:
     return load_game(name)  # one object per name: its solved tree / minimax table are cached on it
 
 
+def kuhn_average(cfg: Config, tables: list[Table]) -> Table:
+    """The average policy of the recorded Kuhn tables, weighted as `cfg.avg_weights` says."""
+    w = [i + 1.0 for i in range(len(tables))] if cfg.avg_weights == "linear" else None
+    return average_policy(game_tree(_eval_game("kuhn_poker")), tables, w)
+
+
+def tictactoe_optimal_mass(model, tokenizer) -> dict[str, float]:
+    """Exact (direct mode) play of the model against perfect play, per seat (`mass_on_optimal`):
+    P(draw or win), and the reach-weighted probability mass on value-keeping moves at its k-th
+    move — where a model that loses to perfect play gives the game away."""
+    policy = LLMPolicy(model, tokenizer, "direct")
+
+    def table(states):
+        t = policy.table(states)
+        return t.probs, t.legal_mass
+
+    m = {}
+    for seat in (0, 1):
+        r = mass_on_optimal(_eval_game("tictactoe"), table, seat)
+        m[f"eval/tictactoe/exact_not_lose_vs_perfect/{seat}"] = r["not_lose"]
+        m |= {f"eval/tictactoe/optimal_mass/{seat}/move{k + 1}": x for k, x in enumerate(r["by_move"])}
+    return m
+
+
 def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> dict[str, float]:
     """Step 5, on evaluation seeds derived from (seed, step) alone."""
     m: dict[str, float] = {}
@@ -436,9 +469,11 @@ def evaluate(model, tokenizer, cfg: Config, step: int, tables: list[Table]) -> d
     if info["counts"] is not None:
         m["eval/kuhn_poker/nashconv_lo"], m["eval/kuhn_poker/nashconv_hi"] = nash_conv_interval(kuhn, info["counts"], seed)
     if tables:
-        m["eval/kuhn_poker/nashconv_avg"] = nash_conv(kuhn, average_policy(game_tree(kuhn), tables))
+        m["eval/kuhn_poker/nashconv_avg"] = nash_conv(kuhn, kuhn_average(cfg, tables))
     agent = LMAgent(Sampler(model, tokenizer), cfg.mode, learner=True, params=SamplingParams(
         max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.eval_temperature))
+    if "tictactoe" in cfg.games and cfg.mode == "direct":
+        m |= tictactoe_optimal_mass(model, tokenizer)
     matches = {}
     if not all(g.startswith("textarena:") for g in cfg.games):  # a TextArena-only run skips spkit's games
         matches["tictactoe"] = {"random": UniformRandomPolicy(), "perfect": MinimaxPolicy(_eval_game("tictactoe"))}
@@ -476,18 +511,21 @@ class PolicyTables:
 
     tables: list[Table] = field(default_factory=list)
     played: int = 0
+    cpu_seconds: float = 0.0  # CPU time of earlier sessions of this run
 
     def state_dict(self) -> dict:
-        return {"tables": self.tables, "played": self.played}
+        return {"tables": self.tables, "played": self.played, "cpu_seconds": self.cpu_seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.tables, self.played = state["tables"], state.get("played", 0)
+        self.cpu_seconds = state.get("cpu_seconds", 0.0)
 
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run SPIRAL; return every logged row. `callback(step, metrics)` after each logged step."""
     from spkit.models import load_model
 
+    clock = [time.process_time()]  # loading counts towards the CPU budget
     run = Run(cfg, "spiral", callback, PLOT_KEYS)
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     ref_model = None
@@ -506,6 +544,11 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
     averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games and run.rank == 0
     sft = format_sft(model, tok, games, cfg) if cfg.sft_steps and not cfg.resume else {}
+    kuhn_states = None
+    if cfg.magnet_coef > 0 and averaging:
+        tree = game_tree(_eval_game("kuhn_poker"))
+        kuhn_keys = list(tree.infoset_states)
+        kuhn_states = [tree.infoset_states[k] for k in kuhn_keys]
 
     def record_table(t: int) -> None:
         avg.tables.append(kuhn_table(model, tok, _eval_game("kuhn_poker"), cfg, derive_seed(cfg.seed, "table", t))[0])
@@ -515,10 +558,15 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", t, run.rank))  # 1
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)  # 2-3
+        beta = cfg.entropy_coef * (2 ** (-t / cfg.entropy_half_life) if cfg.entropy_half_life else 1.0)
         pairs = entropy_bonus(subsample_turns(pairs, cfg.min_turns, derive_seed(cfg.seed, "subsample", t, run.rank)),
-                              cfg.entropy_coef)
+                              beta)
         batch = [(turn, a) for turn, a in pairs if a != 0.0 and turn.completion_ids]
-        losses = update(model, optimizer, batch, cfg, ref_model) if batch else {}  # 4
+        magnet = None
+        if kuhn_states is not None:
+            target = kuhn_average(cfg, avg.tables)
+            magnet = functools.partial(magnet_kl, model, tok, kuhn_states, kuhn_keys, target)
+        losses = update(model, optimizer, batch, cfg, ref_model, magnet) if batch else {}  # 4
         if averaging and (t + 1) % cfg.avg_every == 0:
             record_table(t + 1)
         return {**_train_metrics(episodes, pairs, batch, baseline, cfg),
@@ -526,6 +574,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/seconds_per_step": time.perf_counter() - t0, "train/rollout_seconds": t_roll,
                 "train/episodes_per_s": len(episodes) / max(t_roll, 1e-9),
                 "train/tokens_per_s": sum(len(turn.completion_ids) for turn, _ in pairs) / max(t_roll, 1e-9),
+                "train/entropy_coef": beta, "train/cpu_seconds": _cpu(avg, clock),
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate_at(t: int) -> dict[str, float]:  # 5
@@ -533,7 +582,18 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
             record_table(0)
         return evaluate(model, tok, cfg, t, avg.tables) | (sft if t == 0 else {})
 
-    return run.loop(step, evaluate_at)
+    def out_of_cpu(metrics: dict[str, float]) -> bool:
+        return cfg.max_cpu_minutes > 0 and metrics["train/cpu_seconds"] > 60 * cfg.max_cpu_minutes
+
+    return run.loop(step, evaluate_at, out_of_cpu)
+
+
+def _cpu(avg: PolicyTables, clock: list[float]) -> float:
+    """This run's CPU seconds so far (user + sys of the process), earlier sessions included."""
+    now = time.process_time()
+    avg.cpu_seconds += now - clock[0]
+    clock[0] = now
+    return avg.cpu_seconds
 
 
 def _count(avg: PolicyTables, n: int) -> int:

@@ -39,14 +39,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from spkit.errors import SpkitError
 from spkit.games.base import Game, InvalidMove, State
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
+from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
 
-__all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates"]
+__all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates", "format_sft"]
 
 
 @dataclass
@@ -239,4 +243,42 @@ def outcome_rates(episodes: Sequence[Episode], seat_of: Callable[[Episode], int]
     }
 
 
-# ---- log-probs of a batch of turns ---------------------------------------------------------------
+# ---- format SFT before self-play (a game the model has never seen) ------------------------------
+def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float]:
+    """SPIRAL's step 0 (`spkit.algos.spiral`, ``--sft-steps``): `cfg.sft_steps` steps of
+    supervised fine-tuning on random legal moves in each training game's own prompts
+    (`spkit.corpus.format_demonstrations`), with its own Adam: the model learns the prompt
+    layout and the legal moves, not a strategy, so self-play starts from a policy that plays
+    the game (e.g. a TextArena env) legally at about random strength. Same data and steps on
+    every process, so the weights stay identical. `cfg` needs sft_steps, sft_batch, sft_lr,
+    mode, seed and max_grad_norm. Returns the first and last SFT losses."""
+    from spkit.corpus import format_demonstrations
+    from spkit.rl.losses import sft_loss
+
+    n = cfg.sft_steps * cfg.sft_batch
+    per = [format_demonstrations(g, -(-n // len(games)), cfg.mode, derive_seed(cfg.seed, "sft", name))
+           for name, g in games.items()]
+    pairs = [p for group in zip(*per, strict=True) for p in group][:n]  # games interleaved
+    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 62
+    pairs = [(p, c) for p, c in pairs if len(tokenizer(p + c)["input_ids"]) <= limit]  # within the context
+    if not pairs:
+        raise SpkitError(f"--sft-steps: every demonstration prompt exceeds the model's {limit} positions")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
+    losses = []
+    model.train()
+    for i in range(cfg.sft_steps):
+        chunk = [pairs[j % len(pairs)] for j in range(i * cfg.sft_batch, (i + 1) * cfg.sft_batch)]
+        P = [tokenizer(p)["input_ids"] for p, _ in chunk]
+        C = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in chunk]
+        T = max(len(c) for c in C)
+        logp = pad_right(shared_prefix_logprobs(model, P, C), T, torch.float32)
+        mask = pad_right([[1.0] * len(c) for c in C], T).to(logp.device)
+        loss = sft_loss(logp, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}

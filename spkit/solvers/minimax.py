@@ -130,3 +130,49 @@ class MinimaxPolicy(Policy):
     def action_probabilities(self, state: State) -> dict[str, float]:
         best = self.solution.best_action(state)
         return {a: float(a == best) for a in state.legal_actions()}
+
+
+def mass_on_optimal(game: Game, table, seat: int) -> dict[str, object]:
+    """Exact play of a stochastic policy in seat `seat` against `MinimaxPolicy`.
+
+    `table(states)` returns, for a list of states, ``(probs, legal_mass)``: per state a dict
+    legal move -> probability (renormalised over the legal moves) and the probability of
+    answering legally at all (an illegal answer loses). Against perfect play a move that gives
+    up game-theoretic value loses, so only value-keeping moves are followed; level by level
+    (one `table` call per learner move) this gives
+      ``not_lose``: P(draw or win) against perfect play, exactly;
+      ``by_move``: for the policy's k-th move, Σ reach · mass on value-keeping moves / Σ reach
+        over the positions it reaches still holding the game value (what is lost where);
+      ``positions``: how many such positions were evaluated.
+    """
+    sol = solved(game)
+    perfect = MinimaxPolicy(game)
+    frontier = [(game.new_initial_state(), 1.0)]
+    not_lose, by_move, positions = 0.0, [], 0
+    while frontier:
+        mine: list[tuple[State, float]] = []
+        while frontier:  # the opponent's deterministic replies, up to the policy's next move
+            state, reach = frontier.pop()
+            if state.is_terminal():
+                not_lose += reach * (state.returns()[seat] >= 0)
+            elif state.current_player() == seat:
+                mine.append((state, reach))
+            else:
+                child = state.clone()
+                child.apply_action(perfect.solution.best_action(state))
+                frontier.append((child, reach))
+        if not mine:
+            break
+        probs, legal = table([s for s, _ in mine])
+        kept = total = 0.0
+        for (state, reach), p, m in zip(mine, probs, legal, strict=True):
+            good = sol.optimal_actions(state)
+            kept += reach * sum(p[a] for a in good)
+            total += reach
+            for a in good:
+                child = state.clone()
+                child.apply_action(a)
+                frontier.append((child, reach * m * p[a]))
+        by_move.append(kept / total if total else float("nan"))
+        positions += len(mine)
+    return {"not_lose": not_lose, "by_move": by_move, "positions": positions}

@@ -1,0 +1,60 @@
+"""The SPIRAL runs behind assets/results/spiral_* : each name's exact `spkit train spiral` flags,
+run (one process per seed, one thread each) and copied here with `collect.py`.
+
+    python assets/results/spiral_runs.py kuhn_mmd --out runs/results
+    python assets/results/spiral_runs.py kuhn_mmd --collect-only --out runs/results   # stopped early
+
+The names (NAME_seedS.csv / .json):
+  spiral_kuhn_seed{0,1,2}       the README's main job, 730 updates (written before this script;
+                                its flags are `kuhn` below, with --steps 730 --eval-games 64)
+  spiral_kuhn_mmd_seed{0,1,2}   + entropy half-life, magnet to the average policy, linear
+                                averaging; a 10 CPU-minute budget per run
+`--collect-only` copies what the run directories hold (a run stopped before its budget, e.g. by a
+deadline, is collected as far as it got: its CSV says how many updates and CPU seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from collect import collect  # noqa: E402
+
+RUNS = {
+    "kuhn": ("--games kuhn_poker --entropy-coef 0.2 --lr 1e-5 --eval-every 25 --threads 1", (0, 1, 2)),
+    "kuhn_mmd": ("--games kuhn_poker --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear "
+                 "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 "
+                 "--checkpoint-every 25", (0, 1, 2)),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="+", choices=sorted(RUNS))
+    ap.add_argument("--out", default="runs/results")
+    ap.add_argument("--collect-only", action="store_true")
+    args = ap.parse_args()
+    jobs = []
+    for name in args.names:
+        flags, seeds = RUNS[name]
+        for seed in seeds:
+            out = Path(args.out) / f"{name}_seed{seed}"
+            cmd = [sys.executable, "-m", "spkit", "train", "spiral", *flags.split(), "--seed", str(seed),
+                   "--out", str(out), "--overwrite"]
+            jobs.append((f"spiral_{name}_seed{seed}", out, None if args.collect_only else subprocess.Popen(cmd)))
+    for tag, out, proc in jobs:
+        if proc is not None and proc.wait() != 0:
+            sys.exit(f"{tag}: the run failed")
+        collect(tag, out, all_rows=False)
+        info_path = Path(__file__).parent / f"{tag}.json"  # the run dir as named here, not where it was linked from
+        info = json.loads(info_path.read_text())
+        info["config"]["out"] = str(out)
+        info_path.write_text(json.dumps(info, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
