@@ -164,3 +164,23 @@ def test_gsm8k_is_refused(tiny_dir):
 
     with pytest.raises(SpkitError, match="spkit_arith"):
         spc.train(dataclasses.replace(_cfg(tiny_dir), task="gsm8k", steps=1))
+
+
+@pytest.mark.slow
+def test_critic_scores_equal_spkit_eval(tiny_dir):
+    """`evaluate_critic` is `spkit eval --tasks spkit_steps`, critique by critique (a random tiny
+    model with room for the prompt; the first 4 items of each subset)."""
+    from spkit.evals.run import run
+    from spkit.models import load_model
+
+    res = run(model=str(tiny_dir), tasks="spkit_steps", limit=4)
+    model, tok = load_model(str(tiny_dir))
+    recs = C.heldout_records(4)
+    preds, texts = C.critic_predictions(model, tok, recs)
+    theirs = {s["doc"]["id"]: s["resps"][0][0] for rows in res["samples"].values() for s in rows}
+    assert [theirs[r["id"]] for r in recs] == texts
+    ours = C.scores_by_subset(recs, preds)
+    for sub in C.SUBSETS:
+        got = res["results"][f"spkit_steps_{sub}"]
+        for k in ("acc_error", "acc_correct", "unparsable"):
+            assert ours[f"eval/{k}/{sub}"] == pytest.approx(got[f"{k},none"], nan_ok=True)
