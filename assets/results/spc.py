@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--out", default="runs/spc")
+    ap.add_argument("--setting", choices=list(SETTINGS), default=None,
+                    help="heldout: train this setting instead of the dev choice (recorded in spc_seedS.json)")
     args = ap.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def main() -> None:
     if args.phase == "dev":
         jobs = [lambda n=n: dev_one(n, args.budget, out_root) for n in SETTINGS]
     else:
-        name = chosen(args.budget)
+        name = args.setting or chosen(args.budget)
         jobs = [lambda s=s: heldout_one(name, s, args.budget, out_root) for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         for line in pool.map(lambda job: job(), jobs):
