@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def train_cmd(flags: list[str], seed: int, budget: int, out: Path, split: str) -
 def last_eval(run_dir: Path) -> dict[str, float]:
     from spkit.run.metrics import read_metrics
 
-    rows = [r for r in read_metrics(run_dir / "metrics.csv") if "eval/f1" in r]
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if math.isfinite(r.get("eval/f1", math.nan))]
     return {"before": {k: v for k, v in rows[0].items() if k.startswith("eval/")},
             "after": {k: v for k, v in rows[-1].items() if k.startswith("eval/")}, "step": rows[-1]["step"],
             "samples": rows[-1].get("train/samples")}
