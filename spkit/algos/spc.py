@@ -49,7 +49,8 @@ Deviations from the paper:
   4. D_0 for the SFT term is the round-0 game records labelled by the game itself; the paper's
      round-0 data are critiques distilled from a stronger model, which spkit does not have.
 
-Metrics: train/kept (share of rewrites kept), train/void (share void), train/critic_win (critic
+Metrics: train/kept (share of rewrites kept), train/void (share void), train/records (games the
+critic played), train/critic_win (critic
 reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
 and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
 train/samples (completions drawn: rewrites, rollouts and critiques), losses/critic,
