@@ -50,8 +50,7 @@ Deviations from the paper:
      round-0 data are critiques distilled from a stronger model, which spkit does not have.
 
 Metrics: train/kept (share of rewrites kept), train/void (share void), train/records (games the
-critic played), train/critic_win (critic
-reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
+critic played), train/critic_win (critic reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
 and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
 train/samples (completions drawn: rewrites, rollouts and critiques), losses/critic,
 losses/generator, losses/sft, losses/grad_norm; eval/f1, eval/acc_error, eval/acc_correct,
