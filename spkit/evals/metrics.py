@@ -17,11 +17,9 @@
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Sequence
 
-from spkit.tasks.steps import extract_index, last_boxed
+from spkit.tasks.steps import extract_index, harmonic_mean, last_boxed, processbench_scores  # noqa: F401 - ProcessBench's scores, re-exported
 
 # ---- MATH
 
@@ -65,30 +63,6 @@ def math_verify_equal(pred: str | None, gold: str) -> bool:
 
 
 # ---- ProcessBench
-
-
-def processbench_scores(labels: Sequence[int], preds: Sequence[int | None]) -> dict[str, float]:
-    """ProcessBench's three numbers for one subset.
-
-    ``labels[i]`` is the earliest wrong step (-1: all correct), ``preds[i]`` the critic's
-    index or None when unparsable (wrong either way). An empty class gives NaN for its
-    accuracy (and F1), as the benchmark's own script would.
-    """
-    if len(labels) != len(preds):
-        raise ValueError(f"{len(labels)} labels but {len(preds)} predictions")
-    err = [p == y for y, p in zip(labels, preds, strict=True) if y != -1]
-    cor = [p == -1 for y, p in zip(labels, preds, strict=True) if y == -1]
-    acc_error = sum(err) / len(err) if err else math.nan
-    acc_correct = sum(cor) / len(cor) if cor else math.nan
-    return {"acc_error": acc_error, "acc_correct": acc_correct,
-            "f1": harmonic_mean(acc_error, acc_correct)}
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    """2ab/(a+b); 0 when both are 0; NaN if either is NaN."""
-    if math.isnan(a) or math.isnan(b):
-        return math.nan
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def critic_prediction(text: str) -> int | None:

@@ -32,8 +32,10 @@ index in ``\\boxed{}`` and ``extract_index`` reads the last one (unparsable -> N
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections.abc import Sequence
 
 from spkit.tasks import arithmetic
 
@@ -52,7 +54,8 @@ CRITIC_TEMPLATE = (
 _LINE = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
 
 
-def _parse_lines(answer: str) -> list[tuple[int, str, int, int]]:
+def parse_steps(answer: str) -> list[tuple[int, str, int, int]]:
+    """The (a, op, b, c) steps of a `spkit.tasks.arithmetic` answer ("a op b = c" lines, then "#### n")."""
     body = answer.split("\n#### ")[0]
     out = []
     for line in body.split("\n"):
@@ -63,8 +66,8 @@ def _parse_lines(answer: str) -> list[tuple[int, str, int, int]]:
     return out
 
 
-def _carry_on(a: int, op: str, b: int) -> tuple[str, int, int]:
-    """Apply ``op b`` to a (possibly wrong) running value, falling back to ``+ b``."""
+def carry_on(a: int, op: str, b: int) -> tuple[str, int, int]:
+    """Apply ``op b`` to a (possibly wrong) running value, falling back to ``+ b``: (op, b, result)."""
     if (op == "/" and a % b) or (op == "-" and a - b < 0):
         op = "+"
     return op, b, {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
@@ -74,7 +77,6 @@ def inject_error(
     lines: list[tuple[int, str, int, int]], at: int, kind: str, rng: random.Random
 ) -> list[tuple[int, str, int, int]]:
     """The same chain with one error at step ``at`` and correct arithmetic afterwards."""
-    out = list(lines[:at])
     a, op, b, c = lines[at]
     choices = [x for x in range(max(1, b - 3), b + 4) if x != b]
     if op == "/":
@@ -86,20 +88,29 @@ def inject_error(
         c = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
     else:  # slip (or no room for a miscopied operand): the result is off by 1..3
         c = c + rng.choice([d for d in (-3, -2, -1, 1, 2, 3) if c + d >= 0])
-    out.append((a, op, b, c))
+    return replace_step(lines, at, (a, op, b, c))
+
+
+def replace_step(lines: list[tuple[int, str, int, int]], at: int, step: tuple[int, str, int, int]
+                 ) -> list[tuple[int, str, int, int]]:
+    """The chain with step ``at`` replaced by ``step`` and every later step carried on correctly
+    from its result (`carry_on`), as a solver that trusts the replaced step would go on."""
+    out = [*lines[:at], step]
     for _, op2, b2, _ in lines[at + 1 :]:
-        op2, b2, c2 = _carry_on(out[-1][3], op2, b2)
+        op2, b2, c2 = carry_on(out[-1][3], op2, b2)
         out.append((out[-1][3], op2, b2, c2))
     return out
 
 
-def _render(lines: list[tuple[int, str, int, int]]) -> list[str]:
+def render_steps(lines: list[tuple[int, str, int, int]]) -> list[str]:
+    """ProcessBench paragraphs of a chain: one "a op b = c" per step, the last with "#### c"."""
     steps = [f"{a} {op} {b} = {c}" for a, op, b, c in lines]
     steps[-1] += f"\n#### {lines[-1][3]}"
     return steps
 
 
-def _first_wrong(good: list, bad: list) -> int:
+def first_wrong(good: list, bad: list) -> int:
+    """Index of the first step where ``bad`` departs from ``good`` (-1: none)."""
     return next((i for i, (g, x) in enumerate(zip(good, bad, strict=True)) if g != x), -1)
 
 
@@ -109,30 +120,31 @@ def generate(
     """``n`` ProcessBench-format records for one subset (same seed -> same list).
 
     ``split`` picks the arithmetic split the problems come from: ``"test"`` for the
-    ``spkit_steps`` eval, ``"train"`` for pretraining corpora (never overlapping).
+    ``spkit_steps`` eval, ``"train"`` for pretraining corpora (never overlapping), ``"dev"``
+    (a hash bucket of train that no RL trainer draws) for choosing a trainer's settings.
     """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; choose from {sorted(SUBSETS)}")
     k = SUBSETS[subset]
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if split not in ("train", "test", "dev"):
+        raise ValueError(f"split must be 'train', 'test' or 'dev', not {split!r}")
     rng = random.Random(f"spkit-steps-{subset}-{split}-{seed}")
     problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split=split)
     out = []
     for i, prob in enumerate(problems):
-        good = _parse_lines(prob["answer"])
+        good = parse_steps(prob["answer"])
         lines = good
         if int((i + 1) * error_rate) > int(i * error_rate):  # evenly spread: any prefix
             # (e.g. an eval run with --limit) has the same share of erroneous items
             kind = "slip" if rng.random() < 0.75 else "operand"
             lines = inject_error(good, rng.randrange(k), kind, rng)
         out.append({
-            "id": f"{subset}-{i}" if split == "test" else f"train-{subset}-{i}",
+            "id": f"{subset}-{i}" if split == "test" else f"{split}-{subset}-{i}",
             "generator": "spkit-arith",
             "problem": prob["question"],
-            "steps": _render(lines),
+            "steps": render_steps(lines),
             "final_answer_correct": lines[-1][3] == good[-1][3],
-            "label": _first_wrong(good, lines),
+            "label": first_wrong(good, lines),
         })
     return out
 
@@ -180,3 +192,30 @@ def extract_index(text: str) -> int | None:
         return int(inner.strip())
     except ValueError:
         return None
+
+
+# ---- ProcessBench's scores (spkit.evals.metrics re-exports them; trainers score with them too)
+
+
+def processbench_scores(labels: Sequence[int], preds: Sequence[int | None]) -> dict[str, float]:
+    """ProcessBench's three numbers for one subset.
+
+    ``labels[i]`` is the earliest wrong step (-1: all correct), ``preds[i]`` the critic's
+    index or None when unparsable (wrong either way). An empty class gives NaN for its
+    accuracy (and F1), as the benchmark's own script would.
+    """
+    if len(labels) != len(preds):
+        raise ValueError(f"{len(labels)} labels but {len(preds)} predictions")
+    err = [p == y for y, p in zip(labels, preds, strict=True) if y != -1]
+    cor = [p == -1 for y, p in zip(labels, preds, strict=True) if y == -1]
+    acc_error = sum(err) / len(err) if err else math.nan
+    acc_correct = sum(cor) / len(cor) if cor else math.nan
+    return {"acc_error": acc_error, "acc_correct": acc_correct,
+            "f1": harmonic_mean(acc_error, acc_correct)}
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """2ab/(a+b); 0 when both are 0; NaN if either is NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)

@@ -1,0 +1,146 @@
+"""SPC on spkit_steps for lesson 08 and the README: settings chosen on dev, then 3 seeds held out.
+
+    python assets/results/spc.py dev [--budget 1024] [--jobs 2]      # every SETTINGS entry, seed 100
+    python assets/results/spc.py heldout [--budget 1024] [--seeds 0 1 2] [--jobs 3]
+
+`dev` trains each entry of SETTINGS with seed 100 and scores it on the dev split (100 records
+per subset from the arithmetic dev bucket, never trained on and never held out), appending one
+line per setting to spc_dev.jsonl (every setting tried is kept there). `heldout` trains the
+setting with the best dev F1 (ties: the first listed, the paper's) with each seed and scores it
+on the 300 held-out spkit_steps items — the `spkit eval --tasks spkit_steps` number — into
+spc_seedS.{csv,json} (`collect.py --all-rows`). spc_start.json is spkit-tiny's own score (the
+F1 every run starts from). Each run's CPU time (user + sys of its process) is recorded, since
+the machine is shared: wall time says little. A finished run is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+DEV_SEED = 100
+
+# name -> extra flags of `spkit train spc` (the paper's settings first)
+SETTINGS: dict[str, list[str]] = {
+    "paper": [],  # A = ±1, λ_SFT = 0.15 on round 0's records
+    # GRPO's group baseline for the critic (no push on records whose K critiques all agree) and
+    # the SFT term on every round's records
+    "group_sft_all": ["--advantage", "group", "--sft-rounds", "1000000"],
+}
+
+
+def cpu_run(cmd: list[str], log: Path) -> tuple[int, float, float]:
+    """(exit code, CPU seconds (user + sys), wall seconds) of one child process."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(p.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, time.perf_counter() - t0
+
+
+def train_cmd(flags: list[str], seed: int, budget: int, out: Path, split: str) -> list[str]:
+    return [sys.executable, "-m", "spkit", "train", "spc", *flags, "--max-samples", str(budget), "--steps", "100000",
+            "--eval-every", "0", "--eval-split", split, "--seed", str(seed), "--threads", "1", "--no-tensorboard",
+            "--no-plot", "--out", str(out), "--overwrite"]
+
+
+def last_eval(run_dir: Path) -> dict[str, float]:
+    from spkit.run.metrics import read_metrics
+
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if math.isfinite(r.get("eval/f1", math.nan))]
+    return {"before": {k: v for k, v in rows[0].items() if k.startswith("eval/")},
+            "after": {k: v for k, v in rows[-1].items() if k.startswith("eval/")}, "step": rows[-1]["step"],
+            "samples": rows[-1].get("train/samples")}
+
+
+def dev_one(name: str, budget: int, out_root: Path) -> str:
+    out = out_root / f"dev_{name}"
+    rc, cpu, wall = cpu_run(train_cmd(SETTINGS[name], DEV_SEED, budget, out, "dev"), out_root / f"dev_{name}.log")
+    if rc:
+        return f"dev {name}: FAILED (exit {rc})"
+    ev = last_eval(out)
+    line = {"setting": name, "flags": SETTINGS[name], "seed": DEV_SEED, "budget": budget, "cpu_seconds": round(cpu, 1),
+            "wall_seconds": round(wall, 1), **{f"dev_{k}": v for k, v in ev.items()}}
+    with open(HERE / "spc_dev.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return f"dev {name}: F1 {ev['after']['eval/f1']:.3f} ({cpu / 60:.1f} CPU-min)"
+
+
+def chosen(budget: int) -> str:
+    """The setting with the best dev F1 at this budget (ties: the first in SETTINGS)."""
+    lines = [json.loads(x) for x in (HERE / "spc_dev.jsonl").read_text().splitlines() if x.strip()]
+    f1 = {x["setting"]: x["dev_after"]["eval/f1"] for x in lines if x["budget"] == budget}
+    if not f1:
+        raise SystemExit(f"no dev run at budget {budget}: run `spc.py dev --budget {budget}` first")
+    return max((n for n in SETTINGS if n in f1), key=lambda n: (f1[n], -list(SETTINGS).index(n)))
+
+
+def heldout_one(name: str, seed: int, budget: int, out_root: Path) -> str:
+    out = out_root / f"{name}_seed{seed}"
+    if (out / "final" / "config.json").exists():
+        return f"{name} seed {seed}: done before"
+    rc, cpu, wall = cpu_run(train_cmd(SETTINGS[name], seed, budget, out, "heldout"), out_root / f"{name}_seed{seed}.log")
+    if rc:
+        return f"{name} seed {seed}: FAILED (exit {rc})"
+    subprocess.check_call([sys.executable, str(HERE / "collect.py"), "--all-rows", f"spc_seed{seed}={out}"], cwd=ROOT)
+    meta = json.loads((HERE / f"spc_seed{seed}.json").read_text())
+    meta.update({"setting": name, "flags": SETTINGS[name], "budget": budget, "cpu_seconds": round(cpu, 1),
+                 "wall_seconds_measured": round(wall, 1)})
+    (HERE / f"spc_seed{seed}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return f"{name} seed {seed}: F1 {last_eval(out)['after']['eval/f1']:.3f} ({cpu / 60:.1f} CPU-min)"
+
+
+def measure_start() -> None:
+    """spc_start.json: spkit-tiny's greedy scores on the held-out and the dev records."""
+    path = HERE / "spc_start.json"
+    if path.exists():
+        return
+    import torch
+
+    from spkit.models import load_model
+    from spkit.rl import critic as C
+
+    torch.set_num_threads(1)
+    model, tok = load_model("spkit-tiny")
+    t0 = time.process_time()
+    res = {**C.evaluate_critic(model, tok), **C.evaluate_critic(model, tok, C.dev_records(C.PER_SUBSET), prefix="dev")}
+    res["cpu_seconds"] = round(time.process_time() - t0, 1)
+    path.write_text(json.dumps(res, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("phase", choices=["dev", "heldout", "start"])
+    ap.add_argument("--budget", type=int, default=1024, help="completions drawn per run (rewrites, rollouts, critiques)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--out", default="runs/spc")
+    ap.add_argument("--setting", choices=list(SETTINGS), default=None,
+                    help="heldout: train this setting instead of the dev choice (recorded in spc_seedS.json)")
+    args = ap.parse_args()
+    out_root = Path(args.out)
+    out_root.mkdir(parents=True, exist_ok=True)
+    if args.phase == "start":
+        measure_start()
+        return
+    if args.phase == "dev":
+        jobs = [lambda n=n: dev_one(n, args.budget, out_root) for n in SETTINGS]
+    else:
+        name = args.setting or chosen(args.budget)
+        jobs = [lambda s=s: heldout_one(name, s, args.budget, out_root) for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for line in pool.map(lambda job: job(), jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
