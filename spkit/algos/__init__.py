@@ -26,6 +26,8 @@ ALGOS: dict[str, tuple[str, str]] = {
     "nft": ("spkit.algos.nft", "NFT: negative-aware fine-tuning (RFT that also learns from wrong answers)"),
     "sec": ("spkit.algos.sec", "SEC: self-evolving curriculum (a bandit over difficulty levels) on GRPO"),
     "rlsp": ("spkit.algos.rlsp", "RLSP: GRPO on correctness plus a bounded exploration reward"),
+    "rest_mcts": ("spkit.algos.rest_mcts", "ReST-MCTS*: MCTS over steps with a self-trained value model; "
+                  "policy SFT on verified traces"),
     # learning to self-correct: two attempts (spkit_arith_correct)
     "sft_corrections": ("spkit.algos.sft_corrections", "SFT on the model's own wrong -> right corrections "
                         "(the STaR baseline SCoRe shows collapsing)"),
