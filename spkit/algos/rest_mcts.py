@@ -523,7 +523,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/value_targets": float(len(targets)), "train/traces": float(len(traces)),
                 "train/nodes": sum(len(tr.root.nodes()) for tr in trees) / len(trees),
                 "train/tokens": float(tokens.tokens), "train/samples": float(counter.samples),
-                "train/search_seconds": t_search, "train/seconds_per_step": time.perf_counter() - t0,
+                "train/rollout_seconds": t_search, "train/seconds_per_step": time.perf_counter() - t0,
                 **({"losses/value": v_loss} if targets else {}), **{f"losses/{k}": v for k, v in losses.items()}}
 
     history = ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
