@@ -1,6 +1,7 @@
 """ReST-MCTS* at this scale: one policy/value self-training round per seed, then accuracy against
 compute (sampled policy tokens) of greedy, best-of-N (majority vote, ranked by the value model) and
-MCTS* with the self-trained value model, on the held-out `spkit_arith` problems of levels 3-4.
+MCTS* with the self-trained value model, on held-out `spkit_arith` problems of levels 3-4 (the
+first PER_LEVEL of each level).
 
     python assets/results/rest_mcts.py [--seeds 0 1 2] [--jobs 2] [--steps 8]
 
@@ -30,6 +31,7 @@ ROOT = HERE.parents[1]
 NS = (1, 2, 4, 8)  # best-of-N sample counts
 ITERATIONS = (2, 4, 8)  # MCTS* iterations per problem (test time, stops early once solved)
 LEVELS = (3, 4)
+PER_LEVEL = 50  # the first 50 held-out problems of each level (lm-eval's --limit 50): CPU on a shared machine
 SETTINGS_TRIED = [  # every training setting run for these results (defaults: paper constants)
     {"steps": 8, "problems": 16, "k": 3, "iterations": 12, "c": 0.4, "alpha": 0.5, "lookahead": 2,
      "lr": 2e-5, "value_lr": 1e-4, "value_epochs": 4, "temperature": 1.0},
@@ -60,7 +62,7 @@ def compare(seed: int, run: Path) -> dict:
     torch.set_num_threads(1)
     model, tok = load_model(str(run / "final"))
     value = R.ValueModel.load(run / "value")
-    problems = [p for p in V.heldout_problems() if p["steps"] in LEVELS]
+    problems = [p for p in V.heldout_problems(PER_LEVEL) if p["steps"] in LEVELS]
     t0, c0 = time.perf_counter(), time.process_time()
     rows = R.accuracy_vs_compute(model, tok, value, problems, NS, ITERATIONS, seed=seed)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
