@@ -135,8 +135,9 @@ def test_search_builds_trees_counts_tokens_and_repeats_with_the_seed():
             assert len({c.step for c in n.children}) == len(n.children) <= 2  # distinct, at most k
             assert n.depth <= 3 and (n.depth < 3 or n.complete or not n.children)
             assert not (n.complete and n.children)  # a complete solution is never expanded
-    R.finish_unanswered(sampler, trees, V.ARITH, seed=1)
-    assert all(t.answer() is not None for t in trees)
+    got = R.final_answers(sampler, trees, V.ARITH, seed=1)
+    assert all(text and n >= t.tokens for (text, n), t in zip(got, trees, strict=True))
+    assert [t.tokens for t in trees] == [t.tokens for t in again]  # reading the answers changes no tree
 
 
 @pytest.mark.slow  # ~30 s: every method on 4 problems

@@ -31,7 +31,7 @@ ROOT = HERE.parents[1]
 NS = (1, 2, 4, 8)  # best-of-N sample counts
 ITERATIONS = (2, 4, 8)  # MCTS* iterations per problem (test time, stops early once solved)
 LEVELS = (3, 4)
-PER_LEVEL = 50  # the first 50 held-out problems of each level (lm-eval's --limit 50): CPU on a shared machine
+PER_LEVEL = 30  # the first 30 held-out problems of each level (lm-eval's --limit 30): CPU on a shared machine
 SETTINGS_TRIED = [  # every training setting run for these results (defaults: paper constants)
     {"steps": 8, "problems": 16, "k": 3, "iterations": 12, "c": 0.4, "alpha": 0.5, "lookahead": 2,
      "lr": 2e-5, "value_lr": 1e-4, "value_epochs": 4, "temperature": 1.0},

@@ -412,20 +412,21 @@ def search(sampler: Sampler, value: ValueModel, problems: Sequence[dict], cfg: C
     return trees
 
 
-def finish_unanswered(sampler: Sampler, trees: Sequence[Tree], task: V.Task, seed: int) -> None:
-    """Test time: a tree with no complete solution answers with a greedy completion of its
-    highest-valued node (its tokens counted)."""
-    todo = [t for t in trees if t.answer() is None]
+def final_answers(sampler: Sampler, trees: Sequence[Tree], task: V.Task, seed: int) -> list[tuple[str, int]]:
+    """Test time: each tree's (final solution, sampled tokens). A tree with no complete solution
+    answers with a greedy completion of its highest-valued node, whose tokens count too (the
+    trees are not changed, so a search can be read at several iteration budgets)."""
+    todo = [i for i, t in enumerate(trees) if t.answer() is None]
+    out = [(t.answer() or "", t.tokens) for t in trees]
     if not todo:
-        return
-    starts = [max(t.root.nodes(), key=lambda n: (n.V, n.depth)) for t in todo]
+        return out
+    starts = [max(trees[i].root.nodes(), key=lambda n: (n.V, n.depth)) for i in todo]
     params = SamplingParams(max_new_tokens=task.max_new_tokens, temperature=0.0, stop=task.stop)
-    outs = sampler.generate([t.context(n) for t, n in zip(todo, starts, strict=True)], params, seed=seed)
-    for t, n, o in zip(todo, starts, outs, strict=True):
-        t.tokens += len(o.token_ids)
-        t.rows += 1
+    outs = sampler.generate([trees[i].context(n) for i, n in zip(todo, starts, strict=True)], params, seed=seed)
+    for i, n, o in zip(todo, starts, outs, strict=True):
         prefix = n.solution()
-        t.candidates.append(((prefix + "\n" if prefix else "") + o.text, n.V))
+        out[i] = ((prefix + "\n" if prefix else "") + o.text, trees[i].tokens + len(o.token_ids))
+    return out
 
 
 # ---- 2. Labels and inferred values ---------------------------------------------------------------
@@ -558,7 +559,8 @@ def accuracy_vs_compute(model, tokenizer, value: ValueModel, problems: Sequence[
     """Greedy, best-of-N by majority vote, best-of-N ranked by V_φ and MCTS* with V_φ on the same
     problems, each with the policy tokens it sampled. One row per (method, setting):
     {method, setting, tokens (mean per problem), accuracy, accuracy/level_<s>, n}. Best-of-N uses
-    the first N of one set of max(ns) samples per problem; MCTS runs `search(until_solved=True)`."""
+    the first N of one set of max(ns) samples per problem; MCTS runs one `search(until_solved=True)`
+    of max(iterations) iterations, read after each budget (`final_answers`)."""
     cfg = cfg or Config()
     task = task or V.load_task(cfg.task, cfg.data_dir or None)
     sampler = Sampler(model, tokenizer)
@@ -588,11 +590,17 @@ def accuracy_vs_compute(model, tokenizer, value: ValueModel, problems: Sequence[
         row("best_of_n_majority", n, [f"#### {a}" if a is not None else None for a in votes], toks)
         ranked = [g[max(range(n), key=lambda j: s[j])].text for g, s in zip(groups, scores, strict=True)]
         row("best_of_n_value", n, ranked, toks)
-    for it in iterations:
-        c = Config(**{**cfg.__dict__, "iterations": it})
-        trees = search(sampler, value, problems, c, derive_seed(seed, "mcts", it), until_solved=True, task=task)
-        finish_unanswered(sampler, trees, task, derive_seed(seed, "finish", it))
-        row("mcts_value", it, [t.answer() for t in trees], [t.tokens for t in trees])
+    read: dict[int, list[tuple[str, int]]] = {}  # one search, read after each budget in `iterations`
+
+    def at(it: int, trees: list[Tree]) -> None:
+        if it + 1 in iterations:
+            read[it + 1] = final_answers(sampler, trees, task, derive_seed(seed, "finish", it + 1))
+
+    c = Config(**{**cfg.__dict__, "iterations": max(iterations)})
+    trees = search(sampler, value, problems, c, derive_seed(seed, "mcts"), until_solved=True, task=task, on_iteration=at)
+    for it in sorted(iterations):  # budgets after every tree was solved read the final trees
+        got = read.get(it) or final_answers(sampler, trees, task, derive_seed(seed, "finish", it))
+        row("mcts_value", it, [a for a, _ in got], [n for _, n in got])
     return rows
 
 
@@ -640,5 +648,5 @@ def plot_tree(tree: Tree, ax, max_chars: int = 14) -> None:
 
 
 __all__ = ["PAPER", "Config", "ValueModel", "Node", "Tree", "uct", "best_child", "select", "backup", "search",
-           "finish_unanswered", "infer_values", "verified_traces", "train", "summary", "majority",
+           "final_answers", "infer_values", "verified_traces", "train", "summary", "majority",
            "accuracy_vs_compute", "plot_tree"]
