@@ -58,6 +58,8 @@ Deviations from the paper:
   4. Look-ahead samples one step per look-ahead step (the reference code's roll_branch = 1), and
      complete solutions met in a look-ahead are kept as candidates (final answer, SFT traces).
   5. Compute is counted in sampled policy tokens; value-model forwards are not counted.
+  6. A complete child picked for the look-ahead is neither simulated nor counted as visited (the
+     reference code adds a visit); the backup reaches it when the selection picks it.
 
 Metrics: train/solved (share of trees with a correct complete solution), train/value_targets,
 train/traces (SFT rows), train/tokens (sampled tokens so far), train/samples (sampler rows so far:
