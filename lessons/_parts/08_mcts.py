@@ -159,6 +159,12 @@ print(f"live mini-run: {live_wall / 60:.1f} min wall, {live_cpu / 60:.1f} min CP
 for r in live:
     print(f"  {r['method']:<20} setting {r['setting']:>2}: {r['tokens']:6.1f} tokens/problem, "
           f"accuracy {100 * r['accuracy']:.1f}% of {r['n']}")
+for name, rows in stored.items():  # each MCTS* budget against the majority vote of nearest tokens
+    maj_rows = [r for r in rows if r["method"] == "best_of_n_majority"]
+    for r in (r for r in rows if r["method"] == "mcts_value"):
+        near = min(maj_rows, key=lambda q: abs(float(q["tokens"]) - float(r["tokens"])))
+        print(f"{name}: MCTS* {r['setting']} iterations {100 * float(r['accuracy']):5.1f}% at {float(r['tokens']):5.0f} "
+              f"tokens | majority of {near['setting']} {100 * float(near['accuracy']):5.1f}% at {float(near['tokens']):5.0f}")
 for name, m in meta.items():
     rows = stored[name]
     maj = max((r for r in rows if r["method"] == "best_of_n_majority"), key=lambda r: float(r["tokens"]))
@@ -167,3 +173,10 @@ for name, m in meta.items():
           f"after one round ({int(m['train_tokens'])} sampled tokens); levels 3-4: best-of-{maj['setting']} majority "
           f"{100 * float(maj['accuracy']):.1f}% at {float(maj['tokens']):.0f} tokens, MCTS* ({mcts['setting']} iterations) "
           f"{100 * float(mcts['accuracy']):.1f}% at {float(mcts['tokens']):.0f} tokens")
+
+# %% [markdown]
+# Read the lines above against each other: at equal tokens, does the search with its own value
+# model beat a majority vote over independent samples, and do either beat greedy decoding? At
+# spkit-tiny's scale the value model sees a few hundred inferred targets per round, and every
+# sampling method draws at the rollout temperature (1.0); the paper's gains come from 6-8B models
+# whose value models were trained on far more searched steps.
