@@ -28,6 +28,8 @@ ALGOS: dict[str, tuple[str, str]] = {
     "rlsp": ("spkit.algos.rlsp", "RLSP: GRPO on correctness plus a bounded exploration reward"),
     # step critics (spkit_steps, ProcessBench's format)
     "spc": ("spkit.algos.spc", "SPC: self-play critic (a sneaky generator vs a step critic, zero-sum)"),
+    "rest_mcts": ("spkit.algos.rest_mcts", "ReST-MCTS*: MCTS over steps with a self-trained value model; "
+                  "policy SFT on verified traces"),
     # learning to self-correct: two attempts (spkit_arith_correct)
     "sft_corrections": ("spkit.algos.sft_corrections", "SFT on the model's own wrong -> right corrections "
                         "(the STaR baseline SCoRe shows collapsing)"),

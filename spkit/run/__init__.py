@@ -92,6 +92,10 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+# A tracked object may also define `save_files(dir)` / `load_files(dir)` for state that is not
+# JSON (a second model and its optimizer, as safetensors): checkpoints hold it in `<ckpt>/<key>/`.
+
+
 @dataclass
 class History:
     """What `train` returns: every logged row (as in metrics.csv) and where the run lives."""
@@ -246,6 +250,8 @@ class Run:
                              + " (use another --out, or --overwrite to start afresh)")
         for key, obj in self.state.items():
             obj.load_state_dict(saved["extra"][key])
+            if hasattr(obj, "load_files"):
+                obj.load_files(Path(saved["path"]) / key)
         return int(saved["step"]), float(saved["extra"].get("_wall", 0.0))
 
     def _save(self, ckpt: Checkpointer, step: int, wall: float) -> None:
@@ -254,7 +260,8 @@ class Run:
                              "learning rate too high?); nothing was saved, the last good checkpoint is "
                              f"{ckpt.latest()} (--resume continues from it)")
         extra = {k: v.state_dict() for k, v in self.state.items()} | {"_wall": wall}
-        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg))
+        files = {k: v for k, v in self.state.items() if hasattr(v, "save_files")}
+        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg), files)
 
     # ---- the loop ---------------------------------------------------------------------------------
     def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None,

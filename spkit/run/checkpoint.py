@@ -42,7 +42,10 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer | None = None,
         extra_state: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
     ) -> Path:
+        """`files`: objects with `save_files(dir)` whose state is not JSON (a second model and its
+        optimizer); each writes into `<checkpoint>/<key>/` before the checkpoint is complete."""
         final = self.root / f"step_{step:07d}"
         tmp = self.root / f".tmp_step_{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -54,6 +57,8 @@ class Checkpointer:
             tokenizer.save_pretrained(tmp)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        for key, obj in (files or {}).items():
+            obj.save_files(tmp / key)
         state = {"step": step, "rng": rng_state(), "extra": extra_state or {}, "config": config or {}}
         (tmp / STATE_FILE).write_text(json.dumps(state))  # written last: its presence marks "complete"
         if final.exists():  # the same step saved twice (a resumed run's last step)
@@ -121,6 +126,7 @@ def load_checkpoint(
         if optimizer is not None:
             optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         set_rng_state(state["rng"])
+        state["path"] = str(path)  # where `files` saved by `save` are read back from
     except Exception as e:  # safetensors / json / torch errors all mean "this checkpoint is bad"
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
