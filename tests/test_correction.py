@@ -451,3 +451,6 @@ def test_evolve_chains_refine_each_first_attempt_n_times(random_tiny, fake_rewar
     assert [c.prompt for c in ch.second] == [T.second_prompt(probs[i // 6]["question"], ch.episodes.first[i // 3].text)
                                             for i in range(12)]
     assert ch.episodes.second == ch.second[::3]
+    direct = evolve.as_answer(ch.second[4], ch.episodes.first[1])  # refinement 2 of y1 #1, as an answer to x
+    assert direct.prompt == arithmetic.prompt(probs[0]["question"]) == ch.episodes.first[1].prompt
+    assert direct.prompt_ids == ch.episodes.first[1].prompt_ids and direct.token_ids == ch.second[4].token_ids

@@ -135,9 +135,9 @@ def direct_pairs(r1: torch.Tensor, r2: torch.Tensor, k: int, n: int) -> list[tup
     return out
 
 
-def as_answer(c: Completion, prompt_ids: list[int]) -> Completion:
-    """The same tokens as an answer to another prompt (a refinement as a direct answer to x)."""
-    return Completion(c.prompt, c.text, list(prompt_ids), list(c.token_ids), [], c.finish_reason, [])
+def as_answer(c: Completion, other: Completion) -> Completion:
+    """`c`'s tokens as an answer to `other`'s prompt (a refinement as a direct answer to x)."""
+    return Completion(other.prompt, c.text, list(other.prompt_ids), list(c.token_ids), [], c.finish_reason, [])
 
 
 # ---- 4. DPO update -------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t_roll = time.perf_counter() - t0
         rp = refine_pairs(ch.r2, cfg.refinements)  # 2
         dp = direct_pairs(eps.r1, ch.r2, cfg.k, cfg.refinements)  # 3
-        chosen = [ch.second[w] for w, _ in rp] + [as_answer(ch.second[w], eps.first[i].prompt_ids) for w, i in dp]
+        chosen = [ch.second[w] for w, _ in rp] + [as_answer(ch.second[w], eps.first[i]) for w, i in dp]
         rejected = [ch.second[lo] for _, lo in rp] + [eps.first[i] for _, i in dp]
         losses = update(model, optimizer, ref_model, chosen, rejected, pair_weights(len(rp), len(dp)), cfg)  # 4: Eq. (3)
         return {**eps.metrics("train/"), "train/refine_pairs": float(len(rp)), "train/direct_pairs": float(len(dp)),
