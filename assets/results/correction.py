@@ -12,7 +12,11 @@ directory to redo it).
 The x-axis every method shares is completions drawn (`train/samples`: both attempts, every
 candidate and refinement). The held-out numbers are `spkit eval --tasks spkit_arith_correct` on
 all 400 problems, at the start and at the end of each run. Settings: each method's defaults
-except the flags below; none was tuned on held-out problems.
+except the flags below; none was tuned on held-out problems, and none was searched on the dev
+split either (self_refine's --meta-steps 10 is a split of its 16 steps, not a search result).
+Settings tried besides: self_refine --epochs 4 --meta-steps 100 --steps 12 --seed 100 (whether
+more optimizer steps per batch teach the feedback line; read off train/feedback_written, no
+held-out evaluation).
 """
 
 from __future__ import annotations
