@@ -3,6 +3,7 @@ r"""Play a game against a model: the UI-free session logic, and the terminal fro
     spkit play tictactoe --model spkit-tiny
     spkit play kuhn_poker --model runs/spiral/final --mode reasoning --temperature 0.7
     spkit play negotiation --first model
+    spkit play correct --model runs/score/final          # "correct yourself": two attempts at a problem
 
 Both front ends (this terminal one and the notebook boards in `spkit.widgets`) drive the same
 `GameSession`, so the rules below hold in both:
@@ -38,6 +39,7 @@ from spkit.text import terminal_safe
 
 MODES = ("direct", "reasoning")
 CLI_GAMES = ("tictactoe", "kuhn_poker", "negotiation")
+CORRECT = "correct"  # not a game: the two-attempt arithmetic mode (`CorrectionSession`)
 
 
 # ---- Model moves ---------------------------------------------------------------------------
@@ -347,6 +349,139 @@ def play_transcript(
     return terminal_safe("\n".join(lines)), returns  # clues and invalid outputs are model text
 
 
+# ---- "Correct yourself": two attempts at an arithmetic problem -------------------------------
+VERDICTS = {(0.0, 1.0): "wrong → right: corrected", (1.0, 0.0): "right → wrong: broken by the revision",
+            (1.0, 1.0): "right → right: kept", (0.0, 0.0): "wrong → wrong: not corrected"}
+
+
+@dataclass
+class Correction:
+    """One problem answered twice: attempt 1, then attempt 2 after the task's fixed "review and
+    correct" instruction (`spkit.tasks.correction.second_prompt`), each checked against the gold."""
+
+    question: str
+    gold: str  # the gold answer number
+    attempt1: str
+    attempt2: str
+    r1: float
+    r2: float
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[(self.r1, self.r2)]
+
+
+class CorrectionSession:
+    """The UI-free logic of the "correct yourself" mode (terminal and widget): pick a held-out
+    `spkit_arith` problem (level, index) or write one, and see both attempts with their verdicts.
+
+    `model`: "spkit-tiny", a checkpoint directory, a (model, tokenizer) pair, or any object with
+    `generate(prompts, params, seed=)` returning completions (a `Sampler`). Temperature 0 is the
+    greedy decoding `spkit eval --tasks spkit_arith_correct` scores."""
+
+    def __init__(self, model: Any = "spkit-tiny", temperature: float = 0.0, seed: int = 0) -> None:
+        from spkit.rl import verifiable as V
+
+        if not temperature >= 0:
+            raise SpkitError(f"temperature must be >= 0, got {temperature}")
+        self.temperature, self.seed, self.tries = temperature, seed, 0
+        self.sampler = model if hasattr(model, "generate") else self._sampler(model)
+        self.problems = V.heldout_problems()
+        self.levels = tuple(V.EVAL_LEVELS)
+        self.per_level = min(sum(p.get("steps") == lv for p in self.problems) for lv in self.levels)
+
+    @staticmethod
+    def _sampler(model: Any):
+        from spkit.generation import Sampler
+        from spkit.models import load_model
+
+        m, tok = load_model(model) if isinstance(model, str) else model
+        return Sampler(m, tok)
+
+    def problem(self, level: int, index: int) -> dict:
+        """The held-out problem `index` (0-based) of `level` reasoning steps."""
+        if level not in self.levels:
+            raise SpkitError(f"no level {level}: the levels are {', '.join(map(str, self.levels))}")
+        rows = [p for p in self.problems if p.get("steps") == level]
+        if not 0 <= index < len(rows):
+            raise SpkitError(f"no problem {index} at level {level}: indices 0..{len(rows) - 1}")
+        return rows[index]
+
+    @staticmethod
+    def own_problem(question: str, answer: str) -> dict:
+        """A problem you write: the question and its gold answer (a number)."""
+        from spkit.tasks import arithmetic
+
+        question, answer = question.strip(), answer.strip()
+        if not question or arithmetic.extract_answer(f"#### {answer}") is None:
+            raise SpkitError("write a question and its answer as a number (e.g. 7)")
+        return {"question": question, "answer": f"#### {answer}"}
+
+    def attempt(self, problem: dict) -> Correction:
+        """Both attempts at `problem` (seeded: the n-th try of a session draws seed + n)."""
+        from spkit.rl import verifiable as V
+        from spkit.sampling import SamplingParams
+        from spkit.tasks import arithmetic
+        from spkit.tasks import correction as T
+
+        params = SamplingParams(max_new_tokens=V.EVAL_MAX_NEW_TOKENS, temperature=self.temperature,
+                                stop=V.EVAL_STOP)
+        seed = self.seed * 1_000_003 + self.tries
+        self.tries += 1
+        q = problem["question"]
+        a1 = self.sampler.generate([arithmetic.prompt(q)], params, seed=seed)[0].text
+        a2 = self.sampler.generate([T.second_prompt(q, a1)], params, seed=seed + 1)[0].text
+        r1, r2 = T.outcomes(a1, a2, problem["answer"])
+        return Correction(q, arithmetic.target(problem), a1, a2, r1, r2)
+
+
+def correction_text(c: Correction, width: int = 38) -> str:
+    """Both attempts side by side as plain text (model text stripped of control characters)."""
+    def col(title: str, text: str, r: float) -> list[str]:
+        lines = [title, "-" * width]
+        for raw in terminal_safe(text).strip().splitlines() or [""]:
+            lines += [raw[i:i + width] for i in range(0, max(len(raw), 1), width)]
+        return lines + ["-" * width, "right" if r else "wrong"]
+
+    left, right = col("attempt 1", c.attempt1, c.r1), col("attempt 2 (after review)", c.attempt2, c.r2)
+    n = max(len(left), len(right))
+    rows = [f"{a:<{width}} | {b}" for a, b in zip(left + [""] * (n - len(left)), right + [""] * (n - len(right)),
+                                                   strict=True)]
+    return "\n".join([f"Question: {terminal_safe(c.question)}", f"Gold answer: {terminal_safe(c.gold)}", *rows,
+                      f"Verdict: {c.verdict}"])
+
+
+def run_correction_terminal(session: CorrectionSession, stdin: IO[str], console, max_tries: int | None = None) -> int:
+    """The "correct yourself" loop: read "LEVEL INDEX" (a held-out problem) or "own", show both
+    attempts side by side; ends on EOF, q, or after `max_tries`. Returns problems shown."""
+    from rich.text import Text
+
+    shown = 0
+    levels = ", ".join(map(str, session.levels))
+    while max_tries is None or shown < max_tries:
+        line = _read(stdin, console, f"Problem: LEVEL INDEX (levels {levels}, index 0-{session.per_level - 1}), 'own', or q: ")
+        if line is None or line.strip().lower() in ("q", "quit", "exit"):
+            break
+        try:
+            if line.strip().lower() == "own":
+                q = _read(stdin, console, "Question: ")
+                a = _read(stdin, console, "Its answer (a number): ")
+                if q is None or a is None:
+                    break
+                problem = session.own_problem(q, a)
+            else:
+                parts = line.split()
+                if len(parts) != 2 or not all(x.lstrip("-").isdigit() for x in parts):
+                    raise SpkitError("type two numbers, e.g. '2 5' (level 2, problem 5)")
+                problem = session.problem(int(parts[0]), int(parts[1]))
+        except SpkitError as e:
+            console.print(Text(f"Invalid input: {terminal_safe(e)}", style="bold red"))
+            continue
+        console.print(Text(correction_text(session.attempt(problem))))
+        shown += 1
+    return shown
+
+
 # ---- Terminal front end --------------------------------------------------------------------
 def board_renderable(session: GameSession):
     """A rich renderable of what the human sees (TicTacToe as a grid, others as text)."""
@@ -442,7 +577,9 @@ def run_terminal(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spkit.config import add_common_arguments
 
-    p.add_argument("game", choices=CLI_GAMES, help="which game to play")
+    p.add_argument("game", choices=(*CLI_GAMES, CORRECT),
+                   help=f"which game to play; '{CORRECT}': the model answers an arithmetic problem twice "
+                        "(attempt 1, then a review) and you see both, side by side")
     add_common_arguments(p)
     p.add_argument("--mode", choices=MODES, default="direct", help="how the model answers")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = best move)")
@@ -459,8 +596,13 @@ def main(args: argparse.Namespace) -> int:
         raise SpkitError(f"--temperature must be >= 0, got {args.temperature}")
     if args.games is not None and args.games < 1:
         raise SpkitError(f"--games must be >= 1, got {args.games}")
-    game = load_game(args.game)
     console.print(f"Loading {terminal_safe(args.model)} …", markup=False)  # a path is not markup
+    if args.game == CORRECT:
+        shown = run_correction_terminal(CorrectionSession(args.model, args.temperature, args.seed), sys.stdin,
+                                        console, args.games)
+        console.print(f"{shown} problems. Bye.")
+        return 0
+    game = load_game(args.game)
     player = as_player(args.model, mode=args.mode, temperature=args.temperature)
     seat = 0 if args.first == "human" else 1
     session = GameSession(game, player, human_seat=seat, seed=args.seed)

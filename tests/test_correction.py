@@ -165,12 +165,13 @@ def test_bad_attempts_directory_is_one_line(tmp_path):
 
 # ---- the correction trainers (SFT baseline, SCoRe)
 
+import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 
 import torch  # noqa: E402
 
-from spkit.algos import rise, score, sft_corrections  # noqa: E402
+from spkit.algos import evolve, rise, score, self_refine, sft_corrections  # noqa: E402
 from spkit.sampling import Completion  # noqa: E402
 
 
@@ -262,25 +263,32 @@ def _cfgs(tiny_dir):
                   plot=False, tensorboard=False, lr=1e-3)
     return {"sft_corrections": sft_corrections.Config(**common, epochs=2, micro_batch=2, only_corrections=False),
             "score": score.Config(**common, stage1_steps=1, micro_batch=3),
-            "rise": rise.Config(**common, epochs=2, micro_batch=3)}
+            "rise": rise.Config(**common, epochs=2, micro_batch=3),
+            "self_refine": self_refine.Config(**common, meta_steps=1, micro_batch=3),
+            "evolve": evolve.Config(**common, epochs=2, micro_batch=1)}
 
 
 
-@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
+TRAINERS = {"sft_corrections": sft_corrections, "score": score, "rise": rise, "self_refine": self_refine,
+            "evolve": evolve}
+
+
+@pytest.mark.parametrize("name", list(TRAINERS))
 def test_same_seed_same_numbers_and_resume_equals_straight_run(name, tiny_dir, fake_reward, tmp_path):
-    mod = {"sft_corrections": sft_corrections, "score": score, "rise": rise}[name]
+    mod = TRAINERS[name]
     cfg = _cfgs(tiny_dir)[name]
     a = check_seed_and_resume(mod.train, cfg, tmp_path)
     assert any(r.get("losses/grad_norm", 0) > 0 for r in a.rows)  # the update ran
-    # 2 steps × 2 problems × K = 2 × two attempts (RISE: K candidates in each of the two states)
-    assert a.last("train/samples") == 2 * 2 * 2 * 2
+    # 2 steps × 2 problems × K = 2 × two attempts (RISE: K candidates in each of the two states;
+    # EVOLVE: N = 2 refinements of each first attempt)
+    assert a.last("train/samples") == 2 * 2 * 2 * (3 if name == "evolve" else 2)
     assert not math.isnan(a.last("eval/accuracy_t2"))
     if name == "score":
         assert [r["train/stage"] for r in a.rows if "train/stage" in r] == [1.0, 2.0]
         assert a.rows[1]["losses/kl2"] == 0.0 and a.rows[2]["losses/kl2"] > 0  # stage II pins attempt 2 too
 
 
-@pytest.mark.parametrize("name", ["sft_corrections", "score", "rise"])
+@pytest.mark.parametrize("name", list(TRAINERS))
 def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path):
     from spkit.cli import main
 
@@ -337,3 +345,112 @@ def test_rise_collects_a_best_target_in_every_state(random_tiny, fake_reward):
             assert all(len(y1.text) % 2 == 1 for y1 in pairs.episodes.first)
         else:
             assert n2 == 3 and len(pairs.episodes.problems) == 3
+
+
+# ---- SELF
+
+
+def _arith_episodes(first: list[str], second: list[str], k: int, gold: str = GOLD) -> C.Episodes:
+    probs = [{"question": f"q{i}", "answer": gold} for i in range(len(first) // k)]
+    r1 = torch.tensor([float(arithmetic.is_correct(t, gold)) for t in first])
+    r2 = torch.tensor([float(arithmetic.is_correct(t, gold)) for t in second])
+    return C.Episodes(probs, [_comp(t) for t in first], [_comp(t) for t in second], r1, r2)
+
+
+def test_self_feedback_line_and_its_parse():
+    assert self_refine.feedback(" 3 + 4 = 6\n#### 6", False) == "Feedback: the answer 6 is wrong."
+    assert self_refine.feedback(" 3 + 4 =", False) == "Feedback: the answer none is wrong."
+    two = " Feedback: the answer 6 is wrong.\n3 + 4 = 7\n#### 7"
+    assert self_refine.verdict(two) == 0.0 and self_refine.verdict(" Feedback: the answer 7 is right.\n#### 7") == 1.0
+    assert self_refine.verdict(" 3 + 4 = 7\n#### 7") is None and self_refine.verdict(" Feedback: ok") is None
+    assert self_refine.refinement(two) == "3 + 4 = 7\n#### 7"
+    assert self_refine.refinement(" 3 + 4 = 7\n#### 7") == " 3 + 4 = 7\n#### 7"
+    assert arithmetic.is_correct(two, GOLD)  # the feedback line holds no '#### n': the task scores z
+
+
+def test_self_meta_corpus_by_hand():
+    # problem 0: wrong, right, right(other text); problem 1: nothing right -> no rows
+    first = [" 3 + 4 = 6\n#### 6", " 3 + 4 = 7\n#### 7", " 4 + 3 = 7\n#### 7", " #### 1", " #### 2", " #### 3"]
+    eps = _arith_episodes(first, ["x"] * 6, 3)
+    meta = self_refine.meta_corpus(eps)
+    assert meta.prompts == [T.second_prompt("q0", t) for t in first[:3]]
+    assert meta.targets == [" Feedback: the answer 6 is wrong.\n3 + 4 = 7\n#### 7",  # the group's first right
+                            " Feedback: the answer 7 is right.\n3 + 4 = 7\n#### 7",  # copied
+                            " Feedback: the answer 7 is right.\n4 + 3 = 7\n#### 7"]
+
+
+def test_self_evolution_keeps_right_refinements_with_the_checkers_verdict():
+    first = [" #### 6", " #### 6", " #### 7", " #### 7"]
+    second = [" Feedback: the answer 6 is wrong.\n3 + 4 = 7\n#### 7",  # kept
+              " Feedback: the answer 6 is right.\n3 + 4 = 7\n#### 7",  # wrong verdict: dropped
+              " Feedback: the answer 7 is right.\n#### 7",  # kept
+              " 3 + 4 = 7\n#### 7"]  # no feedback: dropped
+    eps = _arith_episodes(first, second, 2)
+    ev = self_refine.evolve_corpus(eps, direct=True)
+    assert ev.prompts == [T.second_prompt("q0", " #### 6"), arithmetic.prompt("q0"),
+                          T.second_prompt("q1", " #### 7"), arithmetic.prompt("q1")]
+    assert ev.targets == [second[0], " 3 + 4 = 7\n#### 7", second[2], " #### 7"]
+    assert len(self_refine.evolve_corpus(eps, direct=False).prompts) == 2
+    assert self_refine.feedback_stats(eps) == {"train/feedback_written": 0.75, "train/feedback_right": 0.5}
+    assert [self_refine.stage_of(t, self_refine.Config(meta_steps=2)) for t in range(4)] == [1, 1, 2, 2]
+
+
+# ---- EVOLVE
+
+
+def test_evolve_pairs_by_hand():
+    # K = 2 first attempts per problem, N = 2 refinements each; 2 problems
+    r1 = torch.tensor([0.0, 1, 0, 0])
+    r2 = torch.tensor([0.0, 1, 1, 1, 0, 0, 1, 0])  # states: (0,1) (1,1) (0,0) (1,0)
+    assert evolve.refine_pairs(r2, 2) == [(1, 0), (6, 7)]
+    assert evolve.direct_pairs(r1, r2, 2, 2) == [(1, 0), (6, 3)]  # (right refinement row, its y1 row)
+    assert evolve.pair_weights(2, 1).tolist() == [0.5, 0.5, 1.0] and evolve.pair_weights(1, 0).tolist() == [1.0]
+    assert len(evolve.pair_weights(0, 0)) == 0
+
+
+def test_evolve_loss_is_dpo_against_the_reference(random_tiny):
+    from spkit.rl.losses import dpo_loss
+    from spkit.testing import tiny_random_model
+
+    model, tok = random_tiny
+    ref, _ = tiny_random_model(seed=1)
+
+    def comp(prompt: str, text: str) -> Completion:
+        return Completion(prompt, text, tok(prompt)["input_ids"], tok(text, add_special_tokens=False)["input_ids"],
+                          [], "stop", [])
+
+    chosen = [comp("Question: 1?", " #### 1"), comp("Question: 2?", " #### 2")]
+    rejected = [comp("Question: 1?", " #### 5"), comp("Question: 2?", " 2 + 2")]
+    w = torch.tensor([0.25, 0.75])
+    seq = {m: [V.padded_logprobs(m, [c.prompt_ids for c in cs], [c.token_ids for c in cs])
+               for cs in (chosen, rejected)] for m in (model, ref)}
+    with torch.no_grad():
+        (lc, mc), (lr_, mr) = seq[model]
+        (rc, rmc), (rr, rmr) = seq[ref]
+        want = (dpo_loss((lc * mc).sum(1), (lr_ * mr).sum(1), (rc * rmc).sum(1), (rr * rmr).sum(1), 0.3,
+                         reduction="none") * w).sum()
+    cfg = evolve.Config(beta=0.3, micro_batch=1, max_grad_norm=0, epochs=1)
+    got = evolve.update(model, torch.optim.SGD(model.parameters(), lr=0.0), ref, chosen, rejected, w, cfg)
+    assert got["dpo"] == pytest.approx(want.item(), rel=1e-5)
+    # against itself (an iteration's start): log 2 and margin 0, then a real step raises the margin
+    cfg = dataclasses.replace(cfg, epochs=3, micro_batch=2)
+    learner = copy.deepcopy(model)  # the fixture's model stays as it was
+    same = evolve.update(learner, torch.optim.SGD(learner.parameters(), lr=0.05), model, chosen, rejected, w, cfg)
+    assert same["dpo"] == pytest.approx(math.log(2), rel=1e-5) and same["margin"] == pytest.approx(0.0, abs=1e-5)
+    assert same["margin_last"] > 0 and same["dpo_last"] < math.log(2)
+
+
+def test_evolve_chains_refine_each_first_attempt_n_times(random_tiny, fake_reward):
+    from spkit.generation import Sampler
+
+    model, tok = random_tiny
+    probs = V.train_problems(2, 0)
+    cfg = evolve.Config(k=2, refinements=3)
+    ch = evolve.sample_chains(Sampler(model, tok), probs, cfg, V.rollout_params(5), seed=4)
+    assert len(ch.episodes.first) == 4 and len(ch.second) == 12 and len(ch.r2) == 12
+    assert [c.prompt for c in ch.second] == [T.second_prompt(probs[i // 6]["question"], ch.episodes.first[i // 3].text)
+                                            for i in range(12)]
+    assert ch.episodes.second == ch.second[::3]
+    direct = evolve.as_answer(ch.second[4], ch.episodes.first[1])  # refinement 2 of y1 #1, as an answer to x
+    assert direct.prompt == arithmetic.prompt(probs[0]["question"]) == ch.episodes.first[1].prompt
+    assert direct.prompt_ids == ch.episodes.first[1].prompt_ids and direct.token_ids == ch.second[4].token_ids

@@ -35,4 +35,7 @@ ALGOS: dict[str, tuple[str, str]] = {
                         "(the STaR baseline SCoRe shows collapsing)"),
     "rise": ("spkit.algos.rise", "RISE: multi-turn rollouts, best-of-N improvement targets, reward-weighted SFT"),
     "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
+    "self_refine": ("spkit.algos.self_refine", "SELF: feedback + refinement meta-skills, then SFT on the model's "
+                    "own accepted refinements"),
+    "evolve": ("spkit.algos.evolve", "EVOLVE: iterative DPO on self-refinement chains (refine pairs + direct pairs)"),
 }

@@ -2,6 +2,7 @@
 
     from spkit.widgets import play, TrainingDashboard
     play("kuhn_poker", model="spkit-tiny")          # KuhnPokerBoard, TicTacToeBoard, ...
+    CorrectionBoard("runs/score/final")             # "correct yourself": two attempts at a problem
     dash = TrainingDashboard(); spiral.train(cfg, callback=dash)
 """
 
@@ -14,10 +15,12 @@ from spkit.widgets.boards import (
     TicTacToeBoard,
     play,
 )
+from spkit.widgets.correction import CorrectionBoard
 from spkit.widgets.dashboard import TrainingDashboard
 
 __all__ = [
     "BOARDS",
+    "CorrectionBoard",
     "GameBoard",
     "KuhnPokerBoard",
     "NegotiationBoard",
