@@ -31,4 +31,7 @@ ALGOS: dict[str, tuple[str, str]] = {
                         "(the STaR baseline SCoRe shows collapsing)"),
     "rise": ("spkit.algos.rise", "RISE: multi-turn rollouts, best-of-N improvement targets, reward-weighted SFT"),
     "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
+    # games beyond zero-sum
+    "vision_zero": ("spkit.algos.vision_zero", "Vision-Zero (text): Who-is-the-Spy self-play, clue and vote "
+                    "rewards, Iterative-SPO"),
 }
