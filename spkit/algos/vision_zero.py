@@ -106,7 +106,7 @@ class Config(RunConfig):
     rae_alpha: float = param(0.9, "EMA decay α of the role baselines (released code 0.9, paper 0.95)", ge=0, le=0.999)
     ema_rho: float = param(0.95, "adaptive: EMA decay ρ of vote accuracy and invalid-vote rate", ge=0, le=0.999)
     min_dwell: int = param(5, "adaptive: minimum steps in a stage", ge=1)
-    lr: float = param(3e-5, "learning rate (paper: 1e-5 for Qwen2.5-VL-7B)", gt=0)
+    lr: float = param(1e-4, "learning rate (paper: 1e-5 for Qwen2.5-VL-7B)", gt=0)
     clip_eps: float = param(0.2, "PPO clip range ε", gt=0)
     ppo_epochs: int = param(1, "passes (optimizer steps) over each batch", ge=1)
     micro_batch: int = param(64, "turns per forward/backward", ge=1)
