@@ -175,3 +175,14 @@ def test_smoke_on_spkit_tiny_trains_votes_and_clues(tmp_path):
     assert all(r["train/turns"] > 0 and "losses/policy" in r for r in rows)
     assert 0.0 <= h.last("eval/accuracy") <= 1.0
     assert "held-out spy-identification accuracy" in vz.summary(h)
+
+
+def test_cli_flags_come_from_the_config():
+    from spkit.cli import build_parser
+    from spkit.config import config_from_args
+
+    argv = ["train", "vision_zero", "--schedule", "clue", "--games", "3", "--votes", "5"]
+    cfg = config_from_args(vz.Config, build_parser(argv).parse_args(argv))
+    assert (cfg.schedule, cfg.games, cfg.votes) == ("clue", 3, 5)
+    with pytest.raises(SystemExit):
+        build_parser(["train", "vision_zero", "--schedule", "x"]).parse_args(["train", "vision_zero", "--schedule", "x"])

@@ -9,9 +9,9 @@ each run's whole metrics log into assets/results/vision_zero_ARM_seedS.{csv,json
 Lesson 10 and the README read only these files. A finished run is not run again (delete its
 directory to redo it).
 
-Every arm plays the same games per step (`--games 8`, G = 8 votes per player) and the same
+Every arm plays the same games per step (`--games 8`, G = 4 votes per player) and the same
 number of steps, so all arms draw the same number of samples; they differ only in which turns
-are trained (clue turns, civilian votes, or the two alternating every 4 steps). The held-out
+are trained (clue turns, civilian votes, or the two alternating every 2 steps). The held-out
 evaluation (spy-identification accuracy on 10 word pairs never dealt in training) uses seeds
 derived from the run's seed alone, so the arms of one seed are scored on the same games.
 """
@@ -30,8 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 ARMS = ("alternate", "clue", "decision")
-FLAGS = ["--steps", "24", "--games", "8", "--votes", "8", "--switch-every", "4", "--eval-every", "8",
-         "--eval-games", "64", "--eval-votes", "4"]
+FLAGS = ["--steps", "8", "--games", "8", "--votes", "4", "--switch-every", "2", "--eval-every", "8",
+         "--eval-games", "32", "--eval-votes", "4"]
 
 
 def run_one(arm: str, seed: int, out_root: Path) -> str:
