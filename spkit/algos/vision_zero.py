@@ -12,7 +12,7 @@ wants to blend in, a civilian wants the spy found and itself not suspected), vot
 they name the spy (a verifiable reward). Iterative-SPO alternates the two kinds of training, so
 each phase's skill is trained against the other's current level.
 
-Equations (numbered here; the paper's Sec. 3). v_j = votes player j receives, averaged over
+Equations (numbered here). v_j = votes player j receives, averaged over
 the G votes each other player samples at the end of the clue phase; C = the n_c = 3 civilians:
   (1) Ψ = v_spy − (1/n_c) Σ_{c∈C} v_c                              — how exposed the spy is
   (2) r_spy = −β Ψ;   r_c = β Ψ / n_c − λ (v_c − v̄_C),  v̄_C = mean_{c∈C} v_c   (β = λ = 0.1)
@@ -51,7 +51,10 @@ Deviations from the paper:
   3. Only civilians' votes train the decision phase: the spy may not vote for itself, so its
      vote has no correct answer.
   4. The k3 KL penalty (0.04 in the paper) is off by default (`--kl-coef`).
-  5. An invalid clue ends the game (SPIRAL's rule in spkit's rollouts); the paper re-prompts.
+  5. An invalid clue ends the game with SPIRAL's penalty (the rule of spkit's rollouts); such a
+     game has no vote, so it trains clues only, on that penalty.
+  6. The decision phase samples G = `votes` votes per player from the same games the clue phase
+     played (one set of rollouts per step, whichever stage trains).
 
 Commands:
   spkit train vision_zero --steps 40 --games 16 --threads 1 --out runs/vz            # alternate
