@@ -56,6 +56,17 @@ Deviations from the paper:
   6. The decision phase samples G = `votes` votes per player from the same games the clue phase
      played (one set of rollouts per step, whichever stage trains).
 
+Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `train`):
+  eval/accuracy             held-out: share of civilian votes that name the spy (chance 1/3)
+  eval/invalid_vote         held-out: share of civilian votes that are not a legal player index
+  eval/invalid_clue         held-out: share of games ended by an invalid clue (no vote)
+  train/accuracy, train/invalid_vote, train/invalid_clue   the same on this step's training games
+  train/clue_stage          1 if this step trained the clue phase, 0 if the decision phase
+  train/turns               turns in the update (non-zero advantage)
+  train/baseline/spy, train/baseline/civilian   the role baselines b[role] of Eq. (3)
+  train/clue_reward/spy     mean clue reward of the spy (clue stage only)
+  losses/policy, losses/clip_frac, losses/grad_norm, ...   from `spkit.algos.spiral.update`
+
 Commands:
   spkit train vision_zero --steps 40 --games 16 --threads 1 --out runs/vz            # alternate
   spkit train vision_zero --schedule clue --steps 40 --out runs/vz_clue               # ablation
