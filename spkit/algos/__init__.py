@@ -38,4 +38,7 @@ ALGOS: dict[str, tuple[str, str]] = {
     "self_refine": ("spkit.algos.self_refine", "SELF: feedback + refinement meta-skills, then SFT on the model's "
                     "own accepted refinements"),
     "evolve": ("spkit.algos.evolve", "EVOLVE: iterative DPO on self-refinement chains (refine pairs + direct pairs)"),
+    # games beyond zero-sum
+    "vision_zero": ("spkit.algos.vision_zero", "Vision-Zero (text): Who-is-the-Spy self-play, clue and vote "
+                    "rewards, Iterative-SPO"),
 }
