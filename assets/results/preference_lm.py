@@ -12,8 +12,8 @@ again (delete its directory to redo it).
 The game: 4 prompts, K completions each per step, classes and the intransitive class matrix of
 `spkit.rl.lm_preference`; exploitability of the last iterate from `--eval-samples` fresh
 completions per prompt (90% bootstrap interval), of the average iterate from all training
-completions. `--tune` runs the TUNING entries on seed 100 (never reported) into
-preference_lm_tune.jsonl: every setting tried, with its final numbers.
+completions. `--tune` runs the TUNING entries on seed 100 (never reported); preference_lm_tune.jsonl lists
+every tuning run started (finished or stopped early), its settings and its evaluations.
 """
 
 from __future__ import annotations
@@ -33,17 +33,22 @@ ROOT = HERE.parents[1]
 COMMON = ["--mode", "lm", "--eval-every", "10", "--eval-samples", "64", "--threads", "1", "--no-tensorboard",
           "--no-plot"]
 
-# name -> (learner, flags). Chosen on seed 100 (preference_lm_tune.jsonl).
+# name -> (learner, flags). Chosen on seed 100 (preference_lm_tune.jsonl): Adam at 1e-3 wrecked the
+# model under SPO, SPPO and INPO within 10-20 steps (most mass on "other") but not under Nash-MD;
+# the REINFORCE learners (SPO, BT-RLHF) get 1e-4, the regression losses 3e-4.
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
-    "spo": ("spo", ["--steps", "40", "--lm-lr", "1e-3"]),
-    "sppo": ("sppo", ["--steps", "40", "--lm-lr", "1e-3", "--inner-steps", "2"]),
-    "inpo": ("inpo", ["--steps", "40", "--lm-lr", "1e-3", "--inner-steps", "2", "--eta", "2", "--tau", "0.1"]),
+    "spo": ("spo", ["--steps", "40", "--lm-lr", "1e-4"]),
+    "sppo": ("sppo", ["--steps", "40", "--lm-lr", "3e-4", "--inner-steps", "2"]),
+    "inpo": ("inpo", ["--steps", "40", "--lm-lr", "3e-4", "--inner-steps", "2", "--eta", "2", "--tau", "0.1"]),
     "nash_md": ("nash_md", ["--steps", "40", "--lm-lr", "1e-3", "--tau", "0.1", "--eta", "1"]),
-    "nash_mp": ("nash_mp", ["--steps", "30", "--lm-lr", "1e-3", "--inner-steps", "2", "--eta", "2", "--tau", "0.1"]),
-    "online_dpo": ("online_dpo", ["--steps", "40", "--lm-lr", "1e-3", "--inner-steps", "2", "--beta", "0.5"]),
-    "rlhf_bt": ("rlhf_bt", ["--steps", "40", "--lm-lr", "1e-3", "--beta", "0.1"]),
+    "nash_mp": ("nash_mp", ["--steps", "20", "--lm-lr", "3e-4", "--inner-steps", "2", "--eta", "2", "--tau", "0.1"]),
+    "online_dpo": ("online_dpo", ["--steps", "40", "--lm-lr", "3e-4", "--inner-steps", "2", "--beta", "0.5"]),
+    "rlhf_bt": ("rlhf_bt", ["--steps", "40", "--lm-lr", "1e-4", "--beta", "0.1"]),
 }
-TUNING: dict[str, tuple[str, list[str]]] = dict(PROTOCOL)
+# the first tuning round (tags _a, _b): every entry at 1e-3 (_b); _a was 200 steps at 3e-4, stopped
+# after 11-22 steps as too slow for the machine
+TUNING: dict[str, tuple[str, list[str]]] = {n: (a, [f if f != "1e-4" and f != "3e-4" else "1e-3" for f in fl])
+                                              for n, (a, fl) in PROTOCOL.items()}
 
 
 def run_one(name: str, learner: str, flags: list[str], seed: int, out_root: Path, prefix: str) -> dict:
@@ -52,7 +57,7 @@ def run_one(name: str, learner: str, flags: list[str], seed: int, out_root: Path
     if (out / "final").exists() and result.exists():
         return json.loads(result.read_text())
     cmd = [sys.executable, "-m", "spkit", "train", learner, *COMMON, *flags, "--seed", str(seed),
-           "--out", str(out), "--overwrite"]
+           "--out", str(out.relative_to(ROOT)), "--overwrite"]
     t0 = time.perf_counter()
     log = out_root / f"{name}_seed{seed}.log"
     with open(log, "w") as f:
@@ -65,19 +70,25 @@ def run_one(name: str, learner: str, flags: list[str], seed: int, out_root: Path
     info = {"name": name, "learner": learner, "flags": COMMON + flags, "seed": seed,
             "cpu_seconds": usage.ru_utime + usage.ru_stime, "wall_seconds": time.perf_counter() - t0}
     saved = json.loads(result.read_text()) if result.exists() else {}
+    if "config" in saved:  # the run directory, relative to the repository
+        saved["config"]["out"] = str(out.relative_to(ROOT))
     result.write_text(json.dumps({**saved, **info}, indent=1) + "\n")
     return {**saved, **info}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--only", nargs="+", default=None)
     ap.add_argument("--tune", action="store_true", help="run TUNING on seed 100 into preference_lm_tune.jsonl")
+    ap.add_argument("--record-tuning", action="store_true", help="only rewrite preference_lm_tune.jsonl from the runs")
     ap.add_argument("--tag", default="", help="tuning: appended to each run's name")
     ap.add_argument("--extra", default="", help="tuning: flags appended to each entry's (they override)")
     args = ap.parse_args()
+    if args.record_tuning:
+        record_tuning(ROOT / "runs" / "preference_lm_tune")
+        return
     table = TUNING if args.tune else PROTOCOL
     seeds = [100] if args.tune else args.seeds
     prefix = "preference_lm_tune" if args.tune else "preference_lm"
@@ -89,14 +100,25 @@ def main() -> None:
         for r in ex.map(lambda a: run_one(*a), todo):
             print(json.dumps({k: r.get(k) for k in ("name", "seed", "cpu_seconds", "wall_seconds", "failed")}),
                   flush=True)
-            if args.tune and "failed" not in r:
-                text = (HERE / f"{prefix}_{r['name']}_seed{r['seed']}.csv").read_text()
-                rows = list(csv.DictReader(text.splitlines()))
-                keep = ("eval/exploitability_last", "eval/exploitability_avg", "eval/class_feeling")
-                r["final"] = {k: float(rows[-1][k]) for k in keep}
-                r["last_quarter_last_iterate"] = [float(x["eval/exploitability_last"]) for x in rows[-len(rows) // 4:]]
-                with open(HERE / "preference_lm_tune.jsonl", "a") as f:
-                    f.write(json.dumps(r) + "\n")
+    if args.tune:
+        record_tuning(out_root)
+
+
+def record_tuning(out_root: Path) -> None:
+    """preference_lm_tune.jsonl: one line per tuning run ever started (finished or stopped early),
+    with its settings and every evaluation it reached."""
+    lines = []
+    for run in sorted(p for p in out_root.iterdir() if (p / "run.json").exists()):
+        cfg = json.loads((run / "run.json").read_text())
+        cfg["config"]["out"] = str(run.relative_to(ROOT))
+        rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines())) if (run / "metrics.csv").exists() else []
+        evals = [{k: round(float(r[k]), 4) for k in ("step", "eval/exploitability_last", "eval/exploitability_avg",
+                                                    *(f"eval/class_{c}" for c in ("describe", "feeling", "routine", "other")))}
+                 for r in rows if r.get("eval/exploitability_last")]
+        steps = max((int(float(r["step"])) for r in rows), default=0)
+        lines.append(json.dumps({"run": run.name, "algorithm": cfg["algorithm"], "config": cfg["config"],
+                                 "finished": (run / "final").exists(), "steps_done": steps, "evals": evals}))
+    (HERE / "preference_lm_tune.jsonl").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
