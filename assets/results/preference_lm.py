@@ -33,9 +33,10 @@ ROOT = HERE.parents[1]
 COMMON = ["--mode", "lm", "--eval-every", "10", "--eval-samples", "64", "--threads", "1", "--no-tensorboard",
           "--no-plot"]
 
-# name -> (learner, flags). Chosen on seed 100 (preference_lm_tune.jsonl): Adam at 1e-3 wrecked the
-# model under SPO, SPPO and INPO within 10-20 steps (most mass on "other") but not under Nash-MD;
-# the REINFORCE learners (SPO, BT-RLHF) get 1e-4, the regression losses 3e-4.
+# name -> (learner, flags). Chosen on seed 100 (preference_lm_tune.jsonl): with Adam at 1e-3, SPO
+# collapsed onto "describe" within 10 steps and SPPO and INPO drifted onto "other" (format noise)
+# within 10-20, Nash-MD did not; so the REINFORCE learners (SPO, BT-RLHF) get 1e-4, the regression
+# losses 3e-4, Nash-MD keeps 1e-3. Nash-MP runs half the iterations (each is two INPO fits).
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "spo": ("spo", ["--steps", "40", "--lm-lr", "1e-4"]),
     "sppo": ("sppo", ["--steps", "40", "--lm-lr", "3e-4", "--inner-steps", "2"]),
