@@ -21,6 +21,9 @@ Algorithm (one step t):
   2. sampled form: draw K responses from π_t, order all K(K−1)/2 pairs by one noisy
      comparison each, take `inner_steps` gradient steps of (2) on the logits from θ_t.
   3. log exploitability of π_t (the iterate the theory covers) and of the average.
+  4. lm form (`--mode lm`): as 2 on spkit-tiny's completions (`spkit.rl.lm_preference`), pairs
+     within each prompt's K completions, (2) on sequence log-probs with π_t the sampling policy
+     and π_ref the initial model.
 
 Deviations from the paper:
   1. A finite response set with logits replaces an LM; plain gradient steps replace AdamW.
@@ -29,6 +32,7 @@ Deviations from the paper:
 Commands:
   spkit train inpo --family three_cycle --steps 2000
   spkit train inpo --family random --n 10 --mode sampled --K 8 --seed 1
+  spkit train inpo --mode lm --steps 200 --eta 2 --tau 0.1 --threads 1 --out runs/inpo_lm
 """
 
 from __future__ import annotations
@@ -36,10 +40,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
 from spkit.rl import preference_games as pg
+from spkit.rl.losses import inpo_loss
 
 PAPER = {
     "title": "Iterative Nash Policy Optimization: Aligning LLMs with General Preferences via No-Regret Learning",
@@ -78,11 +90,34 @@ def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cf
     return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
+def lm_pairs_loss(game: LMPreferenceRun, t: int, eta: float, tau: float, tag: str = "sample"):
+    """Pairs among K completions per prompt from the current model, ordered by the judge, and
+    the INPO loss (2) on them as a function of the model (the sampling policy is π_t)."""
+    b = game.rollout(t, tag)
+    w, lo = game.pairs(b)
+    ref = game.ref_logps(b)
+
+    def loss() -> torch.Tensor:
+        lp = game.logps(b)
+        return inpo_loss(lp[w], lp[lo], ref[w], ref[lo], b.prev_logps[w], b.prev_logps[lo], eta, tau)  # Eq. (2)
+
+    return b, loss
+
+
+def lm_step(game: LMPreferenceRun, t: int, cfg: Config) -> dict[str, float]:
+    """The sampled step on the language model."""
+    _, loss = lm_pairs_loss(game, t, cfg.eta, cfg.tau)
+    return {"losses/inpo": game.fit(loss, cfg.inner_steps)}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run INPO from π_0 = π_ref = uniform and return the exploitability curves."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "inpo", callback)
+        return lm.run(lambda t: lm_step(lm, t, cfg))
     game = PreferenceRun(cfg, "inpo", callback)
     log_ref = np.log(game.ref)
     if cfg.mode == "exact":

@@ -20,8 +20,13 @@ Algorithm (one step t):
   1. exact form: apply (1)–(2) with P(y ≻ π^μ_t) = (P π^μ_t)_y and η_t = 2/(τ(t+2)) (the
      paper's schedule; a constant η converges to a point O(η) away from π*_τ).
   2. sampled form: draw K responses y ~ π_t and K opponents y' ~ π^μ_t (mixture coefficient
-     ητ), one noisy comparison each, one gradient step of (3) with β = τ.
+     `mixture`, default ητ as in (1); TRL's Nash-MD trainer uses 0.5, a much stronger pull
+     toward π_ref), one noisy comparison each, one gradient step of (3) with β = τ.
   3. log exploitability of π_t (the iterate the theory covers) and of the average.
+  4. lm form (`--mode lm`): as 2 on spkit-tiny's completions (`spkit.rl.lm_preference`):
+     K completions per prompt from π_t, K opponents sampled token by token from the geometric
+     mixture log_softmax((1 − c)·logits_π + c·logits_ref) (the initial model is π_ref), one Adam
+     step of (3) on the token log-probs.
 
 Deviations from the paper:
   1. A finite response set with logits replaces an LM; the preference model is the oracle.
@@ -31,6 +36,7 @@ Deviations from the paper:
 Commands:
   spkit train nash_md --family three_cycle --steps 2000
   spkit train nash_md --family random --n 10 --mode sampled --K 8 --seed 1
+  spkit train nash_md --mode lm --steps 200 --tau 0.1 --mixture 0.1 --threads 1 --out runs/nash_md_lm
 """
 
 from __future__ import annotations
@@ -40,10 +46,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
+from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
 from spkit.rl.losses import nash_md_loss
+from spkit.seeding import derive_seed
 
 PAPER = {
     "title": "Nash Learning from Human Feedback",
@@ -62,6 +76,8 @@ class Config(ProblemConfig):
     schedule: str = param("paper", "'paper': η_t = 2/(τ(t+2)) (the rate of the last-iterate theorem) | 'constant'",
                           choices=("paper", "constant"))
     tau: float = param(0.01, "τ: KL regularisation toward π_ref (uniform); the mixture weight is ητ", ge=0)
+    mixture: float | None = param(None, "mixture coefficient c of the opponent π^{1−c} π_ref^c (sampled and lm "
+                                  "forms); None = ητ, the paper's (1) (TRL uses 0.5)", ge=0, le=1)
     K: int = param(8, "samples per iteration (sampled form)", ge=2)
     lr: float = param(0.1, "learning rate of the policy-gradient step (sampled form)", gt=0)
 
@@ -80,6 +96,11 @@ def step_size(t: int, cfg: Config) -> float:
     return 2.0 / (cfg.tau * (t + 2)) if cfg.schedule == "paper" else cfg.eta
 
 
+def mixture_coef(cfg: Config) -> float:
+    """c of the sampled opponent: `--mixture`, else ητ as in Eq. (1)."""
+    return cfg.mixture if cfg.mixture is not None else min(cfg.eta * cfg.tau, 1.0)
+
+
 def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, t: int, cfg: Config) -> np.ndarray:
     """One Nash-MD step: mirror descent from the mixture against the mixture."""
     eta = step_size(t, cfg)
@@ -91,7 +112,7 @@ def exact_step(theta: np.ndarray, P: np.ndarray, log_ref: np.ndarray, t: int, cf
 def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cfg: Config) -> np.ndarray:
     """y ~ π_t against y' ~ mixture, one noisy comparison each, one step of the TRL loss."""
     ys = pg.sample(pg.softmax(theta), cfg.K, rng)  # (K,)
-    opp = pg.sample(mixture(theta, log_ref, min(cfg.eta * cfg.tau, 1.0)), cfg.K, rng)  # (K,)
+    opp = pg.sample(mixture(theta, log_ref, mixture_coef(cfg)), cfg.K, rng)  # (K,)
     p = torch.tensor(oracle(ys, opp))  # (K,) P̂(y ≻ y')
     ref = torch.tensor(log_ref)
     idx = torch.as_tensor(ys)
@@ -103,11 +124,39 @@ def sampled_step(theta, log_ref, oracle: pg.Oracle, rng: np.random.Generator, cf
     return pg.fit_logits(theta, loss, steps=1, lr=cfg.lr)
 
 
+def lm_step(game: LMPreferenceRun, t: int, cfg: Config) -> dict[str, float]:
+    """y ~ π_t against y' ~ the token-level geometric mixture, one step of the TRL loss (3)."""
+    b = game.rollout(t)  # (B,) y ~ π_t
+    c = mixture_coef(cfg)
+    opp_ids = lmp.mixture_generate(game.model, game.ref, b.prompt_ids, c, cfg.max_new_tokens, game.stop_ids(),
+                                   seed=derive_seed(cfg.seed, "opponent", t))
+    opp = [game.tok.decode(x, skip_special_tokens=True) for x in opp_ids]
+    p = []
+    for g in range(b.groups):  # compare y_k with y'_k within each prompt
+        sl = b.group(g)
+        o = lmp.GroupOracle(np.concatenate([b.classes[sl], [lmp.classify(x) for x in opp[sl]]]), game.state.rng,
+                            P=game.P, judge=game.judge, texts=b.texts[sl] + opp[sl])
+        game.asked(o)
+        p.append(o(np.arange(b.K), b.K + np.arange(b.K)))
+    prob = torch.tensor(np.concatenate(p), dtype=torch.float32)  # (B,) P̂(y ≻ y')
+    with torch.no_grad():
+        ref, _ = game.token_logps(b, game.ref)
+
+    def loss() -> torch.Tensor:
+        lp, mask = game.token_logps(b)
+        return nash_md_loss(lp, ref, mask, prob, beta=cfg.tau)  # Eq. (3)
+
+    return {"losses/nash_md": game.fit(loss, 1), "train/win_vs_mixture": float(prob.mean())}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run Nash-MD from π_0 = π_ref = uniform and return the exploitability curves."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "nash_md", callback)
+        return lm.run(lambda t: lm_step(lm, t, cfg))
     game = PreferenceRun(cfg, "nash_md", callback)
     log_ref = np.log(game.ref)
     if cfg.mode == "exact":

@@ -18,7 +18,12 @@ Algorithm (one step t):
   1. exact form: apply (2) with r_t fitted to the expected comparisons W = π_t ⊗ π_t · P.
   2. sampled form: draw K responses, compare all pairs once (noisy oracle), take the best and
      worst by empirical win rate (ties skipped), `inner_steps` gradient steps of (1).
-  3. log exploitability of π_t and of the average.
+  3. log exploitability of π_t and of the average. The last iterate hops between corners
+     (each round tilts toward the BT winner of the moment), so report it as a range over the
+     last rounds, or report the average, never one end value.
+  4. lm form (`--mode lm`): as 2 on spkit-tiny's completions (`spkit.rl.lm_preference`): best
+     and worst of each prompt's K completions by win rate, `inner_steps` Adam steps of (1) on
+     sequence log-probs with the sampling policy π_t as reference.
 
 Deviations from the paper:
   1. A finite response set and a preference oracle replace an LM and a reward model, so best /
@@ -28,6 +33,7 @@ Deviations from the paper:
 Commands:
   spkit train online_dpo --family three_cycle --steps 2000
   spkit train online_dpo --family random --n 10 --mode sampled --K 8 --seed 1
+  spkit train online_dpo --mode lm --steps 200 --beta 0.5 --threads 1 --out runs/online_dpo_lm
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
 from spkit.rl import preference_games as pg
 from spkit.rl.losses import dpo_loss
@@ -54,7 +66,8 @@ PAPER = {
 
 @dataclass
 class Config(ProblemConfig):
-    mode: str = param("exact", "exact (population minimiser) | sampled (K samples, noisy oracle)")
+    mode: str = param("exact", "exact (population minimiser) | sampled (K samples, noisy oracle) | lm (language model)",
+                      choices=("exact", "sampled", "lm"))
     steps: int = param(2000, "number of online rounds t", ge=0, identity=False)
     beta: float = param(1.0, "β of the DPO loss (the reference is the current policy π_t)", gt=0)
     ridge: float = param(1e-2, "L2 on the implicit BT reward (keeps unsampled responses finite)")
@@ -88,11 +101,35 @@ def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator,
     return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
+def lm_step(game: LMPreferenceRun, t: int, cfg: Config) -> dict[str, float]:
+    """RLHFlow round on the language model: best vs worst of each prompt's K completions."""
+    b = game.rollout(t)
+    win = game.win_rates(b, include_self=True).numpy()  # (B,)
+    w, lo = [], []
+    for g in range(b.groups):
+        sl = win[b.group(g)]
+        if sl.max() > sl.min():  # a tie carries no preference
+            w.append(g * b.K + int(sl.argmax()))
+            lo.append(g * b.K + int(sl.argmin()))
+    if not w:
+        return {"losses/dpo": 0.0}
+    yw, yl = torch.tensor(w), torch.tensor(lo)
+
+    def loss() -> torch.Tensor:
+        lp = game.logps(b)
+        return dpo_loss(lp[yw], lp[yl], b.prev_logps[yw], b.prev_logps[yl], beta=cfg.beta)  # Eq. (1)
+
+    return {"losses/dpo": game.fit(loss, cfg.inner_steps)}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run online DPO from π_0 = uniform and return the exploitability curves."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "online_dpo", callback)
+        return lm.run(lambda t: lm_step(lm, t, cfg))
     game = PreferenceRun(cfg, "online_dpo", callback)
     if cfg.mode == "exact":
         step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731

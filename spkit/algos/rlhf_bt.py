@@ -19,6 +19,10 @@ Algorithm:
   1. exact form: fit (1) to the expected comparisons of pairs from π_ref (w = π_ref ⊗ π_ref · P).
      sampled form: fit (1) to `n_pairs` noisy comparisons of pairs sampled from π_ref.
   2. iterate (3) (policy optimisation of the fixed reward), logging exploitability.
+  3. lm form (`--mode lm`, `spkit.rl.lm_preference`): fit (1) over response classes to
+     `n_pairs` comparisons (class oracle or learned judge) of the initial model's completions,
+     then REINFORCE (leave-one-out baseline, one Adam step per batch) on the KL-shaped reward
+     r(y) − β(log π_t(y|x) − log π_ref(y|x)) of K completions per prompt, as PPO-RLHF does.
 
 Deviations from the papers:
   1. A finite response set replaces an LM; mirror ascent replaces PPO; the reward is fitted
@@ -27,6 +31,7 @@ Deviations from the papers:
 Commands:
   spkit train rlhf_bt --family three_cycle --beta 0.1
   spkit train rlhf_bt --family random --n 10 --mode sampled --seed 1
+  spkit train rlhf_bt --mode lm --steps 200 --threads 1 --out runs/rlhf_bt_lm
 """
 
 from __future__ import annotations
@@ -34,10 +39,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
+from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
+from spkit.rl.advantages import rloo_advantages
+from spkit.rl.losses import ppo_clip_loss
+from spkit.seeding import derive_seed
 
 PAPER = {
     "title": "Deep Reinforcement Learning from Human Preferences",
@@ -51,12 +67,13 @@ PAPER = {
 
 @dataclass
 class Config(ProblemConfig):
-    mode: str = param("exact", "exact (expected comparisons) | sampled (n_pairs noisy comparisons)",
-                      choices=("exact", "sampled"))
+    mode: str = param("exact", "exact (expected comparisons) | sampled (n_pairs noisy comparisons) | lm "
+                      "(language model)", choices=("exact", "sampled", "lm"))
     steps: int = param(2000, "number of policy-optimisation iterations", ge=0, identity=False)
     beta: float = param(0.1, "β: KL coefficient toward π_ref", gt=0)
     eta: float = param(0.5, "η: mirror-ascent step size", gt=0)
-    n_pairs: int = param(2000, "comparisons used to fit the reward (sampled form)", ge=1)
+    n_pairs: int = param(2000, "comparisons used to fit the reward (sampled and lm forms)", ge=1)
+    K: int = param(8, "completions per prompt and step (lm form)", ge=2)
 
 
 # ---- Reward
@@ -79,11 +96,46 @@ def optimal_policy(r: np.ndarray, ref: np.ndarray, beta: float) -> np.ndarray:
     return pg.softmax(np.log(ref) + r / beta)  # Eq. (2)
 
 
+def lm_reward(game: LMPreferenceRun, cfg: Config) -> np.ndarray:
+    """Eq. (1) over classes, from `n_pairs` comparisons of pairs of the initial model's completions."""
+    n = max(2, int(np.ceil(np.sqrt(2 * cfg.n_pairs / len(game.prompts)))))  # ≈ n_pairs pairs in all
+    outs, cls = game.sample(n, derive_seed(cfg.seed, "reward"))
+    W = np.zeros((len(lmp.CLASSES),) * 2)
+    calls = 0
+    for g in range(len(game.prompts)):
+        sl = slice(g * n, (g + 1) * n)
+        o = lmp.GroupOracle(cls[sl], np.random.default_rng(derive_seed(cfg.seed, "reward_pairs", g)), P=game.P,
+                            judge=game.judge, texts=[x.text for x in outs[sl]])
+        a, b = pg.ordered_pairs(np.arange(n), o)
+        np.add.at(W, (cls[sl][a], cls[sl][b]), 1.0)
+        calls += o.calls
+    game.state.calls += calls
+    return pg.fit_bradley_terry(W)
+
+
+def lm_step(game: LMPreferenceRun, t: int, r: np.ndarray, cfg: Config) -> dict[str, float]:
+    """REINFORCE on the KL-shaped BT reward of K completions per prompt."""
+    b = game.rollout(t)
+    ref = game.ref_logps(b)
+    reward = torch.tensor(r[b.classes], dtype=torch.float32) - cfg.beta * (b.prev_logps - ref)  # (B,)
+    adv = rloo_advantages(reward, group_size=b.K)
+
+    def loss() -> torch.Tensor:
+        lp, mask = game.token_logps(b)
+        return ppo_clip_loss(lp, lp.detach(), adv, mask, aggregation="dr_grpo", max_len=1)  # Σ_t, mean over y
+
+    return {"losses/policy": game.fit(loss, 1), "train/reward": float(r[b.classes].mean())}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Fit the BT reward once, then optimise the KL-regularised objective."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "rlhf_bt", callback)
+        r_lm = lm_reward(lm, cfg)  # Eq. (1)
+        return lm.run(lambda t: lm_step(lm, t, r_lm, cfg))
     game = PreferenceRun(cfg, "rlhf_bt", callback)
     r = pg.fit_bradley_terry(reference_wins(game.P, game.ref, cfg, np.random.default_rng(cfg.seed)))  # Eq. (1)
     log_ref = np.log(game.ref)

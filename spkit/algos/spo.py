@@ -24,6 +24,9 @@ Algorithm (one step t):
      advantages (`spkit.rl.advantages.rloo_advantages`), one on-policy step of
      `spkit.rl.losses.ppo_clip_loss` (ratio 1 → REINFORCE).
   3. log exploitability of π_t and of the average π̄_t (the iterate the theory covers).
+  4. lm form (`--mode lm`): as 2 on spkit-tiny's completions (`spkit.rl.lm_preference`): K
+     completions per prompt, rewards (3) among them, leave-one-out advantages, one REINFORCE
+     step (Adam) on the summed token log-probs of each completion.
 
 Deviations from the paper:
   1. A finite response set with logits replaces an LM; plain gradient steps replace PPO epochs.
@@ -33,6 +36,7 @@ Deviations from the paper:
 Commands:
   spkit train spo --family three_cycle --steps 2000
   spkit train spo --family random --n 10 --mode sampled --K 8 --seed 1
+  spkit train spo --mode lm --steps 200 --threads 1 --out runs/spo_lm
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
 from spkit.rl import preference_games as pg
 from spkit.rl.advantages import rloo_advantages
@@ -60,7 +70,8 @@ PAPER = {
 
 @dataclass
 class Config(ProblemConfig):
-    mode: str = param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle)")
+    mode: str = param("exact", "exact (expected gradient) | sampled (K samples, noisy oracle) | lm (language model)",
+                      choices=("exact", "sampled", "lm"))
     steps: int = param(2000, "number of self-play iterations t", ge=0, identity=False)
     lr: float = param(1.0, "α: natural-policy-gradient step size (exact form)", gt=0)
     pg_lr: float = param(0.3, "REINFORCE step size on the logits (sampled form)")
@@ -91,11 +102,27 @@ def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator,
     return pg.fit_logits(theta, loss, steps=1, lr=cfg.pg_lr)
 
 
+def lm_step(game: LMPreferenceRun, t: int, cfg: Config) -> dict[str, float]:
+    """REINFORCE on the language model's K completions per prompt, rewarded by Eq. (3)."""
+    b = game.rollout(t)
+    adv = rloo_advantages(game.win_rates(b, include_self=False), group_size=b.K).float()  # (B,)
+
+    def loss() -> torch.Tensor:
+        lp, mask = game.token_logps(b)  # (B, T)
+        # Eq. (2) on sequences: Σ_t over each completion's tokens, mean over completions
+        return ppo_clip_loss(lp, lp.detach(), adv, mask, aggregation="dr_grpo", max_len=1)
+
+    return {"losses/policy": game.fit(loss, 1)}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run SPO from π_0 = uniform and return the exploitability curves."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "spo", callback)
+        return lm.run(lambda t: lm_step(lm, t, cfg))
     game = PreferenceRun(cfg, "spo", callback)
     if cfg.mode == "exact":
         step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731

@@ -19,6 +19,10 @@ Algorithm (one step t):
   2. sampled form: draw K responses from π_t; ask the noisy oracle one comparison per pair;
      estimate (3); take `inner_steps` gradient steps of (2) on the logits from θ_t.
   3. log exploitability of π_t and of the average π̄_t (the iterate the theory covers).
+  4. lm form (`--mode lm`): the same as 2 on spkit-tiny's completions (`spkit.rl.lm_preference`):
+     K completions per prompt from π_t, win rates (3) among them from the class oracle or the
+     learned judge, `inner_steps` Adam steps of (2) on sequence log-probs log π_θ(y|x) with the
+     sampling policy π_t as reference.
 
 Deviations from the paper:
   1. A finite response set and an explicit P replace prompts, an LM and PairRM.
@@ -29,6 +33,7 @@ Deviations from the paper:
 Commands:
   spkit train sppo --family three_cycle --steps 2000
   spkit train sppo --family random --n 10 --mode sampled --K 8 --seed 1
+  spkit train sppo --mode lm --steps 200 --threads 1 --out runs/sppo_lm
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spkit.algos.preference_game import PreferenceHistory, PreferenceRun, ProblemConfig, summary
+from spkit.algos.preference_game import (
+    LMPreferenceRun,
+    PreferenceHistory,
+    PreferenceRun,
+    ProblemConfig,
+    summary,
+)
 from spkit.config import param
 from spkit.rl import preference_games as pg
 from spkit.rl.losses import sppo_loss
@@ -84,11 +95,22 @@ def sampled_step(theta: np.ndarray, oracle: pg.Oracle, rng: np.random.Generator,
     return pg.fit_logits(theta, loss, cfg.inner_steps, cfg.lr)
 
 
+def lm_step(game: LMPreferenceRun, t: int, cfg: Config) -> dict[str, float]:
+    """The sampled step on the language model: K completions per prompt, Eq. (3), Eq. (2)."""
+    b = game.rollout(t)
+    p_hat = game.win_rates(b, include_self=True).float()  # (B,) Eq. (3)
+    loss = game.fit(lambda: sppo_loss(game.logps(b), b.prev_logps, p_hat, cfg.eta), cfg.inner_steps)  # Eq. (2)
+    return {"losses/sppo": loss}
+
+
 # ---- Train
 
 
 def train(cfg: Config, callback=None) -> PreferenceHistory:
     """Run SPPO from π_0 = uniform and return the exploitability curves."""
+    if cfg.mode == "lm":
+        lm = LMPreferenceRun(cfg, "sppo", callback)
+        return lm.run(lambda t: lm_step(lm, t, cfg))
     game = PreferenceRun(cfg, "sppo", callback)
     if cfg.mode == "exact":
         step = lambda th, t: exact_step(th, game.P, cfg)  # noqa: E731
