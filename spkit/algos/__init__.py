@@ -31,4 +31,12 @@ ALGOS: dict[str, tuple[str, str]] = {
                         "(the STaR baseline SCoRe shows collapsing)"),
     "rise": ("spkit.algos.rise", "RISE: multi-turn rollouts, best-of-N improvement targets, reward-weighted SFT"),
     "score": ("spkit.algos.score", "SCoRe: two-stage multi-turn RL for self-correction (KL pin, then a progress bonus)"),
+    # iterative alignment on instruction following (spkit_ifeval_lite, rule checkers as the oracle)
+    "spar": ("spkit.algos.spar", "SPaR: self-judge (majority vote), tree-search refinement, DPO on refinement pairs"),
+    "online_iterative_dpo": ("spkit.algos.online_iterative_dpo", "online iterative DPO on an LM (best vs worst of K, "
+                             "checker reward)"),
+    "self_rewarding": ("spkit.algos.self_rewarding", "Self-Rewarding LM: the model scores its own samples, DPO "
+                       "(--temporal: Temporal Self-Rewarding)"),
+    "self_consuming": ("spkit.algos.self_consuming", "self-consuming loop: retrain on curated own samples "
+                       "(reward up, diversity down)"),
 }
