@@ -101,7 +101,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate(t: int) -> dict[str, float]:
-        m, _ = instruct.evaluate(ctx.model, ctx.tokenizer, sampler=ctx.sampler, records=eval_recs)
+        m, _, _ = instruct.evaluate(ctx.model, ctx.tokenizer, sampler=ctx.sampler, records=eval_recs)
         return {**m, "train/samples": float(ctx.counter.samples)}
 
     return ctx.run.loop(step, evaluate, instruct.budget(cfg))

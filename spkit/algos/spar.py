@@ -129,10 +129,13 @@ def refine(sampler, tokenizer, record: dict, parents: list[Node], branch: int, p
     return kids
 
 
-def tree_search(ctx, cfg: Config, records: list[dict], roots: list[Node], seed: int
+def tree_search(ctx, cfg: Config, records: list[dict], roots: list[Node], seed: int,
+                value: Callable[[list[dict], list[str], int], list[float]] | None = None
                 ) -> tuple[list[Node | None], int, int]:
     """BFS from each root (one per record), all records level by level in one batch: the accepted
-    refinement of each root (None if none within `depth`), responses drawn, judge calls."""
+    refinement of each root (None if none within `depth`), responses drawn, judge calls.
+    `value(records, texts, seed)` values the children (default: the self-judge's Eq. 1)."""
+    value = value or (lambda recs, texts, s: self_judge_values(ctx, cfg, recs, texts, s))
     found: list[Node | None] = [None] * len(roots)
     frontier = [[r] for r in roots]
     drawn = calls = 0
@@ -144,10 +147,9 @@ def tree_search(ctx, cfg: Config, records: list[dict], roots: list[Node], seed: 
                           derive_seed(seed, "refine", d, i)) for i in live}
         flat = [(i, n) for i in live for n in kids[i]]
         drawn += len(flat)
-        js = J.judge(ctx.sampler, "verdict", [records[i] for i, _ in flat], [n.text for _, n in flat], cfg.votes,
-                     cfg.judge_temperature, derive_seed(seed, "judge", d))
         calls += len(flat) * cfg.votes
-        for (_, n), v in zip(flat, J.values("verdict", js, [records[i] for i, _ in flat]).tolist(), strict=True):
+        vals = value([records[i] for i, _ in flat], [n.text for _, n in flat], derive_seed(seed, "judge", d))
+        for (_, n), v in zip(flat, vals, strict=True):
             n.value = v
         for i in live:
             ranked = sorted(kids[i], key=lambda n: -n.value)  # stable: the first of equals
@@ -155,6 +157,13 @@ def tree_search(ctx, cfg: Config, records: list[dict], roots: list[Node], seed: 
                 found[i] = ranked[0]
             frontier[i] = ranked[: cfg.keep]
     return found, drawn, calls
+
+
+def self_judge_values(ctx, cfg: Config, records: list[dict], texts: list[str], seed: int, k: int = 1
+                      ) -> list[float]:
+    """Eq. (1): the share of Yes among `votes` sampled verdicts of the current model."""
+    js = J.judge(ctx.sampler, "verdict", records, texts, cfg.votes, cfg.judge_temperature, seed, k)
+    return J.values("verdict", js, records, k).tolist()
 
 
 # ---- Train ---------------------------------------------------------------------------------------
@@ -172,9 +181,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         recs = instruct.TASK.train_problems(cfg.prompts, derive_seed(cfg.seed, "prompts", t))
         outs = instruct.sample_groups(ctx.sampler, recs, cfg.k, ctx.params, derive_seed(cfg.seed, "sample", t))  # 1
         texts = [o.text for o in outs]
-        js = J.judge(ctx.sampler, "verdict", recs, texts, cfg.votes, cfg.judge_temperature,
-                     derive_seed(cfg.seed, "judge", t), cfg.k)  # 2: Eq. (1)
-        val = J.values("verdict", js, recs, cfg.k).tolist()
+        val = self_judge_values(ctx, cfg, recs, texts, derive_seed(cfg.seed, "judge", t), cfg.k)  # 2: Eq. (1)
         drawn, calls = len(outs), len(outs) * cfg.votes
         m |= J.accuracy("verdict", torch.tensor(val), recs, texts, cfg.k)
         groups = [range(i * cfg.k, (i + 1) * cfg.k) for i in range(len(recs))]
@@ -203,7 +210,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate(t: int) -> dict[str, float]:
-        m, _ = instruct.evaluate(ctx.model, ctx.tokenizer, sampler=ctx.sampler, records=eval_recs)
+        m, _, _ = instruct.evaluate(ctx.model, ctx.tokenizer, sampler=ctx.sampler, records=eval_recs)
         return {**m, "train/samples": float(ctx.counter.samples)}
 
     return ctx.run.loop(step, evaluate, instruct.budget(cfg))
@@ -214,4 +221,4 @@ def summary(history: History) -> str:
     return instruct.summary_line(history)
 
 
-__all__ = ["PAPER", "Config", "Node", "refine", "tree_search", "train", "summary"]
+__all__ = ["PAPER", "Config", "Node", "refine", "tree_search", "self_judge_values", "train", "summary"]

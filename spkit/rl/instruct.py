@@ -20,6 +20,8 @@ like spkit's lm-eval backend so the texts equal `spkit eval`'s (tests/test_self_
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +37,8 @@ from spkit.sampling import Completion
 from spkit.tasks import instructions
 
 __all__ = ["EVAL_N", "EVAL_SEED", "TASK", "InstructConfig", "start", "sample_groups", "checks", "fractions",
-           "evaluate_heldout", "evaluate", "summary_line"]
+           "evaluate_heldout", "evaluate", "eval_records", "budget", "response_class", "class_entropy", "diversity",
+           "summary_line"]
 
 EVAL_N = 200  # evals/utils.py load_spkit_ifeval_lite(n=200)
 EVAL_SEED = 0  # spkit.evals.data.EVAL_SEED
@@ -115,27 +118,57 @@ def fractions(records: Sequence[dict], texts: Sequence[str], k: int = 1) -> Tens
 
 
 def evaluate_heldout(model, tokenizer, limit: int | None = None, sampler: Sampler | None = None,
-                     records: Sequence[dict] | None = None, task: V.Task | None = None) -> dict[str, float]:
-    """Greedy responses to the held-out prompts (or `records`), scored by the checkers:
-    "eval/prompt_strict" (the headline, `spkit eval`'s prompt_level_strict_acc),
-    "eval/inst_strict" and "eval/response_len"; "eval/fractions" is not returned (see
-    `evaluate`)."""
-    m, _ = evaluate(model, tokenizer, limit, sampler, records)
-    return m
+                     records: Sequence[dict] | None = None) -> dict[str, float]:
+    """Greedy responses to the held-out prompts (the first `limit`; or `records`), scored by the
+    checkers: "eval/prompt_strict" (the headline, `spkit eval`'s prompt_level_strict_acc),
+    "eval/inst_strict" (inst_level_strict_acc) and "eval/response_len" (tokens)."""
+    return evaluate(model, tokenizer, limit, sampler, records)[0]
 
 
 def evaluate(model, tokenizer, limit: int | None = None, sampler: Sampler | None = None,
-             records: Sequence[dict] | None = None) -> tuple[dict[str, float], list[float]]:
-    """`evaluate_heldout`'s metrics and the per-prompt fraction of instructions followed."""
+             records: Sequence[dict] | None = None) -> tuple[dict[str, float], list[float], list[str]]:
+    """`evaluate_heldout`'s metrics, each prompt's fraction of instructions followed, the texts."""
     recs = list(records) if records is not None else TASK.heldout_problems(limit)
     sampler = sampler or Sampler(model, tokenizer)
     outs = V.greedy_as_eval(model, sampler, [r["prompt"] for r in recs], TASK)
     verdicts = [checks(r, o.text) for r, o in zip(recs, outs, strict=True)]
     flat = [v for vs in verdicts for v in vs]
     fr = [sum(vs) / len(vs) for vs in verdicts]
-    return {"eval/prompt_strict": sum(all(vs) for vs in verdicts) / len(recs),
-            "eval/inst_strict": sum(flat) / len(flat),
-            "eval/response_len": sum(len(o.token_ids) for o in outs) / len(outs)}, fr
+    return ({"eval/prompt_strict": sum(all(vs) for vs in verdicts) / len(recs),
+             "eval/inst_strict": sum(flat) / len(flat),
+             "eval/response_len": sum(len(o.token_ids) for o in outs) / len(outs)}, fr, [o.text for o in outs])
+
+
+# ---- diversity: classes of responses
+
+
+LENGTH_BUCKETS = (10, 25, 45)  # words: < 10, 10-24, 25-44, >= 45 (the tasks' word-count bounds)
+
+
+def response_class(text: str) -> tuple:
+    """A response's class from its surface features, whatever the prompt: case (lower / upper /
+    mixed), a <<title>>, wrapped in quotes, any comma, ends with one of the task's end phrases,
+    holds one of its keywords, and the length bucket (`LENGTH_BUCKETS`)."""
+    v = text.strip()
+    case = "lower" if v.islower() else "upper" if v.isupper() else "mixed"
+    words = len(v.split())
+    low = v.strip('"').lower()
+    return (case, "<<" in v and ">>" in v, len(v) > 1 and v[0] == v[-1] == '"', "," in v,
+            any(low.endswith(e.lower()) for e in instructions.END_PHRASES),
+            any(k in low.split() for k in instructions.KEYWORDS), sum(words >= b for b in LENGTH_BUCKETS))
+
+
+def class_entropy(texts: Sequence[str]) -> tuple[float, int]:
+    """(entropy in bits of the empirical distribution of `response_class`, distinct classes)."""
+    counts = Counter(response_class(t) for t in texts)
+    n = sum(counts.values())
+    return -sum(c / n * math.log2(c / n) for c in counts.values()), len(counts)
+
+
+def diversity(texts: Sequence[str], prefix: str) -> dict[str, float]:
+    """{prefix/class_entropy, prefix/classes} of a set of responses."""
+    h, n = class_entropy(texts)
+    return {f"{prefix}/class_entropy": h, f"{prefix}/classes": float(n)}
 
 
 def eval_records(cfg: InstructConfig) -> list[dict]:

@@ -20,6 +20,7 @@ stand-in for SPaR's GPT-4o judgments and Self-Rewarding's evaluation-fine-tuning
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,18 +122,21 @@ def accuracy(kind: str, judge_values: Tensor, records: Sequence[dict], texts: Se
 def seed_examples(kind: str, records: Sequence[dict], texts: Sequence[str], k: int = 1,
                   balance: bool = True) -> list[tuple[str, str]]:
     """(judge prompt, checker-labelled judgment) pairs for the judge's seed fine-tune; with
-    `balance` the majority label is subsampled (deterministically, every other) toward the
-    minority's count, so the judge does not learn the base rate alone."""
+    `balance` every label keeps only as many examples as the rarest label has (the first ones), so
+    the judge cannot score well by learning the base rate."""
     labels = oracle_labels(kind, records, texts, k)
     ex = [(judge_prompt(kind, records[i // k], t), target(kind, y), y) for i, (t, y) in enumerate(zip(texts, labels,
                                                                                                         strict=True))]
     if balance:
-        by: dict[int, list] = {}
+        counts = Counter(e[2] for e in ex)
+        cap = min(counts.values()) if len(counts) > 1 else len(ex)
+        taken: Counter = Counter()
+        kept = []
         for e in ex:
-            by.setdefault(e[2], []).append(e)
-        cap = min(len(v) for v in by.values()) if len(by) > 1 else None
-        if cap:
-            ex = [e for v in by.values() for e in v[: max(cap, len(v) // 2)]]
+            if taken[e[2]] < cap:
+                kept.append(e)
+                taken[e[2]] += 1
+        ex = kept
     return [(p, y) for p, y, _ in ex]
 
 
