@@ -169,7 +169,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                             cfg.max_grad_norm)  # 4: Eq. (2)
         gap = [chosen[i][0] - rejected[i][0] for i in keep]
         return {**m, "train/score": sum(s) / len(s), "train/oracle": sum(oracle) / len(oracle),
-                "train/pairs": float(len(pairs)), "train/gap": sum(gap) / len(gap) if gap else float("nan"),
+                "train/pairs": float(len(pairs)), **({"train/gap": sum(gap) / len(gap)} if gap else {}),
                 **({"train/anchored": float(anchored), "train/future": float(future)} if cfg.temporal else {}),
                 "train/samples": float(ctx.counter.samples), "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}

@@ -41,8 +41,9 @@ Deviations from the paper:
      RFT on its refinements); the judge keeps its seed-stage training.
   4. A 3.3M-parameter model on generated IFEval-format prompts instead of LLaMA3-8B on IFEval.
 
-Metrics: train/oracle_pass (share of samples the checkers accept), train/pairs, train/refined
-(searches that found an accepted refinement), train/refined_oracle (share of chosen responses
+Metrics: train/oracle_pass (share of samples the checkers accept), train/failing_prompts
+(prompts with a rejected sample), train/pairs (those with an accepted chosen response: a
+refinement or, for the baseline, a sample), train/chosen_oracle (share of chosen responses
 the checkers accept), judge/accuracy, judge/false_accept, judge/false_reject, train/samples
 (responses drawn, refinements included), train/judge_calls, losses/dpo, losses/sft,
 losses/pair_acc; eval/prompt_strict (the headline: `spkit eval --tasks spkit_ifeval_lite`'s
@@ -204,7 +205,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                             cfg.max_grad_norm)  # 4: Eq. (2)
         return {**m, "train/oracle_pass": instruct.fractions(recs, texts, cfg.k).eq(1.0).float().mean().item(),
                 "train/pairs": float(len(pairs)), "train/failing_prompts": float(len(failing)),
-                "train/refined_oracle": sum(oracle_w) / len(oracle_w) if oracle_w else float("nan"),
+                **({"train/chosen_oracle": sum(oracle_w) / len(oracle_w)} if oracle_w else {}),
                 "train/samples": float(ctx.counter.samples), "train/judge_calls": float(calls),
                 "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}

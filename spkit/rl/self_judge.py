@@ -113,8 +113,10 @@ def accuracy(kind: str, judge_values: Tensor, records: Sequence[dict], texts: Se
     if kind == "verdict":
         neg = [p for p, y in zip(pred, labels, strict=True) if y == 0]
         pos = [p for p, y in zip(pred, labels, strict=True) if y == 1]
-        m["judge/false_accept"] = sum(neg) / len(neg) if neg else float("nan")
-        m["judge/false_reject"] = 1.0 - sum(pos) / len(pos) if pos else float("nan")
+        if neg:  # (undefined rates are left out, never NaN)
+            m["judge/false_accept"] = sum(neg) / len(neg)
+        if pos:
+            m["judge/false_reject"] = 1.0 - sum(pos) / len(pos)
         m["judge/oracle_pass"] = len(pos) / max(len(labels), 1)
     return m
 
@@ -183,4 +185,4 @@ def seed_stage(ctx, cfg: JudgedConfig, kind: str) -> dict[str, float]:
     stats, n = seed_finetune(ctx.model, opt, ctx.sampler, kind, records, cfg.judge_seed_k, ctx.params,
                                derive_seed(cfg.seed, "judge_seed_sample"), cfg.judge_seed_steps, 32)
     ctx.counter.samples += n
-    return {"judge_seed/sft": stats.get("sft", float("nan")), "judge_seed/examples": stats["examples"]}
+    return {**({"judge_seed/sft": stats["sft"]} if "sft" in stats else {}), "judge_seed/examples": stats["examples"]}
