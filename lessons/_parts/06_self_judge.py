@@ -43,7 +43,7 @@ from spkit.seeding import derive_seed
 
 SMALL = os.environ.get("SPKIT_SMALL")
 torch.set_num_threads(1)
-OUT_SJ = lesson_out("06_preference_games") / "self_judge"
+OUT_SJ = lesson_out("06_self_judge")
 RESULTS = Path(instruct.__file__).resolve().parents[2] / "assets" / "results"
 t_sj = time.time()
 
@@ -133,7 +133,7 @@ print(self_consuming.summary(sc_hist))
 # of responses whose label is the majority one.
 
 # %%
-sr_cfg = self_rewarding.Config(prompts=4 if SMALL else 8, steps=2 if SMALL else 4, eval_every=1,
+sr_cfg = self_rewarding.Config(prompts=4 if SMALL else 8, steps=2 if SMALL else 3, eval_every=1,
                                eval_limit=16 if SMALL else 40, judge_seed_prompts=8 if SMALL else 32,
                                judge_seed_steps=4 if SMALL else 20, threads=1, out=str(OUT_SJ / "sr"),
                                overwrite=True, plot=False, tensorboard=False)
@@ -160,7 +160,7 @@ print(self_rewarding.summary(sr_hist))
 # %%
 model, tok = load_model("spkit-tiny", device="cpu")
 sampler = Sampler(model, tok)
-cfg_p = spar.Config(prompts=6 if SMALL else 24, branch=3, keep=2, depth=2 if SMALL else 3)
+cfg_p = spar.Config(prompts=6 if SMALL else 16, branch=3, keep=2, depth=2)
 ctx = SimpleNamespace(sampler=sampler, tokenizer=tok, params=V.rollout_params(128, cfg_p.temperature, instruct.TASK))
 recs = instruct.TASK.train_problems(cfg_p.prompts, derive_seed(0, "lesson_pairs"))
 outs = instruct.sample_groups(sampler, recs, cfg_p.k, ctx.params, seed=1)
