@@ -41,4 +41,12 @@ ALGOS: dict[str, tuple[str, str]] = {
     # games beyond zero-sum
     "vision_zero": ("spkit.algos.vision_zero", "Vision-Zero (text): Who-is-the-Spy self-play, clue and vote "
                     "rewards, Iterative-SPO"),
+    # iterative alignment on instruction following (spkit_ifeval_lite, rule checkers as the oracle)
+    "spar": ("spkit.algos.spar", "SPaR: self-judge (majority vote), tree-search refinement, DPO on refinement pairs"),
+    "online_iterative_dpo": ("spkit.algos.online_iterative_dpo", "online iterative DPO on an LM (best vs worst of K, "
+                             "checker reward)"),
+    "self_rewarding": ("spkit.algos.self_rewarding", "Self-Rewarding LM: the model scores its own samples, DPO "
+                       "(--temporal: Temporal Self-Rewarding)"),
+    "self_consuming": ("spkit.algos.self_consuming", "self-consuming loop: retrain on curated own samples "
+                       "(reward up, diversity down)"),
 }

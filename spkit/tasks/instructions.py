@@ -20,7 +20,9 @@ equivalent checks otherwise.
 
 Held-out split: keys ``< 100_000`` are for training corpora, ``spkit_ifeval_lite`` uses keys
 ``>= 100_000`` and the prompt text is hashed with ``split_of`` like the arithmetic tasks, so
-the eval set never overlaps the corpus.
+the eval set never overlaps the corpus. ``in_dev`` sets aside a second hash bucket of the train
+prompts (~10 %) as a dev split where trainers choose settings: ``generate(..., split="dev")``
+draws only those, ``exclude_dev=True`` never does (the pretraining corpus drew from all of train).
 """
 
 from __future__ import annotations
@@ -107,8 +109,26 @@ def split_of(prompt: str) -> str:
     return "test" if h % TEST_FRACTION == 0 else "train"
 
 
-def generate(n: int, seed: int, split: str | None = "test") -> list[dict]:
-    """``n`` distinct records of one split (same seed -> same list); keys count up."""
+def in_dev(prompt: str) -> bool:
+    """True for the ~1/TEST_FRACTION of *train* prompts set aside as the dev split (a hash bucket
+    independent of ``split_of``'s)."""
+    h = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[4:8], "big")
+    return split_of(prompt) == "train" and h % TEST_FRACTION == 0
+
+
+def _in_split(prompt: str, split: str | None, exclude_dev: bool) -> bool:
+    if exclude_dev and in_dev(prompt):
+        return False
+    if split == "dev":
+        return in_dev(prompt)
+    return split is None or split_of(prompt) == split
+
+
+def generate(n: int, seed: int, split: str | None = "test", exclude_dev: bool = False) -> list[dict]:
+    """``n`` distinct records of one split (same seed -> same list); keys count up. ``split``:
+    ``"train"``, ``"test"``, ``"dev"`` (a part of train) or None; ``exclude_dev`` drops dev prompts."""
+    if split not in (None, "train", "test", "dev"):
+        raise ValueError(f"split must be 'train', 'test', 'dev' or None, not {split!r}")
     rng = random.Random(f"spkit-ifeval-{seed}")
     base = TEST_KEY_OFFSET if split == "test" else 0
     out: list[dict] = []
@@ -117,7 +137,7 @@ def generate(n: int, seed: int, split: str | None = "test") -> list[dict]:
         if len(out) == n:
             return out
         rec = make_record(base + len(out), rng)
-        if rec["prompt"] in seen or (split and split_of(rec["prompt"]) != split):
+        if rec["prompt"] in seen or not _in_split(rec["prompt"], split, exclude_dev):
             continue
         seen.add(rec["prompt"])
         out.append(rec)
