@@ -170,8 +170,8 @@ def test_refinements_keep_a_prefix_of_their_parent(random_tiny):
     kids = spar.refine(sampler, tok, LOWER, [parent], 6, SamplingParams(max_new_tokens=8, stop=("\n\n",)), seed=3)
     assert len(kids) == 6
     for k in kids:
-        c = next(i for i in range(len(parent.tokens) + 1) if i == len(parent.tokens) or
-                 k.tokens[i] != parent.tokens[i])
+        n = min(len(parent.tokens), len(k.tokens))
+        c = next(i for i in range(n + 1) if i == n or k.tokens[i] != parent.tokens[i])
         assert k.text.startswith(tok.decode(parent.tokens[:c]))
         assert len(k.tokens) <= 8 + len(parent.tokens)
 
