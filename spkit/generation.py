@@ -179,22 +179,38 @@ class HFEngine:
 
 
 # ---- Sampler -------------------------------------------------------------------------------
+_DEFAULT_BACKEND = ["hf"]  # what Sampler(backend=None) uses; a run's --backend sets it
+
+
+def set_default_backend(name: str) -> str:
+    """Make `name` ("hf" or "vllm") the engine of every `Sampler` built without an explicit
+    backend; returns the previous default (`spkit.run.Run` sets it for a run and restores it)."""
+    if name not in ("hf", "vllm"):
+        raise SpkitError(f"unknown sampler backend {name!r}; use 'hf' or 'vllm'")
+    previous, _DEFAULT_BACKEND[0] = _DEFAULT_BACKEND[0], name
+    return previous
+
+
 class Sampler:
     """Batched sampling from a causal LM; see the module docstring for the guarantees.
 
-    backend: "hf" (pure torch, default) or "vllm" (needs the `[vllm]` extra; `model` may
-    then be a model name/path or a `vllm.LLM`). fast: use the fused Llama-family forward when
-    the architecture allows (None = auto). share_prefix: run a common prompt prefix once.
+    backend: "hf" (pure torch) or "vllm" (`spkit.vllm_backend`: `model` may then be the torch
+    model being trained, which the engine follows, a model name/path or a `vllm.LLM`); None =
+    the process default, "hf" unless a run's `--backend vllm` set it (`set_default_backend`), so
+    every trainer's samplers switch engines without a line of their own. fast: use the fused
+    Llama-family forward when the architecture allows (None = auto). share_prefix: run a common
+    prompt prefix once.
     """
 
     def __init__(
         self,
         model,
         tokenizer: PreTrainedTokenizerBase,
-        backend: str = "hf",
+        backend: str | None = None,
         fast: bool | None = None,
         share_prefix: bool = True,
     ) -> None:
+        backend = backend or _DEFAULT_BACKEND[0]
         if backend not in ("hf", "vllm"):
             raise SpkitError(f"unknown sampler backend {backend!r}; use 'hf' or 'vllm'")
         self.model, self.tokenizer, self.backend = model, tokenizer, backend
@@ -206,7 +222,7 @@ class Sampler:
         if backend == "vllm":
             from spkit.vllm_backend import VLLMBackend
 
-            self._vllm = VLLMBackend(model, tokenizer)
+            self._vllm = VLLMBackend.for_model(model, tokenizer)
 
     # -- helpers --
     def encode(self, prompt: str) -> list[int]:
@@ -287,7 +303,8 @@ class Sampler:
         if bad:
             raise SpkitError(f"prompts must be strings, got {bad[0]}")
         if self._vllm is not None:
-            return self._vllm.generate(prompts, params, seed)
+            outs = self._vllm.generate(prompts, params, seed)
+            return self._rescore(outs, params) if self._vllm.learner is not None else outs
         prompt_ids = [self.encode(p) for p in prompts]
         limit = self.context_limit()
         longest = max((len(ids) for ids in prompt_ids), default=0)
@@ -360,6 +377,31 @@ class Sampler:
                 slot_rows, alive, tok = slot_rows[keep], alive[keep], tok[keep]
             logits = engine.decode(tok)
         return toks, lps, slps, reasons
+
+    def _rescore(self, outs: list[Completion], params: SamplingParams) -> list[Completion]:
+        """The learner's own log-probs of completions another engine (vLLM) sampled: untempered
+        `logprobs`, and `sampling_logprobs` under softmax(logits / T) (0 for greedy decoding;
+        left empty under top-k/top-p, whose truncated distribution this pass does not rebuild).
+        One teacher-forced forward, so PPO's old policy is the learner's forward (see
+        `spkit.vllm_backend`)."""
+        from spkit.logprobs import token_logprobs
+
+        rows = [i for i, o in enumerate(outs) if o.token_ids]
+        if not rows:
+            return outs
+        P, C = [outs[i].prompt_ids for i in rows], [outs[i].token_ids for i in rows]
+        with torch.inference_mode():
+            raw = token_logprobs(self.model, P, C)
+            tempered = None
+            if not params.greedy and params.top_k == 0 and params.top_p >= 1.0:
+                tempered = raw if params.temperature == 1.0 else token_logprobs(
+                    self.model, P, C, temperature=params.temperature)
+        for j, i in enumerate(rows):
+            o = outs[i]
+            o.logprobs = raw[j].tolist()
+            o.sampling_logprobs = ([0.0] * len(o.token_ids) if params.greedy else
+                                   tempered[j].tolist() if tempered is not None else [])
+        return outs
 
     def _has_stop(self, ids: list[int], params: SamplingParams) -> bool:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)

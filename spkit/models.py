@@ -178,6 +178,88 @@ def _wrap_lora(model: PreTrainedModel, lora: dict) -> PreTrainedModel:
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
 
 
+# ---- LoRA in place, and the merged weights a plain transformers model loads -------------------
+LORA_PREFIX = "base_model.model."  # how peft names a PeftModel's weights in adapter files
+
+
+def add_lora(model: PreTrainedModel, r: int, alpha: float | None = None) -> list[torch.nn.Parameter]:
+    """Put LoRA adapters (rank `r`, scale alpha/r with alpha = 2r by default) on every linear
+    layer but the output head, in place: every reference to `model` (samplers, closures) sees
+    the adapted model. Freezes the base weights; returns the adapters' parameters (the trainable
+    ones). Needs the `[lora]` extra (peft)."""
+    import torch
+
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise SpkitError("--lora needs the peft package: pip install 'spkit[lora]'") from None
+    out = model.get_output_embeddings()
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not out})
+    if not names:
+        raise SpkitError(f"--lora: {type(model).__name__} has no linear layers to adapt")
+    config = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, target_modules=names,
+                        lora_dropout=0.0, task_type="CAUSAL_LM")
+    inject_adapter_in_model(config, model)
+    model._spkit_lora_config = config  # what save_adapter writes as adapter_config.json
+    trainable = []
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+        if "lora_" in n:
+            trainable.append(p)
+    return trainable
+
+
+def has_lora(model: torch.nn.Module) -> bool:
+    return any("lora_" in n for n, _ in model.named_parameters())
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `model` as the plain (adapter-free) architecture names them, each LoRA
+    delta B·A·alpha/r added to its base weight; the model itself is not changed. Equal to
+    `model.state_dict()` (detached) for a model without adapters. A `PeftModel` is unwrapped."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    sd = {k: v.detach() for k, v in inner.state_dict().items() if "lora_" not in k}
+    for name, m in inner.named_modules():
+        base = getattr(m, "base_layer", None)
+        if base is None or not hasattr(m, "get_delta_weight"):
+            continue
+        w = base.weight.detach()
+        for a in m.active_adapters:
+            if a in getattr(m, "lora_A", {}):
+                w = w + m.get_delta_weight(a).detach().to(w.dtype)
+        sd.pop(f"{name}.base_layer.weight", None)
+        sd[f"{name}.weight"] = w
+    return {k.replace(".base_layer.", "."): v for k, v in sd.items()}
+
+
+def save_merged(model: torch.nn.Module, tokenizer: Any, path: str | os.PathLike) -> None:
+    """`save_pretrained` of the merged weights: a directory plain transformers, lm-eval and vLLM
+    load without peft (`AutoModelForCausalLM.from_pretrained(path)`)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with quiet_transformers_bars():
+        if has_lora(model):
+            inner.save_pretrained(path, state_dict=merged_state_dict(model), safe_serialization=True)
+        else:
+            inner.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+
+
+def save_adapter(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """The LoRA adapters of an `add_lora` model as peft writes them (adapter_config.json +
+    adapter_model.safetensors): `PeftModel.from_pretrained(base, path)` loads them."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    model._spkit_lora_config.save_pretrained(str(p))
+    sd = get_peft_model_state_dict(model)
+    save_file({LORA_PREFIX + k: v.detach().contiguous() for k, v in sd.items()},
+              str(p / "adapter_model.safetensors"))
+
+
 # ---- checks of a local model directory (cheap: file names, JSON, safetensors headers)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",

@@ -113,8 +113,14 @@ def build_lm(model: str, backend: str, batch_size: int, device: str | None, dtyp
             args["max_length"] = max_length
         return "hf", args
     if backend == "vllm":
+        from spkit.vllm_backend import require_vllm
+
+        require_vllm()
         args = {"pretrained": path, "dtype": _dtype_name(dtype) or "auto", "seed": seed,
                 "gpu_memory_utilization": 0.85, "load_format": "safetensors"}
+        if pick_device(device).type == "cpu":  # vLLM's CPU build: the fraction is of RAM, no CUDA graphs
+            args |= {"dtype": _dtype_name(dtype) or "float32", "enforce_eager": True,
+                     "gpu_memory_utilization": float(os.environ.get("SPKIT_VLLM_MEMORY", 0.1))}
         if max_length:
             args["max_model_len"] = max_length
         return "vllm", args

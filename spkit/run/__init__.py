@@ -48,11 +48,13 @@ import torch
 
 from spkit.config import as_json, identity_diff, param, validate
 from spkit.errors import SpkitError
-from spkit.models import quiet_transformers_bars
+from spkit.generation import set_default_backend
+from spkit.models import add_lora, has_lora, save_adapter, save_merged
 from spkit.run.checkpoint import Checkpointer, finite_weights
 from spkit.run.distributed import init_distributed, rank0_decides
 from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress, read_metrics
 from spkit.seeding import seed_everything
+from spkit.vllm_backend import require_vllm
 
 __all__ = ["RunConfig", "Run", "History", "ensure_writable_dir", "lesson_out", "lesson_root", "trained_models"]
 
@@ -82,6 +84,13 @@ class RunConfig:
     tensorboard: bool = param(True, "also write TensorBoard events (metrics.csv is always written)",
                               identity=False)
     plot: bool = param(True, "save the run's main curves as OUT/<algorithm>.png at the end", identity=False)
+    backend: str = param("hf", "rollout engine of every sampler: hf (spkit's torch sampler) or vllm (follows "
+                         "the learner's weights after each update; needs vLLM)", choices=("hf", "vllm"),
+                         identity=False)
+    lora: int = param(0, "train LoRA adapters of this rank on every linear layer instead of all weights "
+                      "(alpha = 2r; needs peft); 0 = full fine-tuning", ge=0, identity=False)
+    grad_checkpointing: bool = param(False, "recompute activations in the backward pass (less memory, "
+                                     "~30% more compute)", identity=False)
 
 
 class Stateful(Protocol):
@@ -184,6 +193,9 @@ class Run:
         self.eval_at = eval_at or (lambda t: cfg.eval_every > 0 and t % cfg.eval_every == 0)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.backend == "vllm":
+            require_vllm()  # one line before any model loads
+        self._backend_before = set_default_backend(cfg.backend)  # restored when the loop ends
         self.rank, self.world = init_distributed()
         seed_everything(cfg.seed + self.rank)
         self.t_begin = time.perf_counter()
@@ -235,7 +247,20 @@ class Run:
     # ---- what a checkpoint holds --------------------------------------------------------------
     def track(self, model: torch.nn.Module | None = None, tokenizer: Any = None,
               optimizer: torch.optim.Optimizer | None = None, **state: Stateful) -> None:
-        """Register what checkpoints save and `--resume` restores; `model` is also the final model."""
+        """Register what checkpoints save and `--resume` restores; `model` is also the final model.
+
+        Here the run's memory options reach every trainer: `--lora r` puts adapters on `model`
+        in place (the trainer's samplers and closures see them), freezes its base weights and
+        adds the adapters to `optimizer` as a new parameter group (the trainer's settings);
+        `--grad-checkpointing` turns on the model's activation checkpointing."""
+        if model is not None and self.cfg.lora and not has_lora(model):
+            adapters = add_lora(model, self.cfg.lora)
+            if optimizer is not None:
+                optimizer.add_param_group({"params": adapters})
+        if model is not None and self.cfg.grad_checkpointing:
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise SpkitError(f"--grad-checkpointing: {type(model).__name__} does not support it")
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model, self.tokenizer, self.optimizer = model, tokenizer, optimizer
         self.state = state
 
@@ -285,6 +310,7 @@ class Run:
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+            set_default_backend(self._backend_before)
 
     def _steps(self, step, evaluate, stop, start: int, wall0: float, ckpt: Checkpointer | None,
                logger: MetricLogger | None, interrupted: threading.Event) -> History:
@@ -383,10 +409,9 @@ class Run:
             if self.model is not None:  # written aside, then renamed: never a half-written final/
                 final, tmp = self.out / "final", self.out / ".tmp_final"
                 shutil.rmtree(tmp, ignore_errors=True)
-                with quiet_transformers_bars():
-                    self.model.save_pretrained(tmp, safe_serialization=True)
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(tmp)
+                save_merged(self.model, self.tokenizer, tmp)  # LoRA: merged, loads in plain transformers
+                if has_lora(self.model):
+                    save_adapter(self.model, tmp / "adapter")  # and the adapters alone, for peft
                 shutil.rmtree(final, ignore_errors=True)
                 tmp.rename(final)
             if self.cfg.plot and self.plot_keys and any(k in r for r in rows for k in self.plot_keys):

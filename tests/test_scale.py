@@ -1,0 +1,148 @@
+"""The run loop's scale-up options, for every trainer: the vLLM engine that follows the learner
+(its weight sync, without vLLM: `FakeLLM` below), `--lora`, `--grad-checkpointing`.
+
+The real vLLM engine is tested on demand in tests/test_vllm_cpu.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+
+import pytest
+import torch
+
+from spkit.algos import spiral
+from spkit.errors import SpkitError
+from spkit.generation import Sampler
+from spkit.sampling import SamplingParams
+from spkit.vllm_backend import VLLMBackend
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed ([lora] extra)")
+
+
+class FakeLLM:
+    """The three `vllm.LLM` calls the weight sync makes, on a plain transformers model:
+    `collective_rpc(fn, args)` runs `fn(worker, *args)` on one worker whose `reload_weights`
+    loads the checkpoint-format state dict strictly (so a name the plain architecture does not
+    have, e.g. a LoRA key, fails), and `reset_prefix_cache` is counted."""
+
+    def __init__(self, plain_model: torch.nn.Module) -> None:
+        self.model, self.resets = plain_model, 0
+
+    def reload_weights(self, weights_iterator, is_checkpoint_format: bool) -> None:
+        assert is_checkpoint_format
+        self.model.load_state_dict(dict(weights_iterator), strict=True)
+
+    def collective_rpc(self, fn, args=()):
+        return [fn(self, *args)]
+
+    def reset_prefix_cache(self) -> None:
+        self.resets += 1
+
+
+def _ids(tok):
+    return torch.tensor([tok("You are player 0 in Kuhn Poker.")["input_ids"]])
+
+
+def test_the_engine_gets_the_weights_after_each_update_and_only_then(random_tiny):
+    model, tok = random_tiny
+    fake = FakeLLM(copy.deepcopy(model))
+    eng = VLLMBackend(model, tok, llm=fake)
+    assert not eng.sync() and eng.pushes == 0  # started from these weights
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for k in range(1, 4):
+        model(_ids(tok)).logits.sum().backward()
+        opt.step()
+        opt.zero_grad()
+        assert eng.sync() and eng.pushes == k and fake.resets == k
+        assert not eng.sync()  # nothing changed since: no second push
+        assert torch.equal(fake.model(_ids(tok)).logits, model(_ids(tok)).logits)
+    with torch.no_grad():  # a weight copy (e.g. --resume loading a checkpoint) is a change too
+        model.model.norm.weight.copy_(torch.full_like(model.model.norm.weight, 0.5))
+    assert eng.sync() and torch.equal(fake.model.model.norm.weight, model.model.norm.weight)
+
+
+@needs_peft
+def test_lora_pushes_merged_weights_the_plain_architecture_loads(random_tiny):
+    from spkit.models import add_lora
+
+    model, tok = random_tiny
+    plain = copy.deepcopy(model)
+    add_lora(model, 4)
+    eng = VLLMBackend(model, tok, llm=FakeLLM(plain))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    assert eng.sync()
+    torch.testing.assert_close(plain(_ids(tok)).logits, model(_ids(tok)).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_rescoring_gives_the_torch_samplers_logprobs(random_tiny):
+    """What `Sampler` does to vLLM's completions when it follows a learner: untempered and
+    tempered log-probs from the learner's forward, equal to those spkit's sampler records."""
+    model, tok = random_tiny
+    s = Sampler(model, tok)
+    params = SamplingParams(max_new_tokens=12, temperature=0.7)
+    outs = s.generate(["a b", "c d e", "a b"], params, seed=3)
+    blank = [dataclasses.replace(o, logprobs=[], sampling_logprobs=[]) for o in outs]
+    again = s._rescore(blank, params)
+    for a, b in zip(outs, again, strict=True):
+        assert b.logprobs == pytest.approx(a.logprobs, abs=1e-4)
+        assert b.sampling_logprobs == pytest.approx(a.sampling_logprobs, abs=1e-4)
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed: the missing-vLLM message cannot show")
+def test_backend_vllm_without_vllm_is_one_line_before_any_work(tiny_dir, tmp_path):
+    cfg = spiral.Config(model=str(tiny_dir), steps=1, backend="vllm", out=str(tmp_path / "r"))
+    with pytest.raises(SpkitError, match=r"^backend 'vllm' needs vLLM: pip install") as e:
+        spiral.train(cfg)
+    assert "\n" not in str(e.value) and not (tmp_path / "r").exists()
+
+
+def _spiral(tiny_dir, out, **kw):
+    base = dict(model=str(tiny_dir), steps=2, episodes=3, eval_every=0, eval_games=0, avg_every=0, checkpoint_every=1,
+                out=str(out), plot=False, tensorboard=False, lr=1e-3)
+    return spiral.Config(**{**base, **kw})
+
+
+@needs_peft
+def test_lora_run_trains_adapters_only_and_final_loads_in_plain_transformers(tiny_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    h = spiral.train(_spiral(tiny_dir, tmp_path / "a", lora=4))
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    merged = AutoModelForCausalLM.from_pretrained(h.final_dir)  # no peft needed
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # only adapted layers moved
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir), h.final_dir / "adapter")
+    torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-5, rtol=1e-5)
+    # resume restores the adapters and their optimizer state: equal to the straight run
+    spiral.train(_spiral(tiny_dir, tmp_path / "b", lora=4, steps=1))
+    r = spiral.train(_spiral(tiny_dir, tmp_path / "b", lora=4, resume=True))
+    again = AutoModelForCausalLM.from_pretrained(r.final_dir)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in merged.state_dict().items())
+
+
+def test_activation_checkpointing_recomputes_the_forward_and_keeps_the_gradient(random_tiny):
+    from spkit.run import Run, RunConfig
+
+    model, tok = random_tiny
+    plain = copy.deepcopy(model)
+    Run(RunConfig(grad_checkpointing=True), "t").track(model=model, tokenizer=tok)
+    calls = []
+    model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda *a: calls.append(1))
+    ids = _ids(tok)
+    grads = []
+    for m in (plain, model):
+        m.train()
+        torch.log_softmax(m(ids).logits, -1)[0, :, 7].sum().backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    assert len(calls) == 2  # the layer ran again in the backward pass: its activations were not kept
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, atol=1e-6, rtol=1e-5)
