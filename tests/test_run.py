@@ -276,3 +276,44 @@ def test_a_preference_learner_runs_under_torchrun_with_rank0_writing(tmp_path):
     rows = read_metrics(tmp_path / "out" / "metrics.csv")
     assert [int(r["step"]) for r in rows].count(40) == 1  # one writer
     assert (tmp_path / "out" / "sppo.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_under_torchrun_the_run_loop_averages_gradients_for_any_trainer(tmp_path):
+    """A trainer with no distributed code of its own: each rank draws other data, yet the replicas
+    end equal, and unlike a one-process run on rank 0's data (the gradients were averaged before
+    each step of the tracked optimizer)."""
+    script = tmp_path / "toy.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from spkit.run import Run, RunConfig
+        from spkit.testing import tiny_random_model
+        run = Run(RunConfig(steps=3, tensorboard=False, plot=False), "toy")
+        model, tok = tiny_random_model(layers=1, hidden=16)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        run.track(model=model, tokenizer=tok, optimizer=opt)
+
+        def step(t):
+            g = torch.Generator().manual_seed(1000 * run.rank + t)  # each rank its own data
+            ids = torch.randint(0, len(tok), (2, 8), generator=g)
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return {{"losses/policy": loss.item()}}
+
+        run.loop(step)
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, {str(tmp_path)!r} + "/w" + os.environ.get("RANK", "solo") + ".pt")
+    """))
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)],
+                       capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    solo = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env)
+    assert solo.returncode == 0, solo.stderr[-2000:]
+    w0, w1, w_solo = (torch.load(tmp_path / f"w{k}.pt") for k in ("0", "1", "solo"))
+    assert torch.equal(w0, w1) and not torch.allclose(w0, w_solo)
