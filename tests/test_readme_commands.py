@@ -46,6 +46,26 @@ def test_the_readmes_hold_the_commands_this_test_runs():
     assert any("processbench_local" in c for c in found) and any("spkit_arith_correct" in c for c in found)
 
 
+def test_every_spkit_command_in_the_readmes_parses():
+    """Every `spkit ...` line of the READMEs' bash blocks names a real subcommand and real flags
+    (parsing only: the runs themselves are the on-demand test below)."""
+    import shlex
+
+    from spkit.cli import build_parser
+
+    lines = []
+    for name in ("README.md", "evals/README.md", "CONTRIBUTING.md"):
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / name).read_text(), re.S):
+            lines += [re.sub(r"\s+#.*$", "", x).strip() for x in block.replace("\\\n", " ").splitlines()]
+    cmds = [shlex.split(c)[1:] for c in lines if c.startswith("spkit ") and "--help" not in c]
+    assert len(cmds) >= 15
+    for argv in cmds:
+        try:
+            build_parser(argv).parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README command does not parse: spkit {shlex.join(argv)}")
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     from spkit.testing import tiny_random_model
