@@ -1,9 +1,11 @@
 """Data parallelism with plain `torch.distributed`: no wrapper class, three functions.
 
-Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds the whole model,
-collects its own rollouts (from rank-derived seeds), and averages gradients before each optimizer
-step, so the replicas stay identical; rank 0 alone writes files and logs. NCCL on GPUs, gloo on
-the CPU (the test suite runs two CPU processes).
+Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds the whole model and
+averages gradients before each optimizer step, so the replicas stay identical: `spkit.run.Run`
+does it for the optimizer a trainer gives `run.track` (a pre-step hook); SPIRAL also calls
+`all_reduce_grads` itself, before its gradient clipping, and collects rollouts from rank-derived
+seeds (the other trainers draw the same problems on every rank). Rank 0 alone writes files and
+logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).
 """
 
 from __future__ import annotations
