@@ -52,7 +52,7 @@ from spkit.errors import SpkitError
 from spkit.generation import set_default_backend
 from spkit.models import add_lora, has_lora, save_adapter, save_merged
 from spkit.run.checkpoint import Checkpointer, finite_weights
-from spkit.run.distributed import all_reduce_grads, init_distributed, rank0_decides
+from spkit.run.distributed import average_before_step, init_distributed, rank0_decides
 from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress, read_metrics
 from spkit.seeding import seed_everything
 from spkit.vllm_backend import require_vllm
@@ -265,7 +265,7 @@ class Run:
         if model is not None and optimizer is not None and self.world > 1:
             # torchrun: average the ranks' gradients before every step of the tracked optimizer,
             # so the replicas stay identical in every trainer without a line of its own
-            optimizer.register_step_pre_hook(lambda opt, args, kwargs: all_reduce_grads(model))
+            optimizer.register_step_pre_hook(average_before_step(model))
         self.model, self.tokenizer, self.optimizer = model, tokenizer, optimizer
         self.state = state
 

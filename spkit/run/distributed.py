@@ -1,4 +1,4 @@
-"""Data parallelism with plain `torch.distributed`: no wrapper class, three functions.
+"""Data parallelism with plain `torch.distributed`: no wrapper class, four functions.
 
 Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds the whole model and
 averages gradients before each optimizer step, so the replicas stay identical: `spkit.run.Run`
@@ -42,6 +42,20 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world
+    model._spkit_grads_averaged = True  # the run loop's pre-step hook does not average them again
+
+
+def average_before_step(model: torch.nn.Module):
+    """An optimizer pre-step hook (`Optimizer.register_step_pre_hook`) that averages `model`'s
+    gradients across ranks unless the trainer already did since the last step (SPIRAL does, before
+    its gradient clipping)."""
+
+    def hook(optimizer, args, kwargs) -> None:
+        if not getattr(model, "_spkit_grads_averaged", False):
+            all_reduce_grads(model)
+        model._spkit_grads_averaged = False
+
+    return hook
 
 
 def rank0_decides(flag: bool) -> bool:
