@@ -118,12 +118,12 @@ def row_seed(seed: int, row: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device) -> torch.Tensor:
-    """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, i)."""
+def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device, first_row: int = 0) -> torch.Tensor:
+    """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, first_row + i)."""
     out = torch.empty(n_rows, max(n_steps, 1))
     g = torch.Generator()
     for i in range(n_rows):
-        g.manual_seed(row_seed(seed, i))
+        g.manual_seed(row_seed(seed, first_row + i))
         out[i] = torch.rand(out.shape[1], generator=g)
     return out.to(device)
 

@@ -200,13 +200,13 @@ class VLLMBackend:
         self.pushes += 1
         return True
 
-    def generate(self, prompts: list[str], params, seed: int) -> list:
+    def generate(self, prompts: list[str], params, seed: int, first_row: int = 0) -> list:
         if not prompts:
             return []
         if params.max_new_tokens == 0:
             tok = self.llm.get_tokenizer()
             return [Completion(p, "", tok(p)["input_ids"], [], [], "length", []) for p in prompts]
         self.sync()
-        sps = [to_vllm_params(params, row_seed(seed, i)) for i in range(len(prompts))]
+        sps = [to_vllm_params(params, row_seed(seed, first_row + i)) for i in range(len(prompts))]
         outs = self.llm.generate(prompts, sps, use_tqdm=False)
         return [completion_from_vllm(p, o) for p, o in zip(prompts, outs, strict=True)]

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from spkit.algos import inpo, nash_md, nash_mp, online_dpo, rlhf_bt, spo, sppo
+from spkit.errors import SpkitError
 from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
 from spkit.rl.losses import nash_md_loss
@@ -183,3 +184,47 @@ def test_learned_judge_run(tiny_dir):
 def test_lm_seed_and_resume(mod, tiny_dir, tmp_path):
     a = check_seed_and_resume(mod.train, _lm_cfg(mod, tiny_dir), tmp_path)
     assert a.rows[-1]["train/oracle_calls"] > 0
+
+
+# ---- the explorer's LM mode --------------------------------------------------------------------------------
+def test_lm_explorer_reads_each_prompts_classes_across_iterations(tiny_dir, tmp_path):
+    from spkit.algos.preference_game import topic_key
+    from spkit.widgets.preference import LMPreferenceExplorer
+
+    h = sppo.train(dataclasses.replace(_lm_cfg(sppo, tiny_dir), steps=2, out=str(tmp_path / "run"), plot=False,
+                                       tensorboard=False))
+    for ex in (LMPreferenceExplorer(h.rows), LMPreferenceExplorer.from_run(tmp_path / "run")):
+        assert ex.topics() == list(lmp.TOPICS[:2])
+        steps, q = ex.distribution(1)
+        assert steps.tolist() == [0, 1, 2] and q.shape == (3, len(lmp.CLASSES))
+        assert np.allclose(q.sum(1), 1.0)
+        assert all(v * 4 == round(v * 4) for v in q.flatten())  # shares of eval_samples = 4 answers
+        ex.topic = 1
+        ex.plot()
+        assert ex.table_html().count("<tr>") == 1 + 1 + 3  # header, winner, t = 0, 1, 2
+    last = h.rows[-1]  # the per-prompt shares average to the logged overall shares
+    for c, name in enumerate(lmp.CLASSES):
+        assert np.mean([last[topic_key(g, c)] for g in range(2)]) == pytest.approx(last[f"eval/class_{name}"])
+
+
+def test_lm_explorer_known_answers_and_errors(tmp_path):
+    from spkit.algos.preference_game import topic_key
+    from spkit.widgets.preference import LMPreferenceExplorer
+
+    shares = [[1.0, 0.0, 0.0, 0.0], [0.25, 0.5, 0.25, 0.0]]
+    rows = [{"step": t, **{topic_key(0, c): s for c, s in enumerate(q)}} for t, q in enumerate(shares)]
+    rows.append({"step": 2, "losses/policy": 0.1})  # a training row: no evaluation
+    ex = LMPreferenceExplorer(rows)
+    assert ex.topics() == [lmp.TOPICS[0]]
+    steps, q = ex.distribution()
+    assert steps.tolist() == [0, 1] and np.array_equal(q, np.array(shares))
+    P = lmp.class_matrix()
+    # all "describe": the best response is "routine", which beats it with probability ½ + z = 0.9
+    assert ex.exploitabilities()[0] == pytest.approx(0.4)
+    assert ex.exploitabilities()[1] == pytest.approx(exploitability(P, np.array(shares[1])))
+    with pytest.raises(SpkitError, match="topic 3 was not evaluated"):
+        ex.distribution(3)
+    with pytest.raises(SpkitError, match="no metrics.csv"):
+        LMPreferenceExplorer.from_run(tmp_path)
+    with pytest.raises(SpkitError, match="unknown learner"):
+        ex.train("PPO")

@@ -9,6 +9,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +151,79 @@ def test_activation_checkpointing_recomputes_the_forward_and_keeps_the_gradient(
     assert len(calls) == 2  # the layer ran again in the backward pass: its activations were not kept
     for n, g in grads[0].items():
         torch.testing.assert_close(grads[1][n], g, atol=1e-6, rtol=1e-5)
+
+
+# ---- data parallelism: 2 ranks × batch B make the update 1 rank × batch 2B makes ----------------------
+_TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+needs_torchrun = pytest.mark.skipif(not Path(_TORCHRUN).exists(), reason="torchrun not installed")
+
+_RECORD_GRADIENT = """
+import os, sys, torch
+torch.set_num_threads(1)
+from spkit.algos import {algo} as A
+from spkit.run import distributed
+seen = []
+clip = distributed.clip_grad_norm
+def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
+    norm = clip(model, max_norm)
+    seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
+    return norm
+A.clip_grad_norm = recording_clip
+cfg = A.Config(steps=1, problems=int(sys.argv[1]), k=4, max_new_tokens=24, eval_every=0, eval_limit=1,
+               tensorboard=False, plot=False, threads=1, seed=4, dynamic_sampling=False)
+A.train(cfg)
+torch.save(seen[0], sys.argv[2] + "/grad" + os.environ.get("RANK", "solo") + ".pt")
+"""
+
+
+@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
+@needs_torchrun
+@pytest.mark.parametrize("algo", ["grpo", "nft"])
+def test_two_ranks_with_batch_b_make_the_update_one_rank_with_batch_2b_makes(algo, tmp_path):
+    """GRPO's loop (and NFT on it) split one global batch across ranks: each rank samples its
+    shard with the whole batch's row seeds and normalises by the whole batch, so the averaged
+    gradient equals one process's gradient on the whole batch; rank 0's shard alone differs.
+    (Dynamic sampling refills each rank's shard on its own, so it is off here.)"""
+    script = tmp_path / "run.py"
+    script.write_text(_RECORD_GRADIENT.format(algo=algo))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    two = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), "3", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    for problems, tag in ((6, "solo"), (3, "half")):
+        one = subprocess.run([sys.executable, str(script), str(problems), str(tmp_path)],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert one.returncode == 0, one.stderr[-2000:]
+        (tmp_path / "gradsolo.pt").rename(tmp_path / f"grad_{tag}.pt")
+    g0, g1, whole, half = (torch.load(tmp_path / f"{k}.pt") for k in ("grad0", "grad1", "grad_solo", "grad_half"))
+    assert torch.equal(g0, g1)  # the replicas step with one gradient
+    assert whole.abs().max() > 0  # the batch had groups with mixed rewards
+    rel = lambda g: float((g - whole).norm() / whole.norm())  # noqa: E731 (float sums in another order)
+    assert rel(g0) < 1e-5, rel(g0)
+    assert rel(half) > 1e-2, rel(half)
+
+
+# ---- benchmarks/gpu_smoke.sh ----------------------------------------------------------------------------
+_SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.sh"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the real smoke test")
+def test_gpu_smoke_without_cuda_is_one_line_and_exit_0(tmp_path):
+    r = subprocess.run(["bash", str(_SMOKE), "spkit-tiny", str(tmp_path)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0 and r.stdout.strip().splitlines() == [
+        "gpu_smoke: no CUDA device here; skipped (SPKIT_SMOKE_DEVICE=cpu runs it on the CPU)"]
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.slow  # three short runs of spkit-tiny: ~50 s CPU
+def test_gpu_smoke_runs_its_three_jobs_and_prints_throughput_on_the_cpu(tmp_path):
+    r = subprocess.run(["bash", str(_SMOKE), "spkit-tiny", str(tmp_path)], capture_output=True, text=True,
+                       timeout=900, env={**os.environ, "PYTHON": sys.executable, "SPKIT_SMOKE_DEVICE": "cpu",
+                                         "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    tail = r.stdout.strip().splitlines()[-3:]
+    assert tail[0].startswith("spiral: 3 steps, ") and "rollout tokens/s" in tail[0]
+    assert tail[1].startswith("grpo: 3 steps, ") and tail[1].endswith(" s/step")
+    assert tail[2].startswith("eval: 200 samples in ")
+    assert (tmp_path / "grpo" / "final" / "model.safetensors").exists()

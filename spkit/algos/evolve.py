@@ -63,6 +63,7 @@ from spkit.rl import correction as C
 from spkit.rl import verifiable as V
 from spkit.rl.losses import dpo_loss, sequence_logps, sft_loss
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 
@@ -178,7 +179,7 @@ def update(model, optimizer, ref_model, chosen: Sequence[Completion], rejected: 
             stats |= {"dpo": dpo, "margin": margin}
         stats |= {"dpo_last": dpo, "margin_last": margin}
         if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats

@@ -80,6 +80,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm, global_sum, shard, world
 from spkit.sampling import Completion, behaviour_logprobs
 from spkit.seeding import derive_seed
 
@@ -148,7 +149,12 @@ def rollout(sampler: Sampler, cfg: Config, params, seed: int, problems_fn: Probl
     `cfg` is any config with `problems`, `k`, `dynamic_sampling` and `max_rounds` (NFT, SEC and
     RLSP reuse this). `problems_fn(n, seed)` draws the problems (default: `V.train_problems`,
     all levels; SEC draws them from its curriculum), `score_fn` rewards them (default:
-    `V.score`, strict correctness; RLSP adds its exploration bonus)."""
+    `V.score`, strict correctness; RLSP adds its exploration bonus).
+
+    Under torchrun `cfg.problems` is per rank: every rank draws the same `problems × world`
+    problems and samples its `shard` of them with the whole batch's per-row randomness, so the
+    ranks together sample exactly what one process with `problems × world` samples (with dynamic
+    sampling each rank refills its own shard until it holds `problems` mixed groups)."""
     problems_fn = problems_fn or V.train_problems
     score_fn = score_fn or V.score
     comps: list[Completion] = []
@@ -156,11 +162,13 @@ def rollout(sampler: Sampler, cfg: Config, params, seed: int, problems_fn: Probl
     kept: list[dict] = []
     drawn: list[torch.Tensor] = []
     for r in range(cfg.max_rounds if cfg.dynamic_sampling else 1):
-        problems = problems_fn(cfg.problems, derive_seed(seed, "problems", r))
-        outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(seed, "sample", r))
+        every = problems_fn(cfg.problems * world()[1], derive_seed(seed, "problems", r))  # all ranks' batch
+        mine = shard(len(every))  # this rank's problems, sampled with the whole batch's row seeds
+        problems = every[mine]
+        outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(seed, "sample", r), mine.start * cfg.k)
         rew = score_fn(outs, problems, cfg.k)  # 2
         drawn.append(rew)
-        keep = V.mixed_groups(rew, cfg.k) if cfg.dynamic_sampling else torch.ones(cfg.problems, dtype=torch.bool)
+        keep = V.mixed_groups(rew, cfg.k) if cfg.dynamic_sampling else torch.ones(len(problems), dtype=torch.bool)
         for g in keep.nonzero().flatten().tolist():  # Eq. (DS)
             comps += outs[g * cfg.k: (g + 1) * cfg.k]
             rewards.append(rew[g * cfg.k: (g + 1) * cfg.k])
@@ -183,17 +191,17 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
     adv = grpo_advantages(batch.rewards, cfg.k, scale=cfg.scale_rewards)  # (G·K,) Eq. (A)
     comps = batch.completions
     P, C = [c.prompt_ids for c in comps], [c.token_ids for c in comps]
-    n_rows, n_tok = len(comps), float(sum(len(c) for c in C))
+    n_rows, n_tok = V.global_batch(len(comps), float(sum(len(c) for c in C)))  # all ranks' counts / world
     ref: dict[int, torch.Tensor] = {}
     if ref_model is not None and cfg.kl_coef > 0:
         with torch.no_grad():
-            for sl in V.microbatches(n_rows, cfg.micro_batch):
+            for sl in V.microbatches(len(comps), cfg.micro_batch):
                 ref[sl.start] = V.padded_logprobs(ref_model, P[sl], C[sl], cfg.temperature)[0]
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
     model.train()
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for sl in V.microbatches(n_rows, cfg.micro_batch):
+        for sl in V.microbatches(len(comps), cfg.micro_batch):
             logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
             T = logp.shape[1]
             old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]], T).to(logp.device)  # (b, T)
@@ -211,7 +219,7 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
                     stats["kl"] += masked_mean(kl_k3(logp, ref[sl.start]), mask, None).item() * tok_share / cfg.ppo_epochs
             stats["policy"] += loss.item() / cfg.ppo_epochs
         if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats
@@ -265,11 +273,11 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t0 = time.perf_counter()
         batch = rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t), hooks.problems_fn or task.train_problems,
                         hooks.score_fn)  # 1-2
-        counter.samples += batch.drawn
+        counter.samples += int(global_sum(batch.drawn))  # every rank's samples
         t_roll = time.perf_counter() - t0
         extra = hooks.after_rollout(t, batch) if hooks.after_rollout else {}
         losses = (update(model, optimizer, batch, cfg, ref_model, cfg.new_tokens(task))  # 3-4
-                  if batch.completions else {})
+                  if global_sum(len(batch.completions)) else {})  # every rank steps, or none
         return {**rollout_metrics(batch, cfg.k, counter.samples), **extra,
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}

@@ -73,6 +73,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import nft_loss
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm, global_sum
 from spkit.sampling import behaviour_logprobs
 from spkit.seeding import derive_seed
 
@@ -128,14 +129,14 @@ def update(model, optimizer, batch: grpo.Batch, cfg: Config, max_len: int = V.EV
     comps = [batch.completions[i] for i in rows]
     correct, rate = batch.rewards[rows], rates[rows]
     P, C = [c.prompt_ids for c in comps], [c.token_ids for c in comps]
-    n_rows, n_tok = len(comps), float(sum(len(c) for c in C))
+    n_rows, n_tok = V.global_batch(len(comps), float(sum(len(c) for c in C)))  # all ranks' counts / world
     stats = {"policy": 0.0, "grad_norm": 0.0}
-    if not comps:
+    if not n_rows:  # no rank has a row to train on: nobody steps
         return stats
     model.train()
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for sl in V.microbatches(n_rows, cfg.micro_batch):
+        for sl in V.microbatches(len(comps), cfg.micro_batch):
             logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
             old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]],
                             logp.shape[1]).to(logp.device)  # (b, T): π_old at the rollout's T
@@ -145,7 +146,7 @@ def update(model, optimizer, batch: grpo.Batch, cfg: Config, max_len: int = V.EV
             loss.backward()
             stats["policy"] += loss.item() / cfg.ppo_epochs
         if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats
@@ -164,7 +165,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
         batch = grpo.rollout(sampler, cfg, params, derive_seed(cfg.seed, "step", t), task.train_problems)  # 1
-        counter.samples += batch.drawn
+        counter.samples += int(global_sum(batch.drawn))  # every rank's samples
         t_roll = time.perf_counter() - t0
         losses = update(model, optimizer, batch, cfg, cfg.new_tokens(task))  # 2-4
         rows = trained_rows(batch.rewards, cfg.k, cfg.neg_weight)

@@ -200,6 +200,11 @@ def plot_convergence(results: dict[str, dict], title: str = "", ax=None):
 CLASS_KEYS = tuple(f"eval/class_{c}" for c in lmp.CLASSES)
 
 
+def topic_key(topic: int, cls: int) -> str:
+    """The metric holding prompt `topic`'s share of class `cls` among π_t's evaluation samples."""
+    return f"eval/topic_{topic}/{lmp.CLASSES[cls]}"
+
+
 @dataclass
 class LMBatch:
     """K completions of each prompt from the policy that sampled them, grouped by prompt."""
@@ -365,6 +370,8 @@ class LMPreferenceRun:
             e, lo, hi = lmp.exploitability_interval(counts, self.P, rng)
             m = {LAST: e, LAST + "_lo": lo, LAST + "_hi": hi}
             m |= dict(zip(CLASS_KEYS, counts.sum(0) / counts.sum(), strict=True))
+            m |= {topic_key(g, c): counts[g, c] / cfg.eval_samples for g in range(len(self.prompts))
+                  for c in range(len(lmp.CLASSES))}  # per prompt (the LM explorer's view)
             if self.state.avg_counts.sum():
                 a, alo, ahi = lmp.exploitability_interval(self.state.avg_counts, self.P, rng)
                 m |= {AVG: a, AVG + "_lo": alo, AVG + "_hi": ahi}

@@ -91,6 +91,7 @@ from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
 from spkit.run import History
+from spkit.run.distributed import all_reduce_grads
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic
@@ -217,6 +218,7 @@ class ValueModel:
                 loss = ((v - y[idx].to(v.device)) ** 2).mean()  # Eq. (5)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                all_reduce_grads(self.model)  # the value model is not the run's tracked model
                 if max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
                 self.optimizer.step()

@@ -63,6 +63,7 @@ from spkit.rl import correction as C
 from spkit.rl import verifiable as V
 from spkit.rl.losses import sft_loss
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic
@@ -172,7 +173,7 @@ def weighted_update(model, optimizer, targets: Sequence[Completion], rewards: to
             loss.backward()
             stats["rwr"] += loss.item() / cfg.epochs
         if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats

@@ -69,6 +69,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import grpo_loss, kl_k3, masked_mean
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import Completion
 from spkit.seeding import derive_seed
 
@@ -155,7 +156,7 @@ def update(model, optimizer, eps: C.Episodes, targets: Targets, cfg: Config, ref
     _attempt_loss(model, eps.first, targets.adv1, targets.kl1, ref_model, cfg.micro_batch, stats, "kl1")
     _attempt_loss(model, eps.second, targets.adv2, targets.kl2, ref_model, cfg.micro_batch, stats, "kl2")
     if cfg.max_grad_norm > 0:
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
     optimizer.step()
     model.eval()
     return stats

@@ -80,6 +80,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.losses import masked_mean, ppo_clip_loss, sft_loss
 from spkit.run import History
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import Completion, SamplingParams
 from spkit.seeding import derive_seed
 from spkit.tasks import arithmetic, steps
@@ -310,7 +311,7 @@ def _update(model, optimizer, rows: list[tuple[Sequence[Completion], torch.Tenso
             (cfg.sft_coef * loss).backward()
             stats["losses/sft"] += loss.item() / cfg.ppo_epochs
         if cfg.max_grad_norm > 0:
-            stats["losses/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            stats["losses/grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats

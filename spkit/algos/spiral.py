@@ -126,7 +126,7 @@ from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
 from spkit.rl.selfplay import Episode, LMAgent, Turn, format_sft, outcome_rates, play_episodes
 from spkit.rl.tabular_pg import average_policy
 from spkit.run import History, Run, RunConfig
-from spkit.run.distributed import all_reduce_grads
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 from spkit.solvers.exploitability import Table, game_tree, nash_conv, nash_conv_interval
@@ -200,11 +200,17 @@ class Config(RunConfig):
 
     PRESETS = {  # a class constant (no annotation), not a field
         "tiny": lambda: Config(),
-        "qwen3-4b": lambda: Config(  # the paper's reference run
-            model="Qwen/Qwen3-4B-Base", mode="reasoning", lr=1e-6, episodes=32, min_turns=128, ppo_epochs=2,
-            micro_batch=1, max_new_tokens=4096, loss_norm="dr_grpo", steps=400, eval_every=32, eval_games=16,
-            eval_temperature=0.6, checkpoint_every=16, dtype="bfloat16"),
+        "qwen3-0.6b": lambda: Config.paper_scale("Qwen/Qwen3-0.6B-Base"),
+        "qwen3-1.7b": lambda: Config.paper_scale("Qwen/Qwen3-1.7B-Base"),
+        "qwen3-4b": lambda: Config.paper_scale("Qwen/Qwen3-4B-Base"),  # the paper's reference run
     }
+
+    @staticmethod
+    def paper_scale(model: str) -> Config:
+        """The paper's settings (lr 1e-6, 128 learner turns per step, dr_grpo, 4,096 tokens) on `model`."""
+        return Config(model=model, mode="reasoning", lr=1e-6, episodes=32, min_turns=128, ppo_epochs=2,
+                      micro_batch=1, max_new_tokens=4096, loss_norm="dr_grpo", steps=400, eval_every=32,
+                      eval_games=16, eval_temperature=0.6, checkpoint_every=16, dtype="bfloat16")
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or (8 if self.mode == "direct" else 64)
@@ -388,9 +394,8 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
             m = magnet()
             (cfg.magnet_coef * m).backward()
             stats["magnet"] = m.item()
-        all_reduce_grads(model)
-        if cfg.max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        if cfg.max_grad_norm > 0:  # averaged across ranks first (else the run loop's pre-step hook does)
+            stats["grad_norm"] = clip_grad_norm(model, cfg.max_grad_norm)
         optimizer.step()
     model.eval()
     return stats

@@ -19,6 +19,7 @@ import torch
 
 from spkit.rl.losses import dpo_loss, masked_mean, sequence_logps
 from spkit.rl.verifiable import microbatches, padded_logprobs
+from spkit.run.distributed import clip_grad_norm
 
 __all__ = ["Pair", "sequence_logprobs", "dpo_update", "best_worst"]
 
@@ -76,7 +77,7 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
             acc += float((h > 0).sum())
             margin += float(h.sum())
         if max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, max_grad_norm)
         optimizer.step()
         stats["pair_acc"], stats["margin"] = acc / n, margin / n
     model.eval()

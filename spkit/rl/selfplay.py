@@ -47,6 +47,7 @@ from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, shared_prefix_logprobs
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
 
@@ -277,7 +278,7 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            clip_grad_norm(model, cfg.max_grad_norm)
         opt.step()
         losses.append(loss.item())
     model.eval()

@@ -48,6 +48,7 @@ from spkit.logprobs import pad_right, repeated_prompt_logprobs
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import sft_loss
 from spkit.run import Run, RunConfig
+from spkit.run.distributed import clip_grad_norm, global_sum, world
 from spkit.sampling import Completion, SamplingParams
 from spkit.tasks import arithmetic, datafiles
 
@@ -55,7 +56,7 @@ __all__ = [
     "EVAL_LEVELS", "EVAL_PER_LEVEL", "EVAL_SEED", "EVAL_STOP", "EVAL_MAX_NEW_TOKENS", "EVAL_BATCH",
     "Task", "TASKS", "load_task", "VerifiableConfig", "task_of", "sample_budget", "Start", "start",
     "train_problems", "dev_problems", "heldout_problems", "rollout_params", "sample_groups", "score", "mixed_groups",
-    "heldout_completions", "greedy_as_eval", "evaluate_heldout", "SampleCounter", "microbatches", "microbatch_share",
+    "heldout_completions", "greedy_as_eval", "evaluate_heldout", "SampleCounter", "microbatches", "global_batch", "microbatch_share",
     "padded_logprobs", "sft_update", "sft_minibatches", "summary_line",
 ]
 
@@ -214,13 +215,14 @@ def rollout_params(max_new_tokens: int = EVAL_MAX_NEW_TOKENS, temperature: float
 
 
 def sample_groups(sampler: Sampler, problems: Sequence[dict], k: int, params: SamplingParams,
-                  seed: int) -> list[Completion]:
+                  seed: int, first_row: int = 0) -> list[Completion]:
     """K completions of each problem's prompt, laid out as consecutive groups: row i·K + j is
-    sample j of problem i. Row r draws its randomness from (seed, r) (see `spkit.sampling`)."""
+    sample j of problem i. Row r draws its randomness from (seed, first_row + r) (see
+    `spkit.sampling`): a rank sampling its shard of a batch passes the shard's first row."""
     if k < 1:
         raise SpkitError(f"k must be >= 1, got {k}")
     prompts = [arithmetic.prompt(p["question"]) for p in problems for _ in range(k)]
-    return sampler.generate(prompts, params, seed=seed)
+    return sampler.generate(prompts, params, seed=seed, first_row=first_row)
 
 
 def score(completions: Sequence[Completion] | Sequence[str], problems: Sequence[dict], k: int,
@@ -261,7 +263,15 @@ def microbatches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def microbatch_share(aggregation: str, mask: Tensor, n_rows: int, n_tok: float) -> float:
+def global_batch(n_rows: int, n_tok: float) -> tuple[float, float]:
+    """(rows, tokens) a rank normalises its loss by: the whole batch's counts over all ranks,
+    divided by the world size. Averaging the ranks' gradients then gives the gradient of the
+    whole batch's loss, as if one process had it all; in one process they are the batch's own."""
+    size = world()[1]
+    return global_sum(n_rows) / size, global_sum(n_tok) / size
+
+
+def microbatch_share(aggregation: str, mask: Tensor, n_rows: float, n_tok: float) -> float:
     """The weight of one micro-batch's aggregated loss so the accumulated gradient is the whole
     batch's: its share of the tokens for "token_mean", of the rows for "seq_mean"/"dr_grpo"."""
     if aggregation == "token_mean":
@@ -302,7 +312,7 @@ def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion
             loss.backward()
             stats["sft"] += loss.item() / epochs
         if max_grad_norm > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+            stats["grad_norm"] = clip_grad_norm(model, max_grad_norm)
         optimizer.step()
     model.eval()
     return stats

@@ -1,11 +1,15 @@
-"""Data parallelism with plain `torch.distributed`: no wrapper class, four functions.
+"""Data parallelism with plain `torch.distributed`: no wrapper class, a few functions.
 
 Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds the whole model and
 averages gradients before each optimizer step, so the replicas stay identical: `spkit.run.Run`
-does it for the optimizer a trainer gives `run.track` (a pre-step hook); SPIRAL also calls
-`all_reduce_grads` itself, before its gradient clipping, and collects rollouts from rank-derived
-seeds (the other trainers draw the same problems on every rank). Rank 0 alone writes files and
-logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).
+does it for the optimizer a trainer gives `run.track` (a pre-step hook), and `clip_grad_norm`
+does it before clipping, so the norm clipped is the whole batch's. Rollouts are split across
+ranks: SPIRAL plays its games from rank-derived seeds; the verifiable-reward trainers (GRPO and
+those built on its loop) draw one global batch of problems and sample their `shard` of it with
+the global batch's per-row randomness (`Sampler.generate(first_row=...)`), and normalise the loss
+by the global batch (`global_sum`), so 2 ranks × batch B make the update 1 rank × batch 2B
+makes (tested). The other trainers still draw the same data on every rank. Rank 0 alone writes
+files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).
 """
 
 from __future__ import annotations
@@ -33,16 +37,54 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if _active() else (0, 1)
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous share of ``n`` items (the first ``n % world`` ranks get one more)."""
+    rank, size = world()
+    per, extra = divmod(n, size)
+    start = rank * per + min(rank, extra)
+    return slice(start, start + per + (rank < extra))
+
+
+def global_sum(x: float) -> float:
+    """The sum of ``x`` over ranks (``x`` itself outside torchrun): batch sizes and token counts
+    a loss is normalised by, and sample counts a budget is measured in."""
+    if not _active():
+        return float(x)
+    t = torch.tensor([float(x)], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item())
+
+
 def all_reduce_grads(model: torch.nn.Module) -> None:
-    """Average gradients across ranks (call between backward and the optimizer step)."""
+    """Average gradients across ranks (call between backward and the optimizer step).
+
+    A parameter without a gradient on this rank (a rank whose shard of the batch was empty, or a
+    parameter its data did not reach) takes part with zeros, so every rank makes the same
+    collective calls whatever its data."""
     if not _active():
         return
     world = dist.get_world_size()
     for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= world
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= world
     model._spkit_grads_averaged = True  # the run loop's pre-step hook does not average them again
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    """Average gradients across ranks, then clip their global norm to ``max_norm``; the norm
+    before clipping. Clipping each rank's gradient before averaging would clip a different
+    vector than one process on the whole batch clips."""
+    all_reduce_grads(model)
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
 
 def average_before_step(model: torch.nn.Module):

@@ -3,6 +3,8 @@
 `compare_learners` runs every learner for the lesson's convergence figure (`plot_convergence`); `PreferenceExplorer`
 is the interactive widget's state and logic as a plain class (pick a family, edit the matrix,
 re-run), so tests drive it from Python; `PreferenceExplorer.widget()` wraps it in ipywidgets.
+`LMPreferenceExplorer` is its LM mode: one prompt's class distribution across a learner's
+iterations on spkit-tiny (`--mode lm`), against the class game's winner.
 """
 
 from __future__ import annotations
@@ -182,3 +184,138 @@ class PreferenceExplorer:
         out_tab.value = self.table_html()
         return W.VBox([W.HBox([fam, size, run_btn]), W.HBox([i_box, j_box, p_box, set_btn]), msg,
                        out_plot, out_tab])
+
+
+# ---- the LM mode: a learner on spkit-tiny, one prompt at a time ----------------------------------------
+LM_LEARNERS = {name: mod for name, (mod, _) in LEARNERS.items()}
+
+
+@dataclass
+class LMPreferenceExplorer:
+    """The explorer's LM mode: pick a prompt, see how the class distribution of the model's answers
+    to it moves across a learner's iterations (`spkit train <learner> --mode lm`), against the
+    class game's exact winner.
+
+    Built from a run's logged rows (`from_run(dir)` reads metrics.csv; `History.rows` of a run in
+    this process), or `train(...)` runs a learner here. Each evaluation row holds every prompt's
+    class shares (`preference_game.topic_key`), measured on fresh samples of π_t."""
+
+    rows: list[dict] = field(default_factory=list)
+    topic: int = 0
+    P: np.ndarray = field(init=False)
+    winner: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        from spkit.rl import lm_preference as lmp
+
+        self.classes = lmp.CLASSES
+        self.P = lmp.class_matrix()
+        self.winner = von_neumann_winner(self.P)
+
+    @classmethod
+    def from_run(cls, run_dir) -> LMPreferenceExplorer:
+        """The explorer over a finished (or running) `--mode lm` run directory."""
+        from pathlib import Path
+
+        from spkit.run.metrics import read_metrics
+
+        path = Path(run_dir) / "metrics.csv"
+        if not path.exists():
+            raise SpkitError(f"{run_dir} holds no metrics.csv; give the --out of a `spkit train <learner> --mode lm` run")
+        return cls(read_metrics(path))
+
+    def train(self, learner: str = "SPPO", steps: int = 6, seed: int = 0, **overrides) -> None:
+        """Run `learner` in LM mode here (in memory) and explore its rows."""
+        if learner not in LM_LEARNERS:
+            raise SpkitError(f"unknown learner {learner!r}; choose one of {', '.join(LM_LEARNERS)}")
+        mod = LM_LEARNERS[learner]
+        cfg = mod.Config(mode="lm", steps=steps, seed=seed, eval_every=1, **overrides)
+        self.rows = mod.train(cfg).rows
+
+    def topics(self) -> list[str]:
+        """The prompts' topics this run evaluated (in `lm_preference.TOPICS` order)."""
+        from spkit.algos.preference_game import topic_key
+        from spkit.rl import lm_preference as lmp
+
+        keys = set().union(*(r.keys() for r in self.rows)) if self.rows else set()
+        return [t for g, t in enumerate(lmp.TOPICS) if topic_key(g, 0) in keys]
+
+    def distribution(self, topic: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(steps (T,), class shares (T, C)) of one prompt at every evaluated iteration."""
+        from spkit.algos.preference_game import topic_key
+
+        g = self.topic if topic is None else topic
+        if not 0 <= g < len(self.topics()):
+            raise SpkitError(f"topic {g} was not evaluated; this run has {len(self.topics())} prompts")
+        keys = [topic_key(g, c) for c in range(len(self.classes))]
+        rows = [r for r in self.rows if all(k in r and np.isfinite(r[k]) for k in keys)]
+        return (np.array([int(r["step"]) for r in rows]),
+                np.array([[r[k] for k in keys] for r in rows]).reshape(len(rows), len(keys)))
+
+    def exploitabilities(self, topic: int | None = None) -> np.ndarray:
+        """(T,) exploitability of the prompt's measured class distribution at each iteration
+        (the plug-in value: from finitely many samples it reads above the truth)."""
+        return np.array([exploitability(self.P, q) for q in self.distribution(topic)[1]])
+
+    def plot(self, topic: int | None = None, ax=None):
+        """Stacked class shares of one prompt against the iteration; dashed: the winner's shares."""
+        from matplotlib.figure import Figure
+
+        steps, q = self.distribution(topic)
+        if ax is None:
+            ax = Figure(figsize=(7, 3.2)).subplots()
+        colors = [f"C{c}" for c in range(len(self.classes))]
+        if len(steps):
+            ax.stackplot(steps, q.T, labels=self.classes, colors=colors, alpha=0.75)
+        for c, w in enumerate(np.cumsum(self.winner)[:-1]):
+            ax.axhline(w, color="k", ls="--", lw=0.8, label="winner's shares" if c == 0 else None)
+        name = self.topics()[self.topic if topic is None else topic]
+        ax.set(xlabel="iteration t", ylabel="share of π_t's answers", ylim=(0, 1),
+               title=f'"Tell me about {name}." — class distribution of π_t')
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.figure.tight_layout()
+        return ax
+
+    def table_html(self, topic: int | None = None) -> str:
+        """The prompt's class shares and exploitability per iteration, as an HTML table (escaped)."""
+        steps, q = self.distribution(topic)
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.classes)
+        rows = [f"<tr><td>winner (LP)</td>{PreferenceExplorer._cells(self.winner)}"
+                f"<td>{exploitability(self.P, self.winner):.3f}</td></tr>"]
+        rows += [f"<tr><td>t = {t}</td>{PreferenceExplorer._cells(d)}<td>{e:.3f}</td></tr>"
+                 for t, d, e in zip(steps, q, self.exploitabilities(topic), strict=True)]
+        return f"<table><tr><th>policy</th>{head}<th>exploitability</th></tr>" + "".join(rows) + "</table>"
+
+    def widget(self):  # pragma: no cover - exercised in the notebook / browser
+        """ipywidgets UI: a prompt picker, a learner + steps + train button, the plot and the table."""
+        import ipywidgets as W
+        from IPython.display import display
+
+        pick = W.Dropdown(options=[(t, g) for g, t in enumerate(self.topics())],
+                          value=self.topic if self.topics() else None, description="prompt")
+        learner = W.Dropdown(options=list(LM_LEARNERS), value="SPPO", description="learner")
+        steps = W.IntSlider(value=6, min=1, max=40, description="steps")
+        go, msg = W.Button(description="train (LM mode)"), W.HTML()
+        out_plot, out_tab = W.Output(), W.HTML()
+
+        def refresh(_=None):
+            if not self.topics():
+                out_tab.value = "<i>no evaluated rows yet: train a learner</i>"
+                return
+            self.topic = pick.value
+            out_plot.clear_output(wait=True)
+            with out_plot:
+                display(self.plot().figure)
+            out_tab.value = self.table_html()
+
+        def on_train(_):
+            msg.value = "<i>training…</i>"
+            self.train(learner.value, steps.value)
+            pick.options = [(t, g) for g, t in enumerate(self.topics())]
+            msg.value = ""
+            refresh()
+
+        pick.observe(refresh, "value")
+        go.on_click(on_train)
+        refresh()
+        return W.VBox([W.HBox([pick]), W.HBox([learner, steps, go]), msg, out_plot, out_tab])
