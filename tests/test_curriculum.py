@@ -151,3 +151,19 @@ def test_spkit_train_sec_runs_from_the_command_line(tiny_dir, parity_reward, tmp
 def test_bad_curriculum_is_one_clear_line(tmp_path, capsys):
     assert main(["train", "sec", "--sec-tau", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--sec-tau" in capsys.readouterr().err
+
+
+def test_arm_rewards_pool_every_ranks_rows_when_given_a_cross_rank_sum():
+    """Two ranks' shards, their per-arm counts and sums added as `global_sum` adds them, give the
+    arm rewards of the whole batch; each rank asks for every arm in one order, even arms it lacks."""
+    adv = torch.tensor([1.0, -3.0, 0.5, 2.0, -1.0, 4.0])
+    arms = [1, 2, 1, 3, 2, 2]
+    whole = arm_rewards(adv, arms)
+    shards = [(adv[:3], arms[:3]), (adv[3:], arms[3:])]
+    calls: list[list[float]] = [[], []]
+    for r, (a, lab) in enumerate(shards):  # record what each rank would contribute, in call order
+        arm_rewards(a, lab, (1, 2, 3), lambda x, r=r: calls[r].append(x) or 1.0)
+    pooled = iter([x + y for x, y in zip(*calls, strict=True)])
+    assert len(calls[0]) == len(calls[1])  # the same collective calls on both ranks
+    both = arm_rewards(shards[0][0], shards[0][1], (1, 2, 3), lambda x: next(pooled))
+    assert both == pytest.approx(whole) and set(both) == {1, 2, 3}

@@ -57,6 +57,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.advantages import grpo_advantages
 from spkit.rl.curriculum import CURRICULA, Curriculum, arm_rewards
 from spkit.run import History
+from spkit.run.distributed import global_sum
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -93,13 +94,11 @@ def draw_problems(cur: Curriculum, n: int, seed: int) -> list[dict]:
 
 # ---- 3-4. Arm rewards and the bandit update ---------------------------------------------------------
 def bandit_step(cur: Curriculum, batch: grpo.Batch, cfg: Config) -> dict[str, float]:
-    """Steps 3-4: Eq. (r) from GRPO's advantages of the batch, then Eq. (Q) for every arm."""
-    if not batch.problems:
-        cur.update({})
-        return {}
-    adv = grpo_advantages(batch.rewards, cfg.k, scale=cfg.scale_rewards)  # (G·K,)
+    """Steps 3-4: Eq. (r) from GRPO's advantages of the batch (all ranks' rows under torchrun),
+    then Eq. (Q) for every arm."""
+    adv = grpo_advantages(batch.rewards, cfg.k, scale=cfg.scale_rewards) if batch.problems else batch.rewards
     rows = [p["steps"] for p in batch.problems for _ in range(cfg.k)]
-    rewards = arm_rewards(adv, rows)  # Eq. (r)
+    rewards = arm_rewards(adv, rows, cur.arms, global_sum)  # Eq. (r)
     cur.update(rewards)  # Eq. (Q)
     m = {f"curriculum/arm_reward_level_{lv}": rewards.get(lv, 0.0) for lv in cur.arms}
     for lv in cur.arms:

@@ -18,7 +18,7 @@ is eventually tried again::
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -30,14 +30,23 @@ __all__ = ["CURRICULA", "Curriculum", "arm_rewards"]
 CURRICULA = ("sec", "random", "easy_to_hard")
 
 
-def arm_rewards(advantages: Tensor, arms: Sequence[Hashable]) -> dict[Hashable, float]:
-    """SEC's reward of each arm present: the mean |advantage| of its rows (one arm per row)."""
+def arm_rewards(advantages: Tensor, arms: Sequence[Hashable], all_arms: Sequence[Hashable] | None = None,
+                total: Callable[[float], float] = float) -> dict[Hashable, float]:
+    """SEC's reward of each arm present: the mean |advantage| of its rows (one arm per row).
+
+    `total` sums a count or a sum over processes (`spkit.run.distributed.global_sum` under
+    torchrun, so every rank's bandit sees all ranks' rows and the bandits stay equal); every
+    rank then calls it for each of `all_arms`, in that order, whatever rows it holds."""
     if len(arms) != advantages.numel():
         raise SpkitError(f"{advantages.numel()} advantages for {len(arms)} arm labels")
-    sums: dict[Hashable, list[float]] = {}
-    for a, x in zip(arms, advantages.abs().tolist(), strict=True):
-        sums.setdefault(a, []).append(x)
-    return {a: sum(v) / len(v) for a, v in sums.items()}
+    mags = advantages.abs().tolist()
+    out: dict[Hashable, float] = {}
+    for a in dict.fromkeys(arms) if all_arms is None else all_arms:
+        x = [m for m, r in zip(mags, arms, strict=True) if r == a]
+        n = total(len(x))
+        if n:
+            out[a] = total(sum(x)) / n
+    return out
 
 
 class Curriculum:
