@@ -495,9 +495,10 @@ def test_report_processbench_tables_hand_worked(tmp_path):
                                                              "arith_3": (0.0, 1.0, 0.5)}),
         "s100": _pb_results("spkit_steps", "none", 100, "ck", {"arith_2": (1.0, 0.5, 0.0),
                                                                  "arith_3": (0.5, 0.5, 0.0)}),
-        "v100": _pb_results("spkit_steps_maj8", "maj@8", 200, "ck vote",
+        "v100": _pb_results("spkit_steps_maj8", "maj@8", 200, "ck",
                             {"arith_2": (1.0, 1.0, 0.0), "arith_3": (0.75, 0.25, 0.125)}),
     }
+    runs["v100"]["spkit"]["processbench_samples"] = 8
     for name, res in runs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(res))
@@ -509,22 +510,24 @@ def test_report_processbench_tables_hand_worked(tmp_path):
 
     text = report.compare([tmp_path / "v100", tmp_path / "s100", tmp_path / "s0"], tmp_path / "rep")
     lines = text.splitlines()
-    assert lines[0] == "| metric (%) | ck (step 0) | ck (step 100) | ck vote (step 200) |"  # by step
+    assert lines[0] == "| metric (%) | ck (step 0) | ck (step 100) | ck (step 200, maj@8) |"  # by step
     assert "| spkit_steps · avg F1 | 33.3 | 58.3 | n/a |" in lines  # (66.7 + 50) / 2
     assert "| spkit_steps maj@8 · avg F1 | n/a | n/a | 68.8 |" in lines  # (100 + 37.5) / 2 = 68.75
     assert "### spkit_steps (greedy)" in lines
     assert "### spkit_steps maj@8 (majority vote of 8 sampled critiques)" in lines
     assert "**ck (step 100)** (greedy; ProcessBench metrics, %)" in lines
-    assert "**ck vote (step 200)** (majority vote of 8 sampled critiques; ProcessBench metrics, %)" in lines
+    assert "**ck (step 200, maj@8)** (majority vote of 8 sampled critiques; ProcessBench metrics, %)" in lines
     greedy = text[text.index("**spkit_steps** across"):text.index("### spkit_steps maj@8")].splitlines()
-    assert greedy[2] == "| subset | metric | ck (step 0) | ck (step 100) | ck vote (step 200) |"
-    assert "| arith_2 | F1 | 66.7 | 66.7 | n/a |" in greedy  # 2*1*.5/1.5 at step 100
-    assert "| arith_3 | acc erroneous | 0.0 | 50.0 | n/a |" in greedy
-    assert "| arith_3 | unparsable | 50.0 | 0.0 | n/a |" in greedy
-    assert "| **average** | F1 | **33.3** | **58.3** | **n/a** |" in greedy
+    assert greedy[2] == "| subset | metric | ck (step 0) | ck (step 100) |"  # runs with the group
+    assert "| arith_2 | F1 | 66.7 | 66.7 |" in greedy  # 2*1*.5/1.5 at step 100
+    assert "| arith_3 | acc erroneous | 0.0 | 50.0 |" in greedy
+    assert "| arith_3 | unparsable | 50.0 | 0.0 |" in greedy
+    assert "| **average** | F1 | **33.3** | **58.3** |" in greedy
+    assert "| **average** | unparsable | 37.5 | 0.0 |" in greedy
     vote = text[text.index("**spkit_steps maj@8** across"):].splitlines()
-    assert "| arith_3 | F1 | n/a | n/a | 37.5 |" in vote  # 2*.75*.25/1
-    assert "| arith_3 | unparsable | n/a | n/a | 12.5 |" in vote
+    assert vote[2] == "| subset | metric | ck (step 200, maj@8) |"
+    assert "| arith_3 | F1 | 37.5 |" in vote  # 2*.75*.25/1
+    assert "| arith_3 | unparsable | 12.5 |" in vote
     assert (tmp_path / "rep" / "report.md").read_text() == text + "\n"
     assert (tmp_path / "rep" / "processbench_vs_step.png").stat().st_size > 0
     # a report of runs without ProcessBench groups has neither the sections nor the plot
@@ -583,7 +586,8 @@ def test_spkit_report_over_greedy_and_vote_runs(vote_run, model_dir, tmp_path, m
     assert main(["eval", "--model", model_dir, "--tasks", "spkit_steps", "--limit", "4",
                  "--step", "0", "--out", str(greedy)]) == 0
     text = report.compare([vote_run, greedy], tmp_path / "rep")
-    assert text.splitlines()[0] == f"| metric (%) | {Path(model_dir).name} (step 0) | {Path(model_dir).name} (step 5) |"
+    name = Path(model_dir).name
+    assert text.splitlines()[0] == f"| metric (%) | {name} (step 0) | {name} (step 5, maj@8) |"
     assert "spkit_steps · avg F1" in text and "spkit_steps maj@8 · avg F1" in text
     assert "### spkit_steps (greedy)" in text and "### spkit_steps maj@8" in text
     assert (tmp_path / "rep" / "processbench_vs_step.png").stat().st_size > 0

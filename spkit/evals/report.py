@@ -94,9 +94,12 @@ def pct(v: float | None) -> str:
 
 
 def _run_name(res: dict) -> str:
+    """A run's column name: label, step, and ``maj@8`` for an 8-sample ProcessBench run (so a
+    checkpoint's greedy and voted runs get different columns)."""
     info = res.get("spkit", {})
-    step = info.get("step")
-    return f"{info.get('label', 'run')}" + (f" (step {step})" if step is not None else "")
+    step, n = info.get("step"), info.get("processbench_samples") or 1
+    notes = ([f"step {step}"] if step is not None else []) + ([f"maj@{n}"] if n > 1 else [])
+    return f"{info.get('label', 'run')}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def headline_markdown(runs: list[dict]) -> str:
@@ -159,8 +162,10 @@ def processbench_markdown(res: dict, group: str, title: str | None = None) -> st
 
 
 def processbench_steps_markdown(runs: list[dict], group: str) -> str:
-    """Checkpoint by checkpoint: one row per subset x metric of ``group``, one column per run."""
-    per_run = [process_scores(r, group) if group in process_groups(r) else {} for r in runs]
+    """Checkpoint by checkpoint: one row per subset x metric of ``group``, one column per run
+    that holds the group (in the order given)."""
+    runs = [r for r in runs if group in process_groups(r)]
+    per_run = [process_scores(r, group) for r in runs]
     subsets = list(dict.fromkeys(s for p in per_run for s in p if s != "average"))
     mode = process_mode(group)
     lines = [f"**{task_label(group)}** across checkpoints ({MODE_TEXT.get(mode, mode)}; %)", "",
