@@ -346,18 +346,20 @@ def _x_axis(runs: list[dict]) -> tuple[list, bool]:
 def plot_processbench_steps(runs: list[dict], png: Path) -> None:
     """ProcessBench metrics across checkpoints: a row of panels (F1, acc erroneous, acc correct)
     per ProcessBench-style group (greedy and 8-sample vote apart), a line per subset and a thick
-    one for the average, over the runs that hold the group (one x axis for all panels)."""
+    one for the average, over the runs that hold the group (x: their training steps, else their
+    order)."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     groups = [g for g in PROCESS_GROUPS if any(g in process_groups(r) for r in runs)]
-    xs, use_steps = _x_axis(runs)
-    fig = Figure(figsize=(11, 3.2 * max(1, len(groups))))
-    axes = fig.subplots(max(1, len(groups)), 3, squeeze=False, sharex=True, sharey=True)
+    fig = Figure(figsize=(11, 3.4 * max(1, len(groups))))
+    axes = fig.subplots(max(1, len(groups)), 3, squeeze=False, sharey=True)
     for row, g in zip(axes, groups, strict=False):
-        per_run = [process_scores(r, g) if g in process_groups(r) else {} for r in runs]
+        g_runs = [r for r in runs if g in process_groups(r)]
+        xs, use_steps = _x_axis(g_runs)
+        per_run = [process_scores(r, g) for r in g_runs]
         subsets = list(dict.fromkeys(s for p in per_run for s in p))
         for ax, (m, name) in zip(row, PB_METRICS[:3], strict=True):
-            for sub in subsets:  # only the runs that have the number: lines bridge the others
+            for sub in subsets:  # a missing number (a subset a run lacks) is bridged
                 pts = [(x, 100 * v) for x, p in zip(xs, per_run, strict=True)
                        if (v := p.get(sub, {}).get(m)) is not None and not math.isnan(v)]
                 avg = sub == "average"
@@ -367,7 +369,7 @@ def plot_processbench_steps(runs: list[dict], png: Path) -> None:
             ax.set_ylim(-3, 103)
             ax.set_xlabel("training step" if use_steps else "run")
             if not use_steps:
-                ax.set_xticks(xs, [_run_name(r) for r in runs], rotation=20, fontsize=7)
+                ax.set_xticks(xs, [_run_name(r) for r in g_runs], rotation=25, ha="right", fontsize=7)
         row[0].set_ylabel("%")
         row[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
