@@ -14,9 +14,10 @@ Conventions kept identical to the ``hf`` backend so greedy metrics agree: no spe
 added to prompts, prompts longer than ``max_length - max_gen_toks`` are cut from the left,
 the text is cut at the first ``until`` string, and greedy decoding is used unless the task
 asks for ``do_sample``. Sampled requests are seeded one by one (``_request_seeds``), so a
-sample does not depend on the batch size or on the rank that draws it. One deliberate difference: when ``max_gen_toks`` exceeds what the
-context can hold (long-generation tasks on a small-context model), generation is shortened
-so the longest prompt keeps up to half of the context, rather than cutting every prompt.
+sample does not depend on the batch size or on the rank that draws it. One deliberate
+difference: when ``max_gen_toks`` exceeds what the context can hold (long-generation tasks on a
+small-context model), generation is shortened so the longest prompt keeps up to half of the
+context, rather than cutting every prompt.
 
 Data parallel: under ``torchrun --nproc_per_node N -m spkit eval ...`` every rank loads the
 model, lm-eval gives each rank its share of the requests (``rank``/``world_size``), and the
