@@ -204,7 +204,8 @@ def majority_vote(critiques: Sequence[str]) -> int | None:
     answer sampled first (``Counter.most_common``); the winner is then read as an int, so a
     winning non-integer answer (``\\boxed{paragraph 2}``) leaves the item unparsable. Returns
     the position of the first critique that gave the winning answer (None: no critique voted),
-    so `voted_index` reads the same answer from it.
+    so `voted_index` reads the same answer from it. (`last_boxed` allows nested braces where
+    the reference's regex stops at the first ``}``; they differ only on non-integer answers.)
     """
     answers = [None if (box := last_boxed(t)) is None else box.strip() for t in critiques]
     counts = Counter(a for a in answers if a is not None)
