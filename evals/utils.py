@@ -113,6 +113,19 @@ def processbench_process_results(doc: dict, results: list[str]) -> dict[str, Any
             "unparsable": int(pair[1] is None)}
 
 
+def processbench_majority(resps, docs) -> list[str]:
+    """lm-eval custom filter of the 8-sample mode (``_processbench_maj8_template``): per item, the
+    first sampled critique whose boxed answer is the majority one (``spkit.tasks.steps.
+    majority_vote``, ProcessBench's rule), or "" when no critique has a boxed answer, so
+    ``processbench_process_results`` reads the voted index from it as from a greedy critique."""
+    out = []
+    for critiques in resps:
+        critiques = list(critiques)
+        pos = _steps.majority_vote(critiques)
+        out.append(critiques[pos] if pos is not None else "")
+    return out
+
+
 def _scores(items: list[tuple[int, int | None]]) -> dict[str, float]:
     labels, preds = zip(*items, strict=True) if items else ((), ())
     return metrics.processbench_scores(labels, preds)

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -293,14 +294,13 @@ class Sampler:
         params: SamplingParams | None = None,
         seed: int | None = None,
         progress: bool = False,
-        first_row: int = 0,
+        row_seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         """Sample one completion per prompt (repeat a prompt to get several samples).
 
-        `first_row`: these prompts are rows ``first_row, first_row + 1, ...`` of a larger batch,
-        and draw that batch's randomness for those rows; a rank sampling its shard of a batch
-        (data-parallel training) gets exactly the completions one process sampling the whole
-        batch gets."""
+        ``row_seeds`` (one per prompt, e.g. from `spkit.sampling.row_seed`) replaces the
+        ``(seed, row index)`` streams, so a row's sample is the same whatever batch it is in.
+        """
         params = params or SamplingParams()
         prompts = list(prompts)
         if seed is None:
@@ -309,7 +309,7 @@ class Sampler:
         if bad:
             raise SpkitError(f"prompts must be strings, got {bad[0]}")
         if self._vllm is not None:
-            outs = self._vllm.generate(prompts, params, seed, first_row)
+            outs = self._vllm.generate(prompts, params, seed, row_seeds)
             return self._rescore(outs, params) if self._vllm.learner is not None else outs
         prompt_ids = [self.encode(p) for p in prompts]
         limit = self.context_limit()
@@ -321,11 +321,12 @@ class Sampler:
             return [Completion(p, "", ids, [], [], "length", []) for p, ids in
                     zip(prompts, prompt_ids, strict=True)]
         with torch.inference_mode():
-            toks, lps, slps, reasons = self._run(prompt_ids, params, seed, progress, first_row)
+            toks, lps, slps, reasons = self._run(prompt_ids, params, seed, progress, row_seeds)
         return [self._finish(p, ids, t, lp, slp, r, params) for p, ids, t, lp, slp, r in
                 zip(prompts, prompt_ids, toks, lps, slps, reasons, strict=True)]
 
-    def _run(self, prompt_ids, params: SamplingParams, seed: int, progress: bool, first_row: int = 0):
+    def _run(self, prompt_ids, params: SamplingParams, seed: int, progress: bool,
+             row_seeds: Sequence[int] | None = None):
         """The decode loop. Rows live at 'slots' of the engine; finished rows are dropped."""
         B, T = len(prompt_ids), params.max_new_tokens
         limit = getattr(self.model.config, "max_position_embeddings", None) or 1 << 62
@@ -335,7 +336,7 @@ class Sampler:
         layout = plan_layout(prompt_ids, self.share_prefix)
         logits = engine.prefill(layout, T)  # (B, V)
         dev = logits.device
-        uniforms = row_uniforms(seed, B, T, dev, first_row)  # (B, T): one random number per row and step
+        uniforms = row_uniforms(seed, B, T, dev, row_seeds)  # (B, T): one random number per row and step
         eos = torch.tensor(sorted(self.eos_ids()) or [-1], device=dev)
         stops = (*params.stop, "}") if params.stop_after_box else params.stop
         cand = self._stop_candidates(stops, logits.shape[-1], dev) if stops else None

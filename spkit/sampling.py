@@ -6,7 +6,9 @@ No model code lives here: `spkit.generation` (the torch `Sampler`), `spkit.engin
 `spkit.vllm_backend` all import from this module, never the other way round.
 
 Determinism: each row draws its randomness from its own generator, seeded from
-`(seed, row index)` by `row_seed` (vLLM gets the same per-request seeds), one uniform number
+`(seed, row index)` by `row_seed` (vLLM gets the same per-request seeds), or from a seed the
+caller gives that row (`row_seeds`: a sample that must not depend on which batch, or which
+data-parallel rank, it lands in, e.g. lm-eval's repeated samples), one uniform number
 per generated token (inverse-CDF sampling in `sample_tokens`). So row i's sample does not depend
 on the other rows of the batch except through floating-point differences in the logits (other
 batch shapes may round differently; that can flip a sample only where a uniform falls within
@@ -16,6 +18,7 @@ batch shapes may round differently; that can flip a sample only where a uniform 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -112,18 +115,24 @@ def box_end(text: str) -> int | None:
 
 
 # ---- Sampling math -------------------------------------------------------------------------
-def row_seed(seed: int, row: int) -> int:
-    """The seed of one row: a 63-bit hash of (seed, row), the same for every backend."""
+def row_seed(seed: int, row: int | str) -> int:
+    """The seed of one row: a 63-bit hash of (seed, row), the same for every backend. ``row`` may
+    also be a string naming the sample (e.g. task, document and repeat), for seeds that do not
+    depend on a row's position in a batch."""
     digest = hashlib.blake2b(f"spkit:{seed}:{row}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
-def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device, first_row: int = 0) -> torch.Tensor:
-    """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, first_row + i)."""
+def row_uniforms(seed: int, n_rows: int, n_steps: int, device: torch.device,
+                 row_seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """(n_rows, n_steps) uniforms in [0, 1); row i depends only on (seed, i), or only on
+    ``row_seeds[i]`` when given."""
+    if row_seeds is not None and len(row_seeds) != n_rows:
+        raise SpkitError(f"{len(row_seeds)} row seeds for {n_rows} rows")
     out = torch.empty(n_rows, max(n_steps, 1))
     g = torch.Generator()
     for i in range(n_rows):
-        g.manual_seed(row_seed(seed, first_row + i))
+        g.manual_seed(row_seed(seed, i) if row_seeds is None else int(row_seeds[i]))
         out[i] = torch.rand(out.shape[1], generator=g)
     return out.to(device)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 from spkit.errors import SpkitError
@@ -200,13 +201,15 @@ class VLLMBackend:
         self.pushes += 1
         return True
 
-    def generate(self, prompts: list[str], params, seed: int, first_row: int = 0) -> list:
+    def generate(self, prompts: list[str], params, seed: int,
+                 row_seeds: Sequence[int] | None = None) -> list:
         if not prompts:
             return []
         if params.max_new_tokens == 0:
             tok = self.llm.get_tokenizer()
             return [Completion(p, "", tok(p)["input_ids"], [], [], "length", []) for p in prompts]
         self.sync()
-        sps = [to_vllm_params(params, row_seed(seed, first_row + i)) for i in range(len(prompts))]
+        seeds = row_seeds if row_seeds is not None else [row_seed(seed, i) for i in range(len(prompts))]
+        sps = [to_vllm_params(params, int(s)) for s in seeds]
         outs = self.llm.generate(prompts, sps, use_tqdm=False)
         return [completion_from_vllm(p, o) for p, o in zip(prompts, outs, strict=True)]

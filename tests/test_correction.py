@@ -234,8 +234,8 @@ def test_attempt_two_continues_attempt_one(random_tiny, monkeypatch):
     model, tok = random_tiny
     seen: list[str] = []
     real = Sampler.generate
-    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False, first_row=0: (
-        seen.extend(prompts) or real(self, prompts, params, seed, progress, first_row)))
+    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False, row_seeds=None: (
+        seen.extend(prompts) or real(self, prompts, params, seed, progress, row_seeds)))
     probs = V.train_problems(2, 0)
     eps = C.sample_attempts(Sampler(model, tok), probs, 2, V.rollout_params(4), seed=3)
     assert seen[:4] == [arithmetic.prompt(p["question"]) for p in probs for _ in range(2)]

@@ -70,18 +70,112 @@ def test_critic_prediction(text, index):
     assert metrics.critic_prediction(text) == index
 
 
-def test_processbench_lm_eval_aggregation_matches_metrics():
+def _utils():
+    """evals/utils.py, the lm-eval glue (imported as lm-eval does: from the include path)."""
     sys.path.insert(0, str(ROOT / "evals"))
     try:
         import utils as ev
     finally:
         sys.path.pop(0)
+    return ev
+
+
+def test_processbench_lm_eval_aggregation_matches_metrics():
+    ev = _utils()
     docs = [{"label": 2}, {"label": -1}, {"label": 0}, {"label": -1}]
     outs = ["\\boxed{2}", "\\boxed{-1}", "garbage", "\\boxed{1}"]
     items = [ev.processbench_process_results(d, [o])["f1"] for d, o in zip(docs, outs, strict=True)]
     assert items == [(2, 2), (-1, -1), (0, None), (-1, 1)]
     assert ev.agg_acc_error(items) == 0.5 and ev.agg_acc_correct(items) == 0.5
     assert ev.agg_f1(items) == pytest.approx(0.5)
+
+
+# ---- ProcessBench's 8-sample majority vote (hand-made votes)
+
+
+def _box(x: str) -> str:
+    return f"The earliest error is in paragraph {x}. \\boxed{{{x}}}"
+
+
+@pytest.mark.parametrize(
+    ("critiques", "position", "index"),
+    [([_box("2")] * 5 + [_box("1")] * 3, 0, 2),  # plain majority
+     ([_box("1"), _box("2"), _box("2"), _box("1"), _box("0")], 0, 1),  # 2-2 tie: sampled first wins
+     ([_box("0"), _box("-1"), _box("-1"), _box("0"), _box("0"), _box("-1")], 0, 0),
+     (["no box", "\\boxed{1", _box("3"), "paragraph 2", "", "x", "y", "z"], 2, 3),  # no box: no vote
+     (["no box"] * 8, None, None),  # nothing voted: unparsable
+     ([_box("paragraph 2")] * 3 + [_box("2")] * 2, 0, None),  # the winner is not an int: unparsable
+     (["\\boxed{}"] * 2 + [_box("1")], 0, None),  # an empty box is a vote (for "")
+     (["\\boxed{ 2 }", "\\boxed{2}", _box("1")], 0, 2),  # answers are stripped before counting
+     (["\\boxed{0} no, rather \\boxed{2}", _box("2"), _box("0")], 0, 2),  # a critique's last box
+     ([_box("-1")] * 3 + [_box("4")] * 4 + [_box("-1")], 0, -1)],  # 4-4 tie: -1 came first
+)
+def test_majority_vote_hand_worked(critiques, position, index):
+    assert metrics.majority_vote(critiques) == position
+    assert metrics.voted_index(critiques) == index
+
+
+def test_majority_filter_feeds_the_voted_index_to_the_metrics():
+    """The maj@8 filter pipeline of the YAMLs (take_first_k 8, then the vote) on hand-made
+    samples, including a padded item (a short data-parallel rank's extra copies) whose extra
+    responses must not vote."""
+    from lm_eval.filters import build_filter_ensemble
+
+    ev = _utils()
+    docs = [{"label": 1}, {"label": -1}, {"label": 0}, {"label": -1}]
+    resps = [[_box("1")] * 3 + [_box("0")] * 2 + ["?"] * 3,  # votes 1: right
+             [_box("-1"), _box("2")] * 4,  # 4-4 tie, -1 first: right
+             ["?"] * 8,  # no vote: unparsable, wrong
+             [_box("-1")] * 4 + [_box("3")] * 4 + [_box("3")] * 8]  # padded: only the first 8 vote
+    filtered = ev.processbench_majority([r[:8] for r in resps], docs)
+    assert filtered == [_box("1"), _box("-1"), "", _box("-1")]
+    assert ev.processbench_majority(resps, docs)[3] == _box("3")  # why the YAMLs keep 8 first
+    ensemble = build_filter_ensemble("maj@8", [("take_first_k", {"k": 8}),
+                                               ("custom", {"filter_fn": ev.processbench_majority})])
+    from lm_eval.api.instance import Instance
+
+    insts = [Instance("generate_until", d, ("p", {}), 0, resps=list(r)) for d, r in zip(docs, resps, strict=True)]
+    ensemble.apply(insts)
+    assert [i.filtered_resps["maj@8"] for i in insts] == filtered
+    out = [ev.processbench_process_results(d, [f]) for d, f in zip(docs, filtered, strict=True)]
+    assert [o["f1"] for o in out] == [(1, 1), (-1, -1), (0, None), (-1, -1)]
+    assert [o["unparsable"] for o in out] == [0, 0, 1, 0]
+    items = [o["f1"] for o in out]
+    assert ev.agg_acc_error(items) == 0.5 and ev.agg_acc_correct(items) == 1.0
+    assert ev.agg_f1(items) == pytest.approx(2 / 3)
+
+
+def test_samples_option_picks_the_vote_variants():
+    from spkit.evals.run import resolve_tasks, with_samples
+
+    names = resolve_tasks("spkit_arith,processbench,spkit_steps_arith_3")
+    assert with_samples(names, 1) == names
+    assert with_samples(names, 8) == ["spkit_arith", "processbench_local_maj8", "spkit_steps_maj8_arith_3"]
+    assert with_samples(resolve_tasks("processbench,processbench_maj8"), 8) == ["processbench_local_maj8"]
+    with pytest.raises(SpkitError, match="--samples 8 applies to processbench and spkit_steps"):
+        with_samples(resolve_tasks("gsm8k"), 8)
+    with pytest.raises(SpkitError, match="--samples is 1"):
+        with_samples(names, 4)
+
+
+def test_sampled_requests_do_not_depend_on_batch_size(random_tiny):
+    """Each sampled request is seeded by (task, doc, repeat), so the 8 samples of an item are the
+    same in any batch — and so on any data-parallel rank."""
+    from lm_eval.api.instance import Instance
+
+    from spkit.evals.lm import SpkitLM
+
+    model, tok = random_tiny
+    kw = {"until": [], "max_gen_toks": 6, "do_sample": True, "temperature": 1.0, "top_p": 0.9}
+    docs = [(f"Question: {a} + 4 =", d) for d, a in enumerate((3, 17, 250))]
+    reqs = [r for p, d in docs for r in [Instance("generate_until", {}, (p, kw), 0, ("t", d, 3))] * 3]
+    outs = {}
+    for bs in (1, 4, 64):
+        outs[bs] = SpkitLM(model=model, tokenizer=tok, batch_size=bs).generate_until(reqs, disable_tqdm=True)
+    assert outs[1] == outs[4] == outs[64]
+    alone = SpkitLM(model=model, tokenizer=tok, batch_size=4).generate_until(reqs[3:6], disable_tqdm=True)
+    assert alone == outs[1][3:6]  # doc 1 without the others (as on another rank)
+    assert len(set(outs[1])) > 3  # the repeats are different samples
 
 
 # ---- MATH
@@ -371,6 +465,134 @@ def test_spkit_eval_end_to_end_and_report(model_dir, tmp_path, monkeypatch):
         report.compare([tmp_path / "nope"])
 
 
+# ---- spkit report: ProcessBench tables on hand-made results.json files
+
+
+def _pb_results(group: str, flt: str, step: int | None, label: str,
+                per_subset: dict[str, tuple[float, float, float]], n: int = 10) -> dict:
+    """A results.json as `spkit eval` writes it for one ProcessBench-style group: ``per_subset``
+    maps a subset to (acc erroneous, acc correct, unparsable); F1 and the group's means follow."""
+    results, groups = {}, {}
+    for sub, (ae, ac, unp) in per_subset.items():
+        f1 = 0.0 if ae + ac == 0 else 2 * ae * ac / (ae + ac)
+        results[f"{group}_{sub}"] = {"alias": sub, f"acc_error,{flt}": ae, f"acc_correct,{flt}": ac,
+                                     f"f1,{flt}": f1, f"unparsable,{flt}": unp,
+                                     f"f1_stderr,{flt}": "N/A"}
+    subs = list(results.values())
+    groups[group] = {m: sum(r[m] for r in subs) / len(subs)
+                     for m in (f"acc_error,{flt}", f"acc_correct,{flt}", f"f1,{flt}")}
+    results[group] = dict(groups[group])
+    return {"results": results, "groups": groups, "group_subtasks": {group: list(results)[:-1]},
+            "n-samples": {t: {"original": 100, "effective": n} for t in list(results)[:-1]},
+            "spkit": {"tasks": [group], "step": step, "label": label, "model": label}}
+
+
+def test_report_processbench_tables_hand_worked(tmp_path):
+    from spkit.evals import report
+
+    runs = {  # two greedy checkpoints and the 8-sample vote of the second one
+        "s0": _pb_results("spkit_steps", "none", 0, "ck", {"arith_2": (0.5, 1.0, 0.25),
+                                                             "arith_3": (0.0, 1.0, 0.5)}),
+        "s100": _pb_results("spkit_steps", "none", 100, "ck", {"arith_2": (1.0, 0.5, 0.0),
+                                                                 "arith_3": (0.5, 0.5, 0.0)}),
+        "v100": _pb_results("spkit_steps_maj8", "maj@8", 200, "ck",
+                            {"arith_2": (1.0, 1.0, 0.0), "arith_3": (0.75, 0.25, 0.125)}),
+    }
+    runs["v100"]["spkit"]["processbench_samples"] = 8
+    for name, res in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    one = report.processbench_markdown(runs["s0"], "spkit_steps").splitlines()
+    assert one[0] == "**spkit_steps** (greedy; ProcessBench metrics, %)"
+    assert one[4] == "| arith_2 | 10 | 50.0 | 100.0 | 66.7 | 25.0 |"  # F1 = 2*.5*1/1.5
+    assert one[5] == "| arith_3 | 10 | 0.0 | 100.0 | 0.0 | 50.0 |"
+    assert one[6] == "| **average** | | 25.0 | 100.0 | **33.3** | 37.5 |"  # means over the subsets
+
+    text = report.compare([tmp_path / "v100", tmp_path / "s100", tmp_path / "s0"], tmp_path / "rep")
+    lines = text.splitlines()
+    assert lines[0] == "| metric (%) | ck (step 0) | ck (step 100) | ck (step 200, maj@8) |"  # by step
+    assert "| spkit_steps · avg F1 | 33.3 | 58.3 | n/a |" in lines  # (66.7 + 50) / 2
+    assert "| spkit_steps maj@8 · avg F1 | n/a | n/a | 68.8 |" in lines  # (100 + 37.5) / 2 = 68.75
+    assert "### spkit_steps (greedy)" in lines
+    assert "### spkit_steps maj@8 (majority vote of 8 sampled critiques)" in lines
+    assert "**ck (step 100)** (greedy; ProcessBench metrics, %)" in lines
+    assert "**ck (step 200, maj@8)** (majority vote of 8 sampled critiques; ProcessBench metrics, %)" in lines
+    greedy = text[text.index("**spkit_steps** across"):text.index("### spkit_steps maj@8")].splitlines()
+    assert greedy[2] == "| subset | metric | ck (step 0) | ck (step 100) |"  # runs with the group
+    assert "| arith_2 | F1 | 66.7 | 66.7 |" in greedy  # 2*1*.5/1.5 at step 100
+    assert "| arith_3 | acc erroneous | 0.0 | 50.0 |" in greedy
+    assert "| arith_3 | unparsable | 50.0 | 0.0 |" in greedy
+    assert "| **average** | F1 | **33.3** | **58.3** |" in greedy
+    assert "| **average** | unparsable | 37.5 | 0.0 |" in greedy
+    vote = text[text.index("**spkit_steps maj@8** across"):].splitlines()
+    assert vote[2] == "| subset | metric | ck (step 200, maj@8) |"
+    assert "| arith_3 | F1 | 37.5 |" in vote  # 2*.75*.25/1
+    assert "| arith_3 | unparsable | 12.5 |" in vote
+    assert (tmp_path / "rep" / "report.md").read_text() == text + "\n"
+    assert (tmp_path / "rep" / "processbench_vs_step.png").stat().st_size > 0
+    # a report of runs without ProcessBench groups has neither the sections nor the plot
+    arith = {"results": {"spkit_arith": {"exact_match,strict-match": 0.5}}, "groups": {},
+             "n-samples": {}, "spkit": {"tasks": ["spkit_arith"], "step": 1, "label": "a"}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(arith))
+    assert "###" not in report.compare([tmp_path / "a"], tmp_path / "rep2")
+    assert not (tmp_path / "rep2" / "processbench_vs_step.png").exists()
+
+
+@pytest.fixture(scope="module")
+def vote_run(model_dir, tmp_path_factory) -> Path:
+    """`spkit eval --tasks spkit_steps --samples 8 --limit 4 --step 5` of the test model."""
+    from spkit.cli import main
+
+    out = tmp_path_factory.mktemp("vote") / "run"
+    assert main(["eval", "--model", model_dir, "--tasks", "spkit_steps", "--samples", "8",
+                 "--limit", "4", "--step", "5", "--out", str(out)]) == 0
+    return out
+
+
+def test_spkit_eval_samples_8_end_to_end(vote_run):
+    """8 critiques per item; the logged vote is the majority of the logged samples and the
+    metrics score the voted index."""
+    out = vote_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["spkit"]["tasks"] == ["spkit_steps_maj8"] and res["spkit"]["processbench_samples"] == 8
+    assert "f1,maj@8" in res["groups"]["spkit_steps_maj8"]
+    for sub in ("arith_2", "arith_3", "arith_4"):
+        rows = [json.loads(x) for x in _lines(out / "samples" / f"spkit_steps_maj8_{sub}.jsonl")]
+        assert len(rows) == 4 and all(r["filter"] == "maj@8" for r in rows)
+        labels, preds = [], []
+        for r in rows:
+            critiques = r["resps"][0]
+            assert len(critiques) == 8
+            voted = metrics.voted_index(critiques)
+            assert r["f1"] == [r["doc"]["label"], voted]  # the metrics read the vote
+            assert r["unparsable"] == int(voted is None)
+            labels.append(r["doc"]["label"])
+            preds.append(voted)
+        want = metrics.processbench_scores(labels, preds)
+        got = res["results"][f"spkit_steps_maj8_{sub}"]
+        for m in ("acc_error", "acc_correct", "f1"):
+            assert got[f"{m},maj@8"] == pytest.approx(want[m], nan_ok=True)
+    assert "majority vote of 8 sampled critiques" in (out / "table.md").read_text()
+
+
+def test_spkit_report_over_greedy_and_vote_runs(vote_run, model_dir, tmp_path, monkeypatch):
+    """A greedy run of the same model next to the 8-sample run: `spkit report` keeps them apart."""
+    from spkit.cli import main
+    from spkit.evals import report
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    greedy = tmp_path / "greedy"
+    assert main(["eval", "--model", model_dir, "--tasks", "spkit_steps", "--limit", "4",
+                 "--step", "0", "--out", str(greedy)]) == 0
+    text = report.compare([vote_run, greedy], tmp_path / "rep")
+    name = Path(model_dir).name
+    assert text.splitlines()[0] == f"| metric (%) | {name} (step 0) | {name} (step 5, maj@8) |"
+    assert "spkit_steps · avg F1" in text and "spkit_steps maj@8 · avg F1" in text
+    assert "### spkit_steps (greedy)" in text and "### spkit_steps maj@8" in text
+    assert (tmp_path / "rep" / "processbench_vs_step.png").stat().st_size > 0
+
+
 def test_spkit_backend_caps_generation_to_the_context(random_tiny):
     from lm_eval.api.instance import Instance
 
@@ -422,3 +644,28 @@ def test_data_parallel_eval_under_torchrun_equals_one_process(tiny_dir, tmp_path
         return sorted((r["doc_id"], r["filter"], r["resps"][0][0]) for r in rows)
 
     assert responses("one") == responses("two") and len(responses("one")) == 10
+
+
+@pytest.mark.slow
+def test_data_parallel_vote_under_torchrun_equals_one_process(tiny_dir, tmp_path):
+    """The 8-sample mode on two gloo ranks: the same 8 samples per item (seeded per task, doc and
+    repeat), the same votes and metrics as one process, though the short rank is padded."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "spkit_steps_arith_2", "--samples", "8",
+            "--limit", "3", "--max-gen-toks", "8", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    one = subprocess.run([sys.executable, "-m", "spkit", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "spkit", *args,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-2000:]
+    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert res[0]["results"] == res[1]["results"] and "f1,maj@8" in res[0]["results"]["spkit_steps_maj8_arith_2"]
+
+    def votes(d: str) -> list:  # the padded rank's extra copies land after the 8 real samples
+        rows = [json.loads(x) for x in _lines(tmp_path / d / "samples" / "spkit_steps_maj8_arith_2.jsonl")]
+        return sorted((r["doc_id"], r["resps"][0][:8], r["filtered_resps"][0]) for r in rows)
+
+    assert votes("one") == votes("two") and len(votes("one")) == 3

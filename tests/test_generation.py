@@ -106,6 +106,27 @@ def test_same_seed_same_samples_and_row_independence(tiny, fast):
     assert [x.token_ids for x in d] == [x.token_ids for x in e]
 
 
+@pytest.mark.parametrize("fast", ENGINES)
+def test_row_seeds_make_a_row_independent_of_its_position(tiny, fast):
+    """With ``row_seeds`` a row's sample follows its own seed wherever it sits in the batch (what
+    lm-eval's repeated samples need to be the same on any data-parallel rank)."""
+    from spkit.sampling import row_seed
+
+    model, tok = tiny
+    s = Sampler(model, tok, fast=fast)
+    p = SamplingParams(max_new_tokens=12)
+    prompts = [RULES + x for x in PROMPTS]
+    seeds = [row_seed(3, f"doc{i}") for i in range(len(prompts))]
+    a = s.generate(prompts, p, seed=7, row_seeds=seeds)
+    back = s.generate(prompts[::-1], p, seed=99, row_seeds=seeds[::-1])  # the `seed` is unused
+    assert [x.token_ids for x in a] == [x.token_ids for x in back][::-1]
+    assert [x.token_ids for x in a] != [x.token_ids for x in s.generate(prompts, p, seed=7)]
+    same = s.generate([prompts[0]] * 3, p, row_seeds=[seeds[0], seeds[1], seeds[0]])
+    assert same[0].token_ids == same[2].token_ids == a[0].token_ids
+    with pytest.raises(SpkitError, match="row seeds"):
+        s.generate(prompts, p, row_seeds=seeds[:1])
+
+
 def test_engines_agree_on_samples(tiny):
     model, tok = tiny
     prompts = [RULES + x for x in PROMPTS] * 2

@@ -260,9 +260,9 @@ def test_training_prompts_come_from_the_train_split_only(name, tiny_dir, fake_re
     seen: list[tuple[str, float]] = []
     real = Sampler.generate
 
-    def record(self, prompts, params=None, seed=None, progress=False, first_row=0):
+    def record(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
         seen.extend((p, params.temperature) for p in prompts)
-        return real(self, prompts, params, seed, progress, first_row)
+        return real(self, prompts, params, seed, progress, row_seeds)
 
     monkeypatch.setattr(Sampler, "generate", record)
     mod = {"rft": rft, "grpo": grpo}[name]
@@ -373,8 +373,8 @@ def test_gsm8k_preset_trains_a_model_from_local_files(name, tiny_dir, tmp_path, 
     data = _write_gsm8k(tmp_path / "data")
     seen: list[str] = []
     real = Sampler.generate
-    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False, first_row=0: (
-        seen.extend(prompts) or real(self, prompts, params, seed, progress, first_row)))
+    monkeypatch.setattr(Sampler, "generate", lambda self, prompts, params=None, seed=None, progress=False, row_seeds=None: (
+        seen.extend(prompts) or real(self, prompts, params, seed, progress, row_seeds)))
     out = tmp_path / "run"
     main(["train", name, "--preset", "gsm8k", "--model", str(tiny_dir), "--data-dir", str(data), "--steps", "1",
           "--problems", "2", "--k", "2", "--max-new-tokens", "6", "--eval-limit", "2", "--out", str(out),

@@ -281,9 +281,9 @@ def test_heldout_and_dev_problems_never_enter_training(name, tiny_dir, fake_rewa
     trained: list[str] = []
     real_gen, real_sft = Sampler.generate, V.sft_minibatches
 
-    def gen(self, prompts, params=None, seed=None, progress=False, first_row=0):
+    def gen(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
         sampled.extend(_question(p) for p in prompts)
-        return real_gen(self, prompts, params, seed, progress, first_row)
+        return real_gen(self, prompts, params, seed, progress, row_seeds)
 
     def sft(model, optimizer, prompt_ids, *args, **kw):
         trained.extend(_question(tok.decode(p)) for p in prompt_ids)

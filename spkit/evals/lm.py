@@ -13,14 +13,17 @@ settings and sorted by length so every batch is dense. ``loglikelihood`` uses
 Conventions kept identical to the ``hf`` backend so greedy metrics agree: no special tokens are
 added to prompts, prompts longer than ``max_length - max_gen_toks`` are cut from the left,
 the text is cut at the first ``until`` string, and greedy decoding is used unless the task
-asks for ``do_sample``. One deliberate difference: when ``max_gen_toks`` exceeds what the
-context can hold (long-generation tasks on a small-context model), generation is shortened
-so the longest prompt keeps up to half of the context, rather than cutting every prompt.
+asks for ``do_sample``. Sampled requests are seeded one by one (``_request_seeds``), so a
+sample does not depend on the batch size or on the rank that draws it. One deliberate
+difference: when ``max_gen_toks`` exceeds what the context can hold (long-generation tasks on a
+small-context model), generation is shortened so the longest prompt keeps up to half of the
+context, rather than cutting every prompt.
 
 Data parallel: under ``torchrun --nproc_per_node N -m spkit eval ...`` every rank loads the
 model, lm-eval gives each rank its share of the requests (``rank``/``world_size``), and the
 scored samples are gathered on rank 0, which alone writes and prints (``torch.distributed``:
-NCCL on GPUs, gloo on the CPU). Greedy metrics equal a one-process run's.
+NCCL on GPUs, gloo on the CPU). Greedy metrics equal a one-process run's, and so do sampled
+ones (per-request seeds).
 """
 
 from __future__ import annotations
@@ -133,6 +136,7 @@ class SpkitLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Greedy (or sampled) continuations, batched per generation setting."""
         out: list[str | None] = [None] * len(requests)
+        seeds = self._request_seeds(requests)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, req in enumerate(requests):
             groups[self._params_key(req.args[1])].append(i)
@@ -151,7 +155,8 @@ class SpkitLM(LM):
             for b in range(0, len(idx), self.batch_size):
                 chunk = idx[b : b + self.batch_size]
                 comps = self.sampler.generate([prompts[i][0] for i in chunk], params,
-                                              seed=self.seed + b)
+                                              seed=self.seed + b,
+                                              row_seeds=[seeds[i] for i in chunk])
                 for i, c in zip(chunk, comps, strict=True):
                     text = _cut(c.text, params.stop)
                     out[i] = text
@@ -204,6 +209,27 @@ class SpkitLM(LM):
         return out
 
     # ---- helpers
+
+    def _request_seeds(self, requests) -> list[int]:
+        """One sampling seed per request, named by (task, document, request index, repeat).
+
+        lm-eval asks for a task's ``repeats`` samples by passing the same request that many
+        times in a row (then, on a short data-parallel rank, whole copies of the last one as
+        padding, whose responses the vote filters drop). Counting the copies gives the repeat
+        number, so sample k of a document is the same whatever batch or rank it lands in: a
+        sampled run (ProcessBench's 8-sample vote) scores the same on one process as under
+        torchrun. Requests without lm-eval's metadata are named by their prompt.
+        """
+        from spkit.sampling import row_seed
+
+        seen: dict[tuple, int] = defaultdict(int)
+        seeds = []
+        for req in requests:
+            key = ((req.task_name, req.doc_id, req.idx) if req.doc_id is not None
+                   else (None, None, req.args[0]))
+            seeds.append(row_seed(self.seed, f"{key[0]}|{key[1]}|{key[2]}|{seen[key]}"))
+            seen[key] += 1
+        return seeds
 
     @staticmethod
     def _params_key(gen_kwargs: dict) -> tuple:

@@ -11,7 +11,9 @@
   ``\\boxed{}``; an unparsable answer counts as wrong on erroneous *and* on correct items.
   Accuracy on erroneous items (exact earliest-error index), accuracy on correct items
   (prediction -1), and F1 = their harmonic mean; the benchmark score is the mean F1 over
-  subsets. Scores are fractions in [0, 1] (the reports print percentages).
+  subsets. Scores are fractions in [0, 1] (the reports print percentages). The benchmark's
+  8-sample mode predicts by majority vote over sampled critiques (``majority_vote``,
+  ``voted_index``; the tasks ``processbench_local_maj8`` and ``spkit_steps_maj8``).
 * IFEval: lm-eval's own instruction checks and four metrics (``evals/utils.py`` delegates).
 """
 
@@ -19,7 +21,14 @@ from __future__ import annotations
 
 import threading
 
-from spkit.tasks.steps import extract_index, harmonic_mean, last_boxed, processbench_scores  # noqa: F401 - ProcessBench's scores, re-exported
+from spkit.tasks.steps import (  # noqa: F401 - ProcessBench's scores and vote, re-exported
+    extract_index,
+    harmonic_mean,
+    last_boxed,
+    majority_vote,
+    processbench_scores,
+    voted_index,
+)
 
 # ---- MATH
 

@@ -4,11 +4,16 @@
 
 prints (and writes to ``--out/report.md``) one table — a row per headline metric, a column per
 run, ordered by training step — and draws ``score_vs_step.png`` (one line per metric; runs
-without a step are placed by their order on the command line). Scores are percentages.
+without a step are placed by their order on the command line). Scores are percentages. Runs
+with ProcessBench-style groups add, per group and mode (greedy, or ``maj@8``: the majority of 8
+sampled critiques, `spkit eval --samples 8`), every run's per-subset table, a table with a row
+per subset x metric and a column per checkpoint, and ``processbench_vs_step.png`` (F1, accuracy
+on erroneous and on correct items per subset across checkpoints).
 
 Headline metrics: GSM8K/spkit_arith strict and flexible exact match; MATH-500 math_verify and
-exact match; IFEval's four accuracies; ProcessBench/spkit_steps average F1 over subsets (the
-per-subset accuracy on erroneous and correct items and F1 are in each run's ``table.md``).
+exact match; IFEval's four accuracies; ProcessBench/spkit_steps average F1 and accuracies over
+subsets (the 8-sample mode's rows say ``maj@8``; per-subset numbers are in each run's
+``table.md`` and in the ProcessBench sections of the report).
 """
 
 from __future__ import annotations
@@ -25,16 +30,40 @@ _IFEVAL = [("prompt_level_strict_acc,none", "prompt strict"),
            ("inst_level_strict_acc,none", "inst strict"),
            ("prompt_level_loose_acc,none", "prompt loose"),
            ("inst_level_loose_acc,none", "inst loose")]
-_PB = [("f1,none", "avg F1"), ("acc_error,none", "avg acc erroneous"),
-       ("acc_correct,none", "avg acc correct")]
+# ProcessBench-style groups -> the lm-eval filter their metrics are keyed by: greedy critiques
+# ("none"), or the majority vote of 8 sampled ones ("maj@8", `spkit eval --samples 8`)
+PROCESS_GROUPS = {"processbench_local": "none", "spkit_steps": "none",
+                  "processbench_local_maj8": "maj@8", "spkit_steps_maj8": "maj@8"}
+PB_METRICS = [("f1", "F1"), ("acc_error", "acc erroneous"), ("acc_correct", "acc correct"),
+              ("unparsable", "unparsable")]
+
+
+def _pb(flt: str) -> list[tuple[str, str]]:
+    return [(f"f1,{flt}", "avg F1"), (f"acc_error,{flt}", "avg acc erroneous"),
+            (f"acc_correct,{flt}", "avg acc correct")]
+
+
 HEADLINE: dict[str, list[tuple[str, str]]] = {
     "gsm8k_local": _GSM, "spkit_arith": _GSM,
     "math500_local": [("math_verify,none", "math_verify"), ("exact_match,none", "exact match")],
     "ifeval_local": _IFEVAL, "spkit_ifeval_lite": _IFEVAL,
-    "processbench_local": _PB, "spkit_steps": _PB,
+    **{g: _pb(f) for g, f in PROCESS_GROUPS.items()},
 }
-PROCESS_GROUPS = ("processbench_local", "spkit_steps")
 SKIP_KEYS = ("alias", "name", "sample_len", "sample_count")
+
+
+def process_mode(group: str) -> str:
+    """How a ProcessBench-style group predicts: ``greedy`` or ``maj@8`` (8-sample vote)."""
+    flt = PROCESS_GROUPS.get(group, "none")
+    return "greedy" if flt == "none" else flt
+
+
+def task_label(task: str) -> str:
+    """A task's name in tables: ``processbench_local`` -> ``processbench``; the majority-vote
+    variants say so (``spkit_steps maj@8``), greedy and 8-sample results never share a name."""
+    if PROCESS_GROUPS.get(task, "none") != "none":
+        return f"{task.removesuffix('_maj8').removesuffix('_local')} {process_mode(task)}"
+    return task.removesuffix("_local")
 
 
 def _all_scores(res: dict) -> dict[str, dict]:
@@ -56,7 +85,7 @@ def headline(res: dict) -> dict[str, float]:
         for key, name in pairs:
             v = s.get(key)
             if isinstance(v, (int, float)):
-                out[f"{task.removesuffix('_local')} · {name}"] = float(v)
+                out[f"{task_label(task)} · {name}"] = float(v)
     return out
 
 
@@ -65,9 +94,12 @@ def pct(v: float | None) -> str:
 
 
 def _run_name(res: dict) -> str:
+    """A run's column name: label, step, and ``maj@8`` for an 8-sample ProcessBench run (so a
+    checkpoint's greedy and voted runs get different columns)."""
     info = res.get("spkit", {})
-    step = info.get("step")
-    return f"{info.get('label', 'run')}" + (f" (step {step})" if step is not None else "")
+    step, n = info.get("step"), info.get("processbench_samples") or 1
+    notes = ([f"step {step}"] if step is not None else []) + ([f"maj@{n}"] if n > 1 else [])
+    return f"{info.get('label', 'run')}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def headline_markdown(runs: list[dict]) -> str:
@@ -80,23 +112,71 @@ def headline_markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def processbench_markdown(res: dict, group: str) -> str:
-    """ProcessBench's table for one group: per subset acc (erroneous), acc (correct), F1."""
-    scores = _all_scores(res)
-    subtasks = res.get("group_subtasks", {}).get(group, [])
+MODE_TEXT = {"greedy": "greedy", "maj@8": "majority vote of 8 sampled critiques"}
+
+
+def process_groups(res: dict) -> list[str]:
+    """The ProcessBench-style groups a run holds, in `PROCESS_GROUPS` order."""
+    held = set(res.get("spkit", {}).get("tasks") or []) | set(res.get("group_subtasks", {}))
+    return [g for g in PROCESS_GROUPS if g in held and res.get("group_subtasks", {}).get(g)]
+
+
+def process_scores(res: dict, group: str) -> dict[str, dict[str, float | None]]:
+    """``{subset: {metric: value}}`` of one ProcessBench-style group, plus ``"average"`` (the
+    group's mean over subsets as lm-eval aggregates it; `unparsable`: the plain mean over
+    subsets, which lm-eval does not aggregate). Metrics: `PB_METRICS`; fractions."""
+    scores, flt = _all_scores(res), PROCESS_GROUPS.get(group, "none")
+    out: dict[str, dict[str, float | None]] = {}
+    for t in sorted(res.get("group_subtasks", {}).get(group, [])):
+        s = scores.get(t, {})
+        out[t.removeprefix(group + "_")] = {m: _num(s.get(f"{m},{flt}")) for m, _ in PB_METRICS}
+    g = scores.get(group, {})
+    avg = {m: _num(g.get(f"{m},{flt}")) for m, _ in PB_METRICS}
+    unp = [v["unparsable"] for v in out.values() if v["unparsable"] is not None]
+    avg["unparsable"] = sum(unp) / len(unp) if unp else None
+    out["average"] = avg
+    return out
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def processbench_markdown(res: dict, group: str, title: str | None = None) -> str:
+    """ProcessBench's table for one group: per subset acc (erroneous), acc (correct), F1 and the
+    unparsable share, with the mode (greedy or 8-sample vote) in the title."""
     n = res.get("n-samples", {})
-    lines = [f"**{group}** (ProcessBench metrics, %)", "",
+    mode = process_mode(group)
+    lines = [f"**{title or group}** ({MODE_TEXT.get(mode, mode)}; ProcessBench metrics, %)", "",
              "| subset | n | acc erroneous | acc correct | F1 | unparsable |",
              "|---|---:|---:|---:|---:|---:|"]
-    for t in sorted(subtasks):
-        s = scores.get(t, {})
-        lines.append(f"| {t.removeprefix(group + '_')} | "
-                     f"{n.get(t, {}).get('effective', '')} | {pct(s.get('acc_error,none'))} | "
-                     f"{pct(s.get('acc_correct,none'))} | {pct(s.get('f1,none'))} | "
-                     f"{pct(s.get('unparsable,none'))} |")
-    g = scores.get(group, {})
-    lines.append(f"| **average** | | {pct(g.get('acc_error,none'))} | "
-                 f"{pct(g.get('acc_correct,none'))} | **{pct(g.get('f1,none'))}** | |")
+    for sub, v in process_scores(res, group).items():
+        if sub == "average":
+            lines.append(f"| **average** | | {pct(v['acc_error'])} | {pct(v['acc_correct'])} | "
+                         f"**{pct(v['f1'])}** | {pct(v['unparsable'])} |")
+        else:
+            lines.append(f"| {sub} | {n.get(f'{group}_{sub}', {}).get('effective', '')} | "
+                         f"{pct(v['acc_error'])} | {pct(v['acc_correct'])} | {pct(v['f1'])} | "
+                         f"{pct(v['unparsable'])} |")
+    return "\n".join(lines)
+
+
+def processbench_steps_markdown(runs: list[dict], group: str) -> str:
+    """Checkpoint by checkpoint: one row per subset x metric of ``group``, one column per run
+    that holds the group (in the order given)."""
+    runs = [r for r in runs if group in process_groups(r)]
+    per_run = [process_scores(r, group) for r in runs]
+    subsets = list(dict.fromkeys(s for p in per_run for s in p if s != "average"))
+    mode = process_mode(group)
+    lines = [f"**{task_label(group)}** across checkpoints ({MODE_TEXT.get(mode, mode)}; %)", "",
+             "| subset | metric | " + " | ".join(_run_name(r) for r in runs) + " |",
+             "|---|---|" + "---:|" * len(runs)]
+    for sub in [*subsets, "average"]:
+        for m, name in PB_METRICS:
+            cells = [pct(p.get(sub, {}).get(m)) for p in per_run]
+            bold = sub == "average" and m == "f1"
+            lines.append(f"| {'**average**' if sub == 'average' else sub} | {name} | "
+                         + " | ".join(f"**{c}**" if bold else c for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -176,9 +256,8 @@ def run_markdown(res: dict) -> str:
     tasks = info.get("tasks", [])
     if "spkit_arith" in tasks:
         parts += ["", arith_levels_markdown(res)]
-    for g in PROCESS_GROUPS:
-        if g in tasks:
-            parts += ["", processbench_markdown(res, g)]
+    for g in process_groups(res):
+        parts += ["", processbench_markdown(res, g)]
     parts += ["", "## lm-eval table", "", make_table(res)]
     if res.get("groups"):
         parts += ["", make_table(res, "groups")]
@@ -225,7 +304,13 @@ def load_run(run_dir: str | Path) -> dict:
 
 
 def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
-    """Table (returned, and written to ``out/report.md``) and ``out/score_vs_step.png``."""
+    """Tables (returned, and written to ``out/report.md``) and ``out/score_vs_step.png``.
+
+    The headline table comes first. Runs holding ProcessBench-style groups (greedy or 8-sample
+    vote) add, per group, its per-subset table for every run and a checkpoint-by-checkpoint
+    table (`processbench_steps_markdown`), and ``out/processbench_vs_step.png``
+    (`plot_processbench_steps`).
+    """
     if out is not None:
         from spkit.run import ensure_writable_dir
 
@@ -235,21 +320,67 @@ def compare(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
                                                    runs[i].get("spkit", {}).get("step") or 0, i))
     runs = [runs[i] for i in order]
     table = headline_markdown(runs)
+    groups = [g for g in PROCESS_GROUPS if any(g in process_groups(r) for r in runs)]
+    for g in groups:
+        table += f"\n\n### {task_label(g)} ({MODE_TEXT.get(process_mode(g), process_mode(g))})"
+        table += "".join(f"\n\n{processbench_markdown(r, g, title=_run_name(r))}" for r in runs
+                         if g in process_groups(r))
+        table += "\n\n" + processbench_steps_markdown(runs, g)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(table + "\n")
         plot_steps(runs, out / "score_vs_step.png")
+        if groups:
+            plot_processbench_steps(runs, out / "processbench_vs_step.png")
     return table
+
+
+def _x_axis(runs: list[dict]) -> tuple[list, bool]:
+    """x positions of runs: their training steps when every run has a distinct one, else 0..n-1."""
+    steps = [r.get("spkit", {}).get("step") for r in runs]
+    use_steps = all(s is not None for s in steps) and len(set(steps)) == len(steps)
+    return (steps if use_steps else list(range(len(runs)))), use_steps
+
+
+def plot_processbench_steps(runs: list[dict], png: Path) -> None:
+    """ProcessBench metrics across checkpoints: a row of panels (F1, acc erroneous, acc correct)
+    per ProcessBench-style group (greedy and 8-sample vote apart), a line per subset and a thick
+    one for the average, over the runs that hold the group (x: their training steps, else their
+    order)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+
+    groups = [g for g in PROCESS_GROUPS if any(g in process_groups(r) for r in runs)]
+    fig = Figure(figsize=(11, 3.4 * max(1, len(groups))))
+    axes = fig.subplots(max(1, len(groups)), 3, squeeze=False, sharey=True)
+    for row, g in zip(axes, groups, strict=False):
+        g_runs = [r for r in runs if g in process_groups(r)]
+        xs, use_steps = _x_axis(g_runs)
+        per_run = [process_scores(r, g) for r in g_runs]
+        subsets = list(dict.fromkeys(s for p in per_run for s in p))
+        for ax, (m, name) in zip(row, PB_METRICS[:3], strict=True):
+            for sub in subsets:  # a missing number (a subset a run lacks) is bridged
+                pts = [(x, 100 * v) for x, p in zip(xs, per_run, strict=True)
+                       if (v := p.get(sub, {}).get(m)) is not None and not math.isnan(v)]
+                avg = sub == "average"
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=sub,
+                        lw=2.5 if avg else 1.2, color="black" if avg else None)
+            ax.set_title(f"{task_label(g)} · {name}", fontsize=9)
+            ax.set_ylim(-3, 103)
+            ax.set_xlabel("training step" if use_steps else "run")
+            if not use_steps:
+                ax.set_xticks(xs, [_run_name(r) for r in g_runs], rotation=25, ha="right", fontsize=7)
+        row[0].set_ylabel("%")
+        row[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
 
 
 def plot_steps(runs: list[dict], png: Path) -> None:
     """Score vs training step, one line per headline metric."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    steps = [r.get("spkit", {}).get("step") for r in runs]
-    use_steps = all(s is not None for s in steps) and len(set(steps)) == len(steps)
-    xs = steps if use_steps else list(range(len(runs)))
+    xs, use_steps = _x_axis(runs)
     heads = [headline(r) for r in runs]
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
@@ -274,5 +405,7 @@ def main(args: argparse.Namespace) -> int:
 
     print(terminal_safe(compare(args.runs, args.out)))  # labels come from shared files
     if args.out:
-        print(f"\nwrote {args.out}/report.md and {args.out}/score_vs_step.png")
+        pngs = [p for p in ("score_vs_step.png", "processbench_vs_step.png")
+                if (Path(args.out) / p).exists()]
+        print(f"\nwrote {args.out}/report.md and " + " and ".join(f"{args.out}/{p}" for p in pngs))
     return 0

@@ -4,6 +4,12 @@
     spkit eval --model runs/spiral/checkpoints/step_0000200 --tasks spkit --out runs/eval/step200
     spkit eval --model Qwen/Qwen3-0.6B --backend vllm --data-dir data/ \\
         --tasks gsm8k,math500,ifeval,processbench --out runs/eval/qwen3-0.6b
+    spkit eval --model spkit-tiny --tasks spkit_steps --samples 8 --out runs/eval/steps_maj8
+
+ProcessBench's 8-sample mode: ``--samples 8`` swaps ``processbench`` and ``spkit_steps`` (and
+their subsets) for their majority-vote variants (``processbench_local_maj8``,
+``spkit_steps_maj8``: 8 sampled critiques per item, the most common boxed index scored; see
+``spkit.tasks.steps.majority_vote``); ``--tasks processbench,processbench_maj8`` runs both modes.
 
 Task names: ``gsm8k``, ``math500``, ``ifeval``, ``processbench`` are the real benchmarks read
 from ``--data-dir`` (lm-eval tasks ``gsm8k_local`` ... in ``evals/``); ``spkit_arith``,
@@ -44,12 +50,19 @@ ALIASES = {
     "math500": "math500_local",
     "ifeval": "ifeval_local",
     "processbench": "processbench_local",
+    "processbench_maj8": "processbench_local_maj8",
 }
+# ProcessBench's two modes: greedy (these names) and the 8-sample majority vote (`--samples 8`)
+PB_SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
+VOTED = {"processbench_local": "processbench_local_maj8", "spkit_steps": "spkit_steps_maj8",
+         **{f"processbench_local_{s}": f"processbench_local_maj8_{s}" for s in PB_SUBSETS},
+         **{f"spkit_steps_arith_{k}": f"spkit_steps_maj8_arith_{k}" for k in (2, 3, 4)}}
+SAMPLES = (1, 8)  # ProcessBench: greedy, or the majority of 8 sampled critiques
 SPKIT_TASKS = ["spkit_arith", "spkit_steps", "spkit_ifeval_lite"]
 # a two-attempt task -> the single-attempt task whose samples are its attempt 1
 CORRECTION_TASKS = {f"spkit_arith_correct{s}": f"spkit_arith{s}" for s in ("", "_1", "_2", "_3", "_4")}
 NEEDS_DATA = {"gsm8k_local": "gsm8k", "math500_local": "math500", "ifeval_local": "ifeval",
-              "processbench_local": "processbench"}
+              "processbench_local": "processbench", "processbench_local_maj8": "processbench"}
 DEFAULT_TASKS = ",".join(SPKIT_TASKS)
 
 
@@ -64,6 +77,20 @@ def resolve_tasks(spec: str | list[str]) -> list[str]:
     if not out:
         raise SpkitError("no tasks given; e.g. --tasks spkit_arith,gsm8k")
     return out
+
+
+def with_samples(names: list[str], samples: int) -> list[str]:
+    """Task names with ProcessBench-style tasks in the mode of ``--samples`` (1: greedy, as
+    named; 8: their majority-vote variants, ``*_maj8``); other tasks are left as they are."""
+    if samples not in SAMPLES:
+        raise SpkitError(f"--samples is 1 (greedy) or 8 (ProcessBench's majority vote of 8 "
+                         f"sampled critiques), got {samples}")
+    if samples == 1:
+        return names
+    if not any(t in VOTED or t in VOTED.values() for t in names):
+        raise SpkitError("--samples 8 applies to processbench and spkit_steps (ProcessBench's "
+                         f"majority-vote mode); --tasks has neither: {','.join(names)}")
+    return list(dict.fromkeys(VOTED.get(t, t) for t in names))
 
 
 def step_of(model: str) -> int | None:
@@ -171,12 +198,14 @@ def run(
     label: str | None = None,
     max_length: int | None = None,
     attempts: str | None = None,
+    samples: int = 1,
 ) -> dict:
     """Evaluate ``model`` on ``tasks``; return lm-eval's results dict (+ ``"spkit"`` run info).
 
     Checks every needed data file before loading the model, so a missing or malformed file
     costs a second, not a model load. Two-attempt tasks first run their attempt-1 task (or read
-    ``attempts``, an earlier spkit_arith run's output directory).
+    ``attempts``, an earlier spkit_arith run's output directory). ``samples=8`` runs the
+    ProcessBench-style tasks in the benchmark's majority-vote mode (`with_samples`).
     """
     check_settings(limit=limit, backend=backend, batch_size=batch_size, max_gen_toks=max_gen_toks,
                    num_fewshot=num_fewshot, device=device, dtype=dtype, max_length=max_length)
@@ -187,7 +216,7 @@ def run(
     from spkit.tasks.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # before lm-eval imports its IFEval code
-    names = resolve_tasks(tasks)
+    names = with_samples(resolve_tasks(tasks), samples)
     from spkit.evals import data
 
     root = None
@@ -195,7 +224,8 @@ def run(
     if needed:
         root = data.data_dir(data_dir)
         data.check_dir(needed, root)
-    if all(t in NEEDS_DATA or t in SPKIT_TASKS or t in CORRECTION_TASKS for t in names):
+    local = {*NEEDS_DATA, *SPKIT_TASKS, *CORRECTION_TASKS, *VOTED, *VOTED.values()}
+    if all(t in local for t in names):
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing here needs the hub
 
     import lm_eval
@@ -263,6 +293,7 @@ def run(
         "label": label or Path(str(model)).name, "seconds": round(seconds, 2),
         "samples": n, "samples_per_s": round(n / seconds, 3) if seconds else None,
         "attempts": meta.get("attempts") if first and not scratch else None,
+        "processbench_samples": samples,  # critiques per ProcessBench item (8: majority vote)
     }
     if out is not None:
         write_run(res, Path(out))
@@ -353,6 +384,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, default=None,
                    help="training step for `spkit report` (default: read from the checkpoint)")
     p.add_argument("--label", default=None, help="name of this run in reports")
+    p.add_argument("--samples", type=int, default=1, choices=SAMPLES,
+                   help="ProcessBench and spkit_steps: 1 = greedy critique (default), 8 = the "
+                        "benchmark's majority vote of 8 sampled critiques (T=1.0, top-p 0.9); "
+                        "other tasks are unchanged")
     p.add_argument("--attempts", default=None,
                    help="spkit_arith_correct: read attempt 1 from this earlier `spkit eval --tasks "
                         "spkit_arith --out DIR` run instead of running that pass first")
@@ -372,7 +407,7 @@ def main(args: argparse.Namespace) -> int:
               limit=limit, backend=args.backend, batch_size=args.batch_size,
               max_gen_toks=args.max_gen_toks, num_fewshot=args.num_fewshot, device=args.device,
               dtype=args.dtype, seed=args.seed, step=args.step, label=args.label,
-              max_length=args.max_length, attempts=args.attempts)
+              max_length=args.max_length, attempts=args.attempts, samples=args.samples)
     if res:
         from spkit.evals import report
         from spkit.text import terminal_safe

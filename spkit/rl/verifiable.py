@@ -49,7 +49,7 @@ from spkit.rl.advantages import _grouped
 from spkit.rl.losses import sft_loss
 from spkit.run import Run, RunConfig
 from spkit.run.distributed import clip_grad_norm, global_sum, world
-from spkit.sampling import Completion, SamplingParams
+from spkit.sampling import Completion, SamplingParams, row_seed
 from spkit.tasks import arithmetic, datafiles
 
 __all__ = [
@@ -218,11 +218,13 @@ def sample_groups(sampler: Sampler, problems: Sequence[dict], k: int, params: Sa
                   seed: int, first_row: int = 0) -> list[Completion]:
     """K completions of each problem's prompt, laid out as consecutive groups: row i·K + j is
     sample j of problem i. Row r draws its randomness from (seed, first_row + r) (see
-    `spkit.sampling`): a rank sampling its shard of a batch passes the shard's first row."""
+    `spkit.sampling`): a rank sampling its shard of a batch passes the shard's first row, and
+    gets exactly the completions one process sampling the whole batch gets for those rows."""
     if k < 1:
         raise SpkitError(f"k must be >= 1, got {k}")
     prompts = [arithmetic.prompt(p["question"]) for p in problems for _ in range(k)]
-    return sampler.generate(prompts, params, seed=seed, first_row=first_row)
+    rows = [row_seed(seed, first_row + i) for i in range(len(prompts))]
+    return sampler.generate(prompts, params, seed=seed, row_seeds=rows)
 
 
 def score(completions: Sequence[Completion] | Sequence[str], problems: Sequence[dict], k: int,

@@ -6,7 +6,7 @@ does it for the optimizer a trainer gives `run.track` (a pre-step hook), and `cl
 does it before clipping, so the norm clipped is the whole batch's. Rollouts are split across
 ranks: SPIRAL plays its games from rank-derived seeds; the verifiable-reward trainers (GRPO and
 those built on its loop) draw one global batch of problems and sample their `shard` of it with
-the global batch's per-row randomness (`Sampler.generate(first_row=...)`), and normalise the loss
+the global batch's per-row randomness (`Sampler.generate(row_seeds=...)`), and normalise the loss
 by the global batch (`global_sum`), so 2 ranks × batch B make the update 1 rank × batch 2B
 makes (tested). The other trainers still draw the same data on every rank. Rank 0 alone writes
 files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).

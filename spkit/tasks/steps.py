@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from spkit.tasks import arithmetic
@@ -192,6 +193,31 @@ def extract_index(text: str) -> int | None:
         return int(inner.strip())
     except ValueError:
         return None
+
+
+def majority_vote(critiques: Sequence[str]) -> int | None:
+    """Which of several sampled critiques carries ProcessBench's majority answer (its position).
+
+    ProcessBench's voting mode (QwenLM/ProcessBench, ``code/run_eval.py --use_voting``, 8
+    samples): every critique's answer is the stripped text of its last ``\\boxed{}``;
+    critiques without one cast no vote; the answer given most often wins, a tie going to the
+    answer sampled first (``Counter.most_common``); the winner is then read as an int, so a
+    winning non-integer answer (``\\boxed{paragraph 2}``) leaves the item unparsable. Returns
+    the position of the first critique that gave the winning answer (None: no critique voted),
+    so `voted_index` reads the same answer from it. (`last_boxed` allows nested braces where
+    the reference's regex stops at the first ``}``; they differ only on non-integer answers.)
+    """
+    answers = [None if (box := last_boxed(t)) is None else box.strip() for t in critiques]
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    return answers.index(counts.most_common(1)[0][0])
+
+
+def voted_index(critiques: Sequence[str]) -> int | None:
+    """The step index ProcessBench's majority vote predicts (None: unparsable, i.e. wrong)."""
+    pos = majority_vote(critiques)
+    return None if pos is None else extract_index(critiques[pos])
 
 
 # ---- ProcessBench's scores (spkit.evals.metrics re-exports them; trainers score with them too)
