@@ -316,6 +316,12 @@ def sft(model, tok, rows: list[tuple[str, str]], cfg: Config, steps: int, seed: 
                              cfg.max_grad_norm)
 
 
+def build_actor(model, tok, cfg: Config) -> dict[str, float]:
+    """Step 0a in place on `model`: `actor_sft_steps` SFT steps on `actor_demonstrations`."""
+    rows = actor_demonstrations(cfg.actor_sft_steps * cfg.sft_batch, cfg.neutral_share, cfg.seed)
+    return sft(model, tok, rows, cfg, cfg.actor_sft_steps, derive_seed(cfg.seed, "actor-sft"))
+
+
 class FrozenActor:
     """The actor after step 0a, tracked by `Run` so a checkpoint holds its weights
     (`save_files`, safetensors) and `--resume` restores them; `OUT/actor/` at the end."""
@@ -533,9 +539,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     actor_model, _ = load_model(cfg.actor or cfg.model, device=cfg.device)
     setup = {}
     if not cfg.resume and not cfg.actor:  # step 0a (a resume restores the actor from the checkpoint)
-        setup |= {f"setup/actor_{k}": v for k, v in sft(actor_model, tok, actor_demonstrations(
-            cfg.actor_sft_steps * cfg.sft_batch, cfg.neutral_share, cfg.seed), cfg, cfg.actor_sft_steps,
-            derive_seed(cfg.seed, "actor-sft")).items()}
+        setup |= {f"setup/actor_{k}": v for k, v in build_actor(actor_model, tok, cfg).items()}
     if not cfg.resume:  # step 0b
         setup |= {f"setup/strategy_{k}": v for k, v in sft(model, tok, strategy_demonstrations(
             cfg.strategy_sft_steps * cfg.sft_batch, cfg.seed), cfg, cfg.strategy_sft_steps,
@@ -634,7 +638,7 @@ def summary(history: History) -> str:
 
 
 __all__ = ["PAPER", "Config", "grammar", "clean_strategy", "parse_strategy", "follow_strategy", "strategy_prompt",
-           "actor_prompt", "GuidedSampler", "Segment", "actor_demonstrations", "strategy_demonstrations",
+           "actor_prompt", "GuidedSampler", "Segment", "actor_demonstrations", "build_actor", "strategy_demonstrations",
            "key_turn", "process_rewards", "discounted_returns", "scale_returns", "replay_keys", "episode_weights",
            "update", "make_opponent", "versus", "match_metrics", "strategy_stats", "follow_rate", "train",
            "summary", "replay"]
