@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 ACTOR_STEPS, ACTOR_BATCH, ACTOR_LR = 120, 16, 1e-3
-FLAGS = ["--steps", "4", "--games", "16", "--eval-every", "2", "--eval-games", "32", "--strategy-sft-steps", "20",
+FLAGS = ["--steps", "3", "--games", "12", "--eval-every", "0", "--eval-games", "24", "--strategy-sft-steps", "20",
          "--sft-batch", "16"]
 DEV_SEED = 100
 
