@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 ACTOR_STEPS, ACTOR_BATCH, ACTOR_LR = 120, 16, 1e-3
 FLAGS = ["--steps", "3", "--games", "12", "--eval-every", "0", "--eval-games", "24", "--strategy-sft-steps", "20",
-         "--sft-batch", "16"]
+         "--sft-batch", "16", "--lr", "1e-5"]
 DEV_SEED = 100
 
 

@@ -125,7 +125,7 @@ class Config(RunConfig):
                                   "untrained base model)", choices=OPPONENTS)
     gamma: float = param(0.99, "γ of the discounted returns, Eq. (2)", ge=0, le=1)
     key_reward: float = param(1.0, "reward of a key turn, Eq. (1) (paper: 1)", ge=0)
-    lr: float = param(1e-4, "learning rate of the strategy model (paper: 1e-6 for an 8B model)", gt=0)
+    lr: float = param(1e-5, "learning rate of the strategy model (paper: 1e-6 for an 8B model)", gt=0)
     epochs: int = param(3, "passes (optimizer steps) of Eq. (4) over each iteration's segments", ge=1)
     micro_batch: int = param(64, "segments per forward/backward", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
