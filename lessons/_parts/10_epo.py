@@ -113,7 +113,8 @@ written = [s.text for segs in gs.log.values() for s in segs]
 counts = Counter(written).most_common(5)
 display(Markdown(f"{len(written)} strategies written, {sum(epo.parse_strategy(s) is not None for s in written)} "
                  "inside the grammar.\n\n| strategy | times |\n|---|---:|\n"
-                 + "\n".join(f"| `{html.escape(s) or '(empty)'}` | {n} |" for s, n in counts)))
+                 + "\n".join(f"| <code>{html.escape(s).replace('|', '&#124;') or '(empty)'}</code> | {n} |"
+                             for s, n in counts)))
 
 # %% [markdown]
 # ### Three seeds (assets/results)
@@ -159,9 +160,10 @@ if epo_rows:
     def _mean(key):
         return float(np.mean([float(last[key]) for _, _, last, _ in epo_rows]))
 
-    def _above(opp):
+    def _above(opp):  # the guided interval entirely above the unconditioned one
         return sum(float(last[f"eval/{opp}/guided/return"]) - float(last[f"eval/{opp}/guided/return_ci"])
-                   > float(last[f"eval/{opp}/neutral/return"]) for _, _, last, _ in epo_rows)
+                   > float(last[f"eval/{opp}/neutral/return"]) + float(last[f"eval/{opp}/neutral/return_ci"])
+                   for _, _, last, _ in epo_rows)
 
     n = len(epo_rows)
     g_tr, n_tr = _mean("eval/train/guided/return"), _mean("eval/train/neutral/return")
@@ -173,7 +175,7 @@ if epo_rows:
         f"strategy-guided actor's mean return is {g_tr:+.3f} against the training opponent vs {n_tr:+.3f} for the "
         f"same actor unconditioned, and {g_ho:+.3f} vs {n_ho:+.3f} against the held-out opponent. In "
         f"{_above('train')} of {n} seeds against the training opponent and {_above('heldout')} of {n} against the "
-        "held-out one the guided return's 95% interval lies above the unconditioned return. "
+        "held-out one the guided return's 95% interval lies entirely above the unconditioned one's. "
         f"The actor follows a grammar strategy in {_mean('eval/follow'):.0%} of its moves and "
         f"{_mean('eval/valid'):.0%} of the strategies are inside the grammar, so what the strategy model "
         "learns reaches the game only through an imperfect, supervised follower — the RL part is the choice of "
