@@ -41,6 +41,7 @@ __all__ = [
     "clamp_pass_grad",
     "nft_loss",
     "sft_loss",
+    "reward_weighted_nll",
     "kl_k3",
     "entropy_from_logits",
 ]
@@ -319,6 +320,17 @@ def sft_loss(token_logps: Tensor, mask: Tensor, aggregation: Aggregation = "toke
     −100 (TRL's `completion_only_loss`), i.e. every kept token counts once.
     """
     return aggregate_tokens(-token_logps, mask, aggregation, max_len)
+
+
+def reward_weighted_nll(token_logps: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """Offline REINFORCE on whole segments (EPO's loss, `spkit.algos.epo`): each completion's
+    length-normalised log-likelihood weighted by its (already scaled) return w_i,
+
+        L = −(1/B) Σ_i w_i · (1/|y_i|) Σ_t log π(y_i,t | x_i, y_i,<t)
+
+    so a segment's weight does not grow with its length; no baseline, no ratio, no KL. `weights`
+    is (B,); a negative weight pushes the segment's likelihood down."""
+    return aggregate_tokens(-weights.unsqueeze(-1) * token_logps, mask, "seq_mean")
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
