@@ -41,6 +41,8 @@ ALGOS: dict[str, tuple[str, str]] = {
     # games beyond zero-sum
     "vision_zero": ("spkit.algos.vision_zero", "Vision-Zero (text): Who-is-the-Spy self-play, clue and vote "
                     "rewards, Iterative-SPO"),
+    "self_redteam": ("spkit.algos.self_redteam", "Self-RedTeam: one model as attacker and defender on a "
+                     "synthetic red-teaming game (general-sum reward, --think hidden reasoning)"),
     # iterative alignment on instruction following (spkit_ifeval_lite, rule checkers as the oracle)
     "spar": ("spkit.algos.spar", "SPaR: self-judge (majority vote), tree-search refinement, DPO on refinement pairs"),
     "online_iterative_dpo": ("spkit.algos.online_iterative_dpo", "online iterative DPO on an LM (best vs worst of K, "
