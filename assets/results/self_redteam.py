@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-FLAGS = ["--steps", "20", "--games", "64", "--eval-every", "10", "--eval-games", "128", "--threads", "1",
+FLAGS = ["--steps", "10", "--games", "48", "--eval-every", "5", "--eval-games", "96", "--threads", "1",
          "--no-tensorboard", "--no-plot"]
 
 
@@ -48,7 +48,7 @@ def sft_model(out_root: Path, think: bool) -> Path:
     tag = "think_" if think else ""
     out = out_root / f"{tag}sft"
     if not (out / "final" / "config.json").exists():
-        args = ["train", "self_redteam", "--steps", "0", "--seed", "0", "--eval-games", "128", "--threads", "1",
+        args = ["train", "self_redteam", "--steps", "0", "--seed", "0", "--eval-games", "96", "--threads", "1",
                 "--no-tensorboard", "--no-plot", "--out", str(out), "--overwrite", *(["--think"] if think else [])]
         cpu, wall = _spkit(args, out_root / f"{tag}sft.log")
         (HERE / f"self_redteam_{tag}sft.json").write_text(json.dumps(

@@ -27,6 +27,8 @@
 # to the start model.
 
 # %%
+import time
+
 from spkit.algos import self_redteam as srt
 from spkit.games import redteam as rt
 from spkit.run.metrics import read_metrics
@@ -81,7 +83,7 @@ plt.show()
 # %% [markdown]
 # ### The measured comparison (3 seeds, shipped results)
 #
-# `assets/results/self_redteam.py` runs the longer protocol (20 RL steps of 64 games after a
+# `assets/results/self_redteam.py` runs the longer protocol (10 RL steps of 48 games after a
 # 100-step format SFT shared by all arms; one CPU thread) and keeps every run's metrics log. The
 # table reads those files; the live run above is the same code at a smaller budget.
 
@@ -130,5 +132,23 @@ def rt_claim(key, better="higher"):
             f"({len(a)} seeds each) — co-training is {word} the baseline (difference {diff:+.3f} ± {se:.3f})")
 
 
-display(Markdown("\n".join([rt_claim("eval/heldout/defended"), rt_claim("eval/attack/patterns"),
-                            rt_claim("eval/heldout/over_refusal", better="lower")])))
+def rt_think():
+    pairs = [(arm, rt_table.get(arm)) for arm in ("self", "think_self", "frozen", "think_frozen")]
+    got = [(arm, rs) for arm, rs in pairs if rs]
+    if not any(arm.startswith("think") for arm, _ in got):
+        return "- hidden reasoning (`--think`): not measured"
+    cells = [f"{arm} {np.mean([last['eval/heldout/defended'] for _, last in rs]):.3f} ({len(rs)} seed(s))"
+             for arm, rs in got]
+    return "- held-out defended rate with and without hidden reasoning: " + ", ".join(cells)
+
+
+start = np.mean([first["eval/heldout/defended"] for rs in rt_table.values() for first, _ in rs]) if rt_table else np.nan
+display(Markdown("\n".join([
+    f"- after the format SFT the defender refuses at about the same rate whatever the request (held-out "
+    f"defended {start:.3f} at step 0, averaged over the shipped runs); RL has to teach the distinction",
+    rt_claim("eval/heldout/defended"), rt_claim("eval/attack/patterns"),
+    rt_claim("eval/heldout/over_refusal", better="lower"), rt_think(),
+    f"- the live run here ({rl_steps} RL steps, {rt_cpu / 60:.1f} CPU min): held-out defended "
+    f"{live['self']['eval/heldout/defended']:.3f} co-trained vs {live['frozen']['eval/heldout/defended']:.3f} "
+    f"against the frozen attacker — one seed at a tiny budget, so read it as a demonstration of the loop, "
+    f"not as evidence"])))
