@@ -47,10 +47,10 @@ def _spkit(args: list[str], log: Path) -> tuple[float, float]:
 def sft_model(out_root: Path, think: bool) -> Path:
     tag = "think_" if think else ""
     out = out_root / f"{tag}sft"
-    if not (out / "final" / "config.json").exists():
+    if not (ROOT / out / "final" / "config.json").exists():
         args = ["train", "self_redteam", "--steps", "0", "--seed", "0", "--eval-games", "96", "--threads", "1",
                 "--no-tensorboard", "--no-plot", "--out", str(out), "--overwrite", *(["--think"] if think else [])]
-        cpu, wall = _spkit(args, out_root / f"{tag}sft.log")
+        cpu, wall = _spkit(args, ROOT / out_root / f"{tag}sft.log")
         (HERE / f"self_redteam_{tag}sft.json").write_text(json.dumps(
             {"cpu_minutes": cpu / 60, "wall_minutes": wall / 60, "args": args[2:]}, indent=1))
     return out / "final"
@@ -60,13 +60,13 @@ def run_one(out_root: Path, arm: str, seed: int, think: bool) -> None:
     tag = "think_" if think else ""
     name = f"self_redteam_{tag}{arm}_seed{seed}"
     out = out_root / name
-    if (out / "final" / "config.json").exists():
+    if (ROOT / out / "final" / "config.json").exists():
         return
     start = sft_model(out_root, think)
     args = ["train", "self_redteam", "--model", str(start), "--sft-steps", "0", "--attacker", arm, "--seed",
             str(seed), *FLAGS, *(["--think"] if think else []), "--out", str(out), "--overwrite"]
-    cpu, wall = _spkit(args, out_root / f"{name}.log")
-    shutil.copy(out / "metrics.csv", HERE / f"{name}.csv")
+    cpu, wall = _spkit(args, ROOT / out_root / f"{name}.log")
+    shutil.copy(ROOT / out / "metrics.csv", HERE / f"{name}.csv")
     (HERE / f"{name}.json").write_text(json.dumps(
         {"cpu_minutes": cpu / 60, "wall_minutes": wall / 60, "args": args[2:]}, indent=1))
     print(f"{name}: {cpu / 60:.1f} CPU min", flush=True)
@@ -77,10 +77,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=["self", "frozen"], choices=["self", "frozen", "scripted"])
     p.add_argument("--think-seeds", type=int, nargs="*", default=[0], help="seeds of the --think arms")
-    p.add_argument("--out", default=str(ROOT / "runs" / "self_redteam"))
+    p.add_argument("--out", default="runs/self_redteam", help="run directory, relative to the repository")
     a = p.parse_args()
-    out_root = Path(a.out)
-    out_root.mkdir(parents=True, exist_ok=True)
+    out_root = Path(a.out)  # relative to ROOT (the children's cwd), so the logged args name no outside path
+    (ROOT / out_root).mkdir(parents=True, exist_ok=True)
     for seed in a.seeds:
         for arm in a.arms:
             run_one(out_root, arm, seed, think=False)
