@@ -57,7 +57,7 @@ for move in ("none/same", "bard/split", "imagine/syn", "none/swap"):
 from spkit.run import lesson_out
 
 RT_OUT = lesson_out("10_games_beyond_zero_sum") / "self_redteam"
-sft_steps, rl_steps, rt_games, rt_eval = (6, 2, 8, 16) if SMALL else (60, 6, 32, 64)
+sft_steps, rl_steps, rt_games, rt_eval = (6, 2, 8, 16) if SMALL else (50, 6, 24, 48)
 t0 = time.process_time()
 common = dict(seed=SEED, threads=1, tensorboard=False, plot=False, device="cpu", eval_games=rt_eval)
 sft_run = srt.train(srt.Config(steps=0, sft_steps=sft_steps, out=str(RT_OUT / "sft"), overwrite=True, **common))
