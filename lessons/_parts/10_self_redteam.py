@@ -142,11 +142,15 @@ def rt_think():
     return "- held-out defended rate with and without hidden reasoning: " + ", ".join(cells)
 
 
-start = np.mean([first["eval/heldout/defended"] for rs in rt_table.values() for first, _ in rs]) if rt_table else np.nan
+def rt_start(key):
+    return np.mean([first[key] for rs in rt_table.values() for first, _ in rs]) if rt_table else np.nan
+
+
 display(Markdown("\n".join([
-    f"- after the format SFT the defender refuses at about the same rate whatever the request (held-out "
-    f"defended {start:.3f} at step 0, averaged over the shipped runs); RL has to teach the distinction",
-    rt_claim("eval/heldout/defended"), rt_claim("eval/attack/patterns"),
+    f"- at step 0 (after the format SFT, mean of the shipped runs) the defender refuses "
+    f"{rt_start('eval/heldout/defended'):.3f} of the harmful and {rt_start('eval/heldout/over_refusal'):.3f} of "
+    f"the benign held-out requests: a defender that tells them apart refuses the first and not the second",
+    rt_claim("eval/heldout/defended"), rt_claim("eval/attack/patterns"), rt_claim("eval/attack/distinct2"),
     rt_claim("eval/heldout/over_refusal", better="lower"), rt_think(),
     f"- the live run here ({rl_steps} RL steps, {rt_cpu / 60:.1f} CPU min): held-out defended "
     f"{live['self']['eval/heldout/defended']:.3f} co-trained vs {live['frozen']['eval/heldout/defended']:.3f} "
