@@ -107,7 +107,13 @@ def format_demonstrations(game: Game, n: int, mode: str, seed: int) -> list[tupl
     each decision point a uniformly random legal move, answered in `mode`'s format (direct:
     ``move}``; reasoning: ``I play move. \boxed{move}``). What a short SFT on a new game's rules
     trains on: the prompt layout and the legal moves, with no strategy (self-play adds that).
-    Free-text turns end a game (there is no move to demonstrate)."""
+    Free-text turns end a game (there is no move to demonstrate), unless the game scripts its
+    own demonstrations: a game with ``demonstrate(state, rng, mode) -> (move, completion)``
+    (e.g. `spkit.games.redteam`, whose attacker writes free text) is played with those moves
+    and completions at every decision point."""
+    demonstrate = getattr(game, "demonstrate", None)
+    if demonstrate is not None:
+        return _scripted_demonstrations(game, demonstrate, n, mode, random.Random(seed))
     rng = random.Random(seed)
     pairs: list[tuple[str, str]] = []
     for attempt in range(100 * n + 100):
@@ -120,6 +126,19 @@ def format_demonstrations(game: Game, n: int, mode: str, seed: int) -> list[tupl
             move = rng.choice(state.legal_actions())
             answer = f"{move}}}" if mode == "direct" else f"I play {move}. \\boxed{{{move}}}"
             pairs.append((format_prompt(state, state.current_player(), mode), answer))
+            state.apply_action(move)
+    return pairs
+
+
+def _scripted_demonstrations(game: Game, demonstrate, n: int, mode: str, rng: random.Random
+                             ) -> list[tuple[str, str]]:
+    """`format_demonstrations` for a game that writes its own (move, completion) pairs."""
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < n:
+        state = game.new_initial_state(seed=rng.randrange(2**31))
+        while not state.is_terminal() and len(pairs) < n:
+            move, completion = demonstrate(state, rng, mode)
+            pairs.append((format_prompt(state, state.current_player(), mode), completion))
             state.apply_action(move)
     return pairs
 

@@ -255,6 +255,7 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
     mode, seed and max_grad_norm. Returns the first and last SFT losses."""
     from spkit.corpus import format_demonstrations
     from spkit.rl.losses import sft_loss
+    from spkit.run.metrics import progress
 
     n = cfg.sft_steps * cfg.sft_batch
     per = [format_demonstrations(g, -(-n // len(games)), cfg.mode, derive_seed(cfg.seed, "sft", name))
@@ -267,7 +268,7 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
     opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
     losses = []
     model.train()
-    for i in range(cfg.sft_steps):
+    for i in progress(range(cfg.sft_steps), desc="format SFT", leave=False):
         chunk = [pairs[j % len(pairs)] for j in range(i * cfg.sft_batch, (i + 1) * cfg.sft_batch)]
         P = [tokenizer(p)["input_ids"] for p, _ in chunk]
         C = [tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in chunk]
