@@ -21,11 +21,13 @@ counts only between $11 and $19; the game itself is the moderator). Equations, n
   (5) gain = mean over chains g that dealt in round 1 of (p_{g, last deal} − p_{g,1})
   (6) meta-SFT: L(θ) = −(1/Σ|y|) Σ_(x,y) Σ_t log π_θ(y_t | x, y_<t) on scripted games in which
       the seller's context x holds feedback F and y is the move of a scripted seller whose style
-      F set ("do not accept below $15" → floor 15; "concede in smaller steps" → step − 1; ...)
+      F set ("do not accept below $15" → floor 15; "concede in smaller steps" → step − 1; ...),
+      plus a `critic_share` of critic prompts whose y is a uniformly drawn suggestion (format only)
 
 Algorithm:
-  Weight updates (`--steps` counts them, and only them): step t draws `sft_batch` demonstration
-  moves from fresh scripted games (seeded by t) and takes one Eq. (6) step.
+  Weight updates (`--steps` counts them, and only them): step t draws `sft_batch` demonstrations
+  from fresh scripted games (seeded by t): moves of both seats, and a `critic_share` of them
+  critic prompts with a uniformly drawn suggestion; one Eq. (6) step.
   Evaluation (at step 0 = the untrained model, every `eval_every` steps, and at the end): for each
   critic in `--critics`, G = `games` chains of R = `rounds` rounds:
     1. round r: all active chains play one game at once (`spkit.rl.selfplay.play_episodes`, one
@@ -50,7 +52,8 @@ Deviations from the paper:
      free text: a 3.3M-parameter model cannot follow free-text advice. The paper's own control is
      a pool of human-written feedback; the pool here plays that role for both critics.
   3. The meta-SFT stage (Eq. 6) is new: spkit-tiny never saw bargaining nor feedback, so it first
-     learns, on scripted games, what a suggestion means for a move. The in-context rounds then
+     learns, on scripted games, what a suggestion means for a move, and the critic's answer
+     format (a pool line, drawn uniformly: no critic skill is taught). The in-context rounds then
      test (with weights fixed) whether the model follows feedback, and whether the model itself
      gives useful feedback. `final/` holds this meta-SFT'd model (with ``--steps 0``, the
      unchanged model).
@@ -182,6 +185,17 @@ def demonstrations(n: int, seed: int, feedback_prob: float = 0.7, max_feedback: 
     return pairs[:n]
 
 
+def critic_format_demos(n: int, seed: int, max_feedback: int = 6) -> list[tuple[str, str]]:
+    """`n` (critic prompt, suggestion + "}") pairs on finished scripted games, the suggestion drawn
+    uniformly from the pool: they teach the model critic's format (a pool line in the box), not
+    which suggestion is good, so what the model critic says stays its own prior."""
+    pairs = []
+    for i in range(n):
+        rng = random.Random(derive_seed(seed, "critic_demo", i))
+        pairs.append((critic_prompt(demo_game(rng, 0.7, max_feedback)), rng.choice(FEEDBACK) + "}"))
+    return pairs
+
+
 # ---- 3. Critics ---------------------------------------------------------------------------------
 def seller_concessions(state: BargainingState) -> list[int]:
     """How much the seller lowered its price at each of its offers (openings included)."""
@@ -215,10 +229,15 @@ def model_critic(sampler: Sampler, states: Sequence[BargainingState], k: int, te
     if not states:
         return [], 0
     params = SamplingParams(max_new_tokens=16, temperature=temperature, stop=("}",), include_stop=True)
-    outs = sampler.generate([critic_prompt(s) for s in states for _ in range(k)], params, seed=seed)
+    limit = sampler.context_limit()
+    prompts = [critic_prompt(s) for s in states]
+    fits = [limit is None or len(sampler.encode(p)) + params.max_new_tokens <= limit for p in prompts]
+    outs = iter(sampler.generate([p for p, ok in zip(prompts, fits, strict=True) if ok for _ in range(k)], params,
+                                 seed=seed) if any(fits) else [])
     lines, bad = [], 0
-    for j in range(len(states)):
-        got = [parse_action(ANSWER_PREFIX + o.text, list(FEEDBACK)) for o in outs[j * k:(j + 1) * k]]
+    for ok in fits:  # a prompt past the model's positions is not sampled: k invalid lines
+        got = [parse_action(ANSWER_PREFIX + next(outs).text, list(FEEDBACK)) if ok else InvalidMove("context")
+               for _ in range(k)]
         bad += sum(isinstance(g, InvalidMove) for g in got)
         lines.append(list(dict.fromkeys(g for g in got if not isinstance(g, InvalidMove))))
     return lines, bad
@@ -329,6 +348,8 @@ class Config(RunConfig):
     sft_batch: int = param(32, "demonstration moves per meta-SFT step", ge=1)
     lr: float = param(3e-4, "meta-SFT learning rate", gt=0)
     feedback_prob: float = param(0.7, "share of demonstration games whose seller got feedback", ge=0, le=1)
+    critic_share: float = param(0.125, "share of each meta-SFT batch that teaches the model critic's format "
+                                "(a uniformly drawn suggestion: the format, not the skill)", ge=0, le=1)
     max_feedback: int = param(6, "suggestions kept in the seller's context (the newest)", ge=1)
     micro_batch: int = param(64, "rows per forward/backward", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
@@ -415,7 +436,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        pairs = demonstrations(cfg.sft_batch, derive_seed(cfg.seed, "sft", t), cfg.feedback_prob, cfg.max_feedback)
+        n_critic = round(cfg.sft_batch * cfg.critic_share)
+        pairs = demonstrations(cfg.sft_batch - n_critic, derive_seed(cfg.seed, "sft", t), cfg.feedback_prob,
+                               cfg.max_feedback) + critic_format_demos(n_critic, derive_seed(cfg.seed, "critic", t))
         P = [tok(p)["input_ids"] for p, _ in pairs]
         C = [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
         stats = sft_update(model, optimizer, P, C, 1, cfg.micro_batch, cfg.max_grad_norm)  # Eq. (6)
