@@ -72,7 +72,7 @@ Metrics (per critic c ∈ `--critics`, rounds r = 1..R, in `metrics.csv` at each
 At the end, ``OUT/negotiation_feedback_rounds.png``: price and deal rate vs round, one line per critic.
 
 Commands:
-  spkit train negotiation_feedback --steps 150 --threads 1 --out runs/negotiation_feedback
+  spkit train negotiation_feedback --steps 60 --threads 1 --out runs/negotiation_feedback
   spkit train negotiation_feedback --steps 0 --out runs/negfb_untrained      # the untrained baseline
   spkit train negotiation_feedback --critics none,scripted,model,random --push 3 --out runs/negfb_push3
 """
@@ -343,10 +343,10 @@ def price_gain(chains: Sequence[Chain]) -> float:
 @dataclass
 class Config(RunConfig):
     model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
-    steps: int = param(150, "meta-SFT steps (the only weight updates; the feedback rounds run in "
+    steps: int = param(60, "meta-SFT steps (the only weight updates; the feedback rounds run in "
                        "each evaluation)", ge=0, identity=False)
-    sft_batch: int = param(32, "demonstration moves per meta-SFT step", ge=1)
-    lr: float = param(3e-4, "meta-SFT learning rate", gt=0)
+    sft_batch: int = param(16, "demonstration moves per meta-SFT step", ge=1)
+    lr: float = param(5e-4, "meta-SFT learning rate", gt=0)
     feedback_prob: float = param(0.7, "share of demonstration games whose seller got feedback", ge=0, le=1)
     critic_share: float = param(0.125, "share of each meta-SFT batch that teaches the model critic's format "
                                 "(a uniformly drawn suggestion: the format, not the skill)", ge=0, le=1)
@@ -362,7 +362,7 @@ class Config(RunConfig):
     critic_samples: int = param(3, "suggestions a model / random critic draws per round (the paper: 3)", ge=1,
                                 identity=False)
     stop_at_no_deal: bool = param(True, "a chain stops at its first no deal (the paper)", identity=False)
-    temperature: float = param(1.0, "sampling temperature of the players and the model critic", gt=0,
+    temperature: float = param(0.7, "sampling temperature of the players and the model critic", gt=0,
                                identity=False)
     eval_every: int = param(50, "evaluate every k steps (and at the start and the end)", ge=0, identity=False)
     device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
