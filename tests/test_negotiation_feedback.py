@@ -187,8 +187,9 @@ def tiny_1024(tmp_path_factory):
 
 
 def _cfg(model: str, **kw) -> nf.Config:
-    return nf.Config(model=model, sft_batch=4, games=2, rounds=2, critics="none,scripted,model", threads=1,
-                     eval_every=1, tensorboard=False, plot=False, device="cpu", **kw)
+    base = dict(model=model, sft_batch=4, games=2, rounds=2, critics="none,scripted,model", threads=1, eval_every=1,
+                tensorboard=False, plot=False, device="cpu")
+    return nf.Config(**(base | kw))
 
 
 def test_seed_and_resume(tiny_1024, tmp_path):

@@ -8,8 +8,8 @@ Runs `spkit train negotiation_feedback --seed S --threads 1` with the default se
 60 steps of 16, set by the time available on a shared machine, not tuned), one run at a time, into OUT/seedS, then copies each
 run's metrics into assets/results/negotiation_feedback_seedS.{csv,json} (`collect.py`) and adds the
 run's CPU time (user + system of the training process) to the json. A finished run is not run
-again (delete its directory to redo it). `--dev` runs the settings tried on seed 100 and appends
-each one's last evaluation to negotiation_feedback_tried.jsonl.
+again (delete its directory to redo it). `--dev` reruns the settings tried on seed 100 and appends
+each one's last evaluation to negotiation_feedback_tried.jsonl (which lists the dev runs made).
 
 The evaluation at step 0 is the untrained spkit-tiny; the one at the end is the meta-SFT'd model.
 Each plays G = 32 chains of up to 5 rounds per critic (none, scripted, model, random), both seats
@@ -69,7 +69,8 @@ def main() -> None:
             lines.append(json.dumps({"seed": 100, "setting": label, "flags": FLAGS + extra, **info,
                                      **{k: v for k, v in last.items() if k.startswith("eval/")}}))
             print(f"dev {label}: {(time.perf_counter() - t0) / 60:.1f} min wall", flush=True)
-        (HERE / "negotiation_feedback_tried.jsonl").write_text("\n".join(lines) + "\n")
+        with open(HERE / "negotiation_feedback_tried.jsonl", "a") as f:  # after the runs already listed
+            f.write("\n".join(lines) + "\n")
         return
     for seed in args.seeds:
         name = f"negotiation_feedback_seed{seed}"

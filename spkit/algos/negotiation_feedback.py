@@ -62,7 +62,8 @@ Deviations from the paper:
   5. Only the seller is criticised (the paper criticises either player, one at a time).
 
 Metrics (per critic c ∈ `--critics`, rounds r = 1..R, in `metrics.csv` at each evaluation):
-  eval/<c>/price_r<r>, eval/<c>/price_ci_r<r>   mean deal price (Eq. 4) and its 95% half-width
+  eval/<c>/price_r<r>, eval/<c>/price_ci_r<r>   mean deal price (Eq. 4) and its 95% half-width (absent
+                                              when the round had fewer than one / two deals)
   eval/<c>/deal_r<r>                          deal rate (Eq. 4)
   eval/<c>/return_r<r>                        the seller's mean return, Eq. (2), no deal = 0
   eval/<c>/invalid                            share of games ended by an invalid move
@@ -390,7 +391,7 @@ def evaluate(agent: LMAgent, cfg: Config, step: int) -> dict[str, float]:
         if critic == "model":
             drawn = sum(1 for c in chains for rec in c.rounds[:-1] if rec.price is not None or not cfg.stop_at_no_deal)
             m[f"eval/{critic}/critic_invalid"] = bad / max(drawn * cfg.critic_samples, 1)
-    return m
+    return {k: v for k, v in m.items() if math.isfinite(v)}  # no deal in a round: no price logged
 
 
 def plot_rounds(history: History, critics: Sequence[str], rounds: int, path: Path) -> None:
@@ -454,5 +455,6 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 def summary(history: History) -> str:
     """The line `spkit train negotiation_feedback` prints at the end."""
     row = next((r for r in reversed(history.rows) if any(k.startswith("eval/") for k in r)), {})
-    parts = [f"{c}: gain {row[f'eval/{c}/gain']:+.2f}" for c in CRITICS if f"eval/{c}/gain" in row]
+    parts = [f"{c}: gain {row.get(f'eval/{c}/gain', math.nan):+.2f}" for c in CRITICS
+             if f"eval/{c}/deal_r1" in row]
     return "seller's deal price, last deal - round 1 (Eq. 5): " + ", ".join(parts)
