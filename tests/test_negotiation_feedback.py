@@ -236,12 +236,12 @@ def test_widget_shows_rounds_escaped():
 
 
 @pytest.mark.slow
-def test_meta_sft_on_spkit_tiny_learns_legal_moves(tmp_path):
+def test_meta_sft_on_spkit_tiny_lowers_the_demonstration_loss():
     if not (TINY_DIR / "config.json").exists():
         pytest.skip("assets/models/spkit-tiny not built yet")
-    cfg = nf.Config(steps=30, sft_batch=16, games=8, rounds=2, critics="none", eval_every=0, threads=1,
+    cfg = nf.Config(steps=8, sft_batch=8, games=2, rounds=1, critics="none", eval_every=0, threads=1,
                     tensorboard=False, plot=False, device="cpu")
     h = nf.train(cfg)
-    rows = [r for r in h.rows if "eval/none/invalid" in r]
-    assert rows[0]["eval/none/invalid"] > rows[-1]["eval/none/invalid"]
-    assert "gain" in nf.summary(h)
+    loss = h.series("train/sft_loss")[1]
+    assert len(loss) == 8 and loss[-1] < 0.5 * loss[0]  # spkit-tiny starts far from the bargaining format
+    assert "none: gain" in nf.summary(h)
