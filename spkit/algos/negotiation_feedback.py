@@ -60,6 +60,9 @@ Deviations from the paper:
   4. The seller's context holds its earlier rounds as their prices ("Earlier rounds: $13, $15")
      and the suggestions so far, not the full earlier dialogues (the tiny model's context).
   5. Only the seller is criticised (the paper criticises either player, one at a time).
+  6. An invalid move (an answer that is not a listed action) ends the game without a deal, and
+     with `stop_at_no_deal` the chain too: format failures count as broken deals (GPT-class models
+     in the paper had none); `eval/<c>/invalid` says how many.
 
 Metrics (per critic c ∈ `--critics`, rounds r = 1..R, in `metrics.csv` at each evaluation):
   eval/<c>/price_r<r>, eval/<c>/price_ci_r<r>   mean deal price (Eq. 4) and its 95% half-width (absent
