@@ -5,7 +5,8 @@
 
 Runs `spkit train negotiation_feedback --seed S --threads 1` with the default settings and `FLAGS`
 (the play temperature, 0.7, chosen on seed 100, which is not reported: `DEV`; the meta-SFT budget,
-60 steps of 16, set by the time available on a shared machine, not tuned), one run at a time, into OUT/seedS, then copies each
+200 steps of 16 = the dev runs' 3,200 demonstrations, after 60 steps of 16 left 63-74% of seed 0's
+games invalid), one run at a time, into OUT/seedS, then copies each
 run's metrics into assets/results/negotiation_feedback_seedS.{csv,json} (`collect.py`) and adds the
 run's CPU time (user + system of the training process) to the json. A finished run is not run
 again (delete its directory to redo it). `--dev` reruns the settings tried on seed 100 and appends

@@ -76,7 +76,7 @@ Metrics (per critic c ∈ `--critics`, rounds r = 1..R, in `metrics.csv` at each
 At the end, ``OUT/negotiation_feedback_rounds.png``: price and deal rate vs round, one line per critic.
 
 Commands:
-  spkit train negotiation_feedback --steps 60 --threads 1 --out runs/negotiation_feedback
+  spkit train negotiation_feedback --steps 200 --threads 1 --out runs/negotiation_feedback
   spkit train negotiation_feedback --steps 0 --out runs/negfb_untrained      # the untrained baseline
   spkit train negotiation_feedback --critics none,scripted,model,random --push 3 --out runs/negfb_push3
 """
@@ -347,7 +347,7 @@ def price_gain(chains: Sequence[Chain]) -> float:
 @dataclass
 class Config(RunConfig):
     model: str = param("spkit-tiny", "model name, hub id or save_pretrained directory")
-    steps: int = param(60, "meta-SFT steps (the only weight updates; the feedback rounds run in "
+    steps: int = param(200, "meta-SFT steps (the only weight updates; the feedback rounds run in "
                        "each evaluation)", ge=0, identity=False)
     sft_batch: int = param(16, "demonstration moves per meta-SFT step", ge=1)
     lr: float = param(5e-4, "meta-SFT learning rate", gt=0)
