@@ -84,7 +84,7 @@ print(f"best scripted seller against this buyer mix: floor ${best.limit}, step $
 print("meta-SFT demonstration (the target is after the prompt):")
 prompt, target = next((p, c) for p, c in nf.demonstrations(40, seed=SEED) if "Feedback:" in p)
 print(prompt[prompt.index("You are Player"):] + target)
-cfg_nf = nf.Config(steps=6 if SMALL else 40, sft_batch=16, games=6 if SMALL else 16, rounds=3 if SMALL else 5,
+cfg_nf = nf.Config(steps=6 if SMALL else 30, sft_batch=16, games=6 if SMALL else 16, rounds=3 if SMALL else 5,
                    critics="none,scripted,model", eval_every=0, seed=SEED, threads=1, tensorboard=False,
                    out=str(NF_OUT), overwrite=True)
 t0, c0 = time.time(), time.process_time()
