@@ -120,7 +120,9 @@ NegotiationRounds(chains_nf, title="critic: scripted")
 # %% [markdown]
 # ### The comparison, from the recorded runs
 #
-# `python assets/results/negotiation_feedback.py` trains longer than a lesson can (the play
+# A lesson-length meta-SFT leaves most (or all) of the live run's games ended by an invalid move:
+# the format of a game spkit-tiny never saw takes longer to learn than a notebook cell should run.
+# `python assets/results/negotiation_feedback.py` trains much longer than a lesson can (the play
 # temperature was chosen on seed 100, not reported) and evaluates all four critics (a **random**
 # critic that draws uniformly from the pool is the control for the model critic) on 32 unrollings
 # of 5 rounds each. The table reads those files; its caption gives each run's budget.
