@@ -45,6 +45,8 @@ ALGOS: dict[str, tuple[str, str]] = {
             "process rewards, iterative self-play"),
     "self_redteam": ("spkit.algos.self_redteam", "Self-RedTeam: one model as attacker and defender on a "
                      "synthetic red-teaming game (general-sum reward, --think hidden reasoning)"),
+    "negotiation_feedback": ("spkit.algos.negotiation_feedback", "Negotiation with AI feedback: a critic's "
+                             "suggestions in context over bargaining rounds (no weight update; meta-SFT first)"),
     # iterative alignment on instruction following (spkit_ifeval_lite, rule checkers as the oracle)
     "spar": ("spkit.algos.spar", "SPaR: self-judge (majority vote), tree-search refinement, DPO on refinement pairs"),
     "online_iterative_dpo": ("spkit.algos.online_iterative_dpo", "online iterative DPO on an LM (best vs worst of K, "

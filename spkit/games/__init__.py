@@ -1,6 +1,7 @@
 """Games with one small API (see `base.py`) and their LLM prompt formats (see `prompts.py`).
 
-``load_game(name)`` is the registry: "kuhn_poker", "tictactoe", "negotiation", "spy", or
+``load_game(name)`` is the registry: "kuhn_poker", "tictactoe", "negotiation", "spy",
+"bargaining", or
 "textarena:<EnvId>" for any installed TextArena environment (e.g. "textarena:TicTacToe-v0").
 """
 
@@ -30,6 +31,12 @@ def _negotiation() -> Game:
     return NegotiationGame()
 
 
+def _bargaining() -> Game:
+    from spkit.games.bargaining import BargainingGame
+
+    return BargainingGame()
+
+
 def _spy() -> Game:
     from spkit.games.spy import SpyGame
 
@@ -41,6 +48,7 @@ GAMES: dict[str, Callable[[], Game]] = {
     "tictactoe": _tictactoe,
     "negotiation": _negotiation,
     "spy": _spy,
+    "bargaining": _bargaining,
 }
 
 

@@ -121,13 +121,17 @@ def play_episodes(
     seats: Callable[[int], Sequence[Any]],
     n: int,
     seed: int,
+    initial: Callable[[int], State] | None = None,
 ) -> list[Episode]:
     """Play `n` games of `game`; ``seats(i)`` gives game i's players (LMAgent or Policy).
 
     A Policy is anything with ``sample_action(state, rng)`` (see `spkit.games.policies`).
-    LMAgents that are the same object share one sampler batch per round.
+    LMAgents that are the same object share one sampler batch per round. ``initial(i)``, if
+    given, is game i's starting state (e.g. one that carries in-context feedback from an earlier
+    round); by default ``game.new_initial_state(seed=derive_seed(seed, "game", i))``.
     """
-    states = [game.new_initial_state(seed=derive_seed(seed, "game", i)) for i in range(n)]
+    states = [initial(i) if initial is not None else game.new_initial_state(seed=derive_seed(seed, "game", i))
+              for i in range(n)]
     players = [list(seats(i)) for i in range(n)]
     rngs = [[random.Random(derive_seed(seed, "policy", i, s)) for s in range(len(players[i]))]
             for i in range(n)]

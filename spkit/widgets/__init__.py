@@ -3,6 +3,7 @@
     from spkit.widgets import play, TrainingDashboard
     play("kuhn_poker", model="spkit-tiny")          # KuhnPokerBoard, TicTacToeBoard, ...
     CorrectionBoard("runs/score/final")             # "correct yourself": two attempts at a problem
+    NegotiationRounds.play("runs/negfb/final")      # bargaining rounds with a critic's feedback
     dash = TrainingDashboard(); spiral.train(cfg, callback=dash)
 """
 
@@ -17,6 +18,7 @@ from spkit.widgets.boards import (
 )
 from spkit.widgets.correction import CorrectionBoard
 from spkit.widgets.dashboard import TrainingDashboard
+from spkit.widgets.negotiation import NegotiationRounds
 
 __all__ = [
     "BOARDS",
@@ -24,6 +26,7 @@ __all__ = [
     "GameBoard",
     "KuhnPokerBoard",
     "NegotiationBoard",
+    "NegotiationRounds",
     "SpyBoard",
     "TicTacToeBoard",
     "TrainingDashboard",
