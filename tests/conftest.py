@@ -69,3 +69,17 @@ def parity_reward(monkeypatch):
         return torch.tensor([float(len(t) % 2 == 0) for t in texts])
 
     monkeypatch.setattr(V, "score", score)
+
+
+@pytest.fixture(scope="session")
+def tiny_1024(tmp_path_factory) -> str:
+    """A random tiny Llama with 1024 positions saved as a directory: the game prompts of
+    Who-is-the-Spy votes and negotiation (~500 tokens) need more than `tiny_dir`'s."""
+    from spkit.testing import tiny_random_model
+
+    path = tmp_path_factory.mktemp("tiny1024")
+    model, tok = tiny_random_model()
+    model.config.max_position_embeddings = 1024
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

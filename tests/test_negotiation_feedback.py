@@ -174,16 +174,6 @@ def test_random_critic_draws_from_the_pool():
 
 
 # ---- properties, CLI, widget -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_1024(tmp_path_factory):
-    from spkit.testing import tiny_random_model
-
-    path = tmp_path_factory.mktemp("tiny1024")
-    model, tok = tiny_random_model()
-    model.config.max_position_embeddings = 1024
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def _cfg(model: str, **kw) -> nf.Config:

@@ -140,17 +140,6 @@ def test_schedules():
 
 
 # ---- properties and smoke ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_1024(tmp_path_factory):
-    """A random tiny Llama with 1024 positions (a Spy vote prompt needs ~530 of its tokens)."""
-    from spkit.testing import tiny_random_model
-
-    path = tmp_path_factory.mktemp("tiny1024")
-    model, tok = tiny_random_model()
-    model.config.max_position_embeddings = 1024
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def test_seed_and_resume(tiny_1024, tmp_path):

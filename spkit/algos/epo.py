@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +98,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.losses import reward_weighted_nll
 from spkit.rl.selfplay import Episode, LMAgent, play_episodes
 from spkit.run import History, Run, RunConfig
+from spkit.run.checkpoint import replace_dir
 from spkit.sampling import Completion, SamplingParams
 from spkit.seeding import derive_seed
 
@@ -620,11 +620,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     history = run.loop(step, evaluate)
     if history.out_dir is not None and run.writes:  # the frozen actor beside final/
-        tmp, final = history.out_dir / ".tmp_actor", history.out_dir / "actor"
-        shutil.rmtree(tmp, ignore_errors=True)
-        actor.save_files(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        replace_dir(history.out_dir / "actor", actor.save_files)
     return history
 
 

@@ -78,7 +78,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -91,6 +90,7 @@ from spkit.config import param
 from spkit.generation import Sampler
 from spkit.rl import verifiable as V
 from spkit.run import History
+from spkit.run.checkpoint import replace_dir
 from spkit.run.distributed import all_reduce_grads
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
@@ -533,12 +533,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 **({"losses/value": v_loss} if targets else {}), **{f"losses/{k}": v for k, v in losses.items()}}
 
     history = ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
-    if history.out_dir is not None and ctx.run.writes:
-        tmp, final = history.out_dir / ".tmp_value", history.out_dir / "value"
-        shutil.rmtree(tmp, ignore_errors=True)
-        value.save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+    if history.out_dir is not None and ctx.run.writes:  # the value model beside final/
+        replace_dir(history.out_dir / "value", value.save_pretrained)
     return history
 
 

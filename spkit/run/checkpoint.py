@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,16 @@ def load_checkpoint(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
     return state
+
+
+def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a directory with `write(tmp)` beside `target`, then swap it in: a crash leaves the
+    old directory or none, never a half-written one (a second model saved beside `final/`)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def finite_weights(model: torch.nn.Module) -> bool:
