@@ -620,20 +620,26 @@ def test_spkit_backend_caps_generation_to_the_context(random_tiny):
     assert len(outs[0].token_ids) <= params.max_new_tokens
 
 
-@pytest.mark.slow
-def test_data_parallel_eval_under_torchrun_equals_one_process(tiny_dir, tmp_path):
-    """Two gloo ranks share the requests; rank 0 gathers and writes the same samples and metrics."""
+def _eval_on_one_and_two_ranks(args: list[str], tmp_path: Path) -> tuple:
+    """`spkit eval ARGS` in one process (--out tmp/one) and on two gloo ranks (--out tmp/two)."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
-    args = ["eval", "--model", str(tiny_dir), "--tasks", "spkit_arith_1", "--limit", "5", "--max-gen-toks", "8",
-            "--batch-size", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
     one = subprocess.run([sys.executable, "-m", "spkit", *args, "--out", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=300)
     two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "spkit", *args,
                           "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-2000:]
+    return one, two
+
+
+@pytest.mark.slow
+def test_data_parallel_eval_under_torchrun_equals_one_process(tiny_dir, tmp_path):
+    """Two gloo ranks share the requests; rank 0 gathers and writes the same samples and metrics."""
+    args = ["eval", "--model", str(tiny_dir), "--tasks", "spkit_arith_1", "--limit", "5", "--max-gen-toks", "8",
+            "--batch-size", "4"]
+    one, two = _eval_on_one_and_two_ranks(args, tmp_path)
     assert two.stdout.count("samples in") == 1  # rank 0 alone prints
     res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
     assert res[0]["results"] == res[1]["results"] and res[1]["spkit"]["samples"] == 5
@@ -650,17 +656,9 @@ def test_data_parallel_eval_under_torchrun_equals_one_process(tiny_dir, tmp_path
 def test_data_parallel_vote_under_torchrun_equals_one_process(tiny_dir, tmp_path):
     """The 8-sample mode on two gloo ranks: the same 8 samples per item (seeded per task, doc and
     repeat), the same votes and metrics as one process, though the short rank is padded."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun not installed")
     args = ["eval", "--model", str(tiny_dir), "--tasks", "spkit_steps_arith_2", "--samples", "8",
             "--limit", "3", "--max-gen-toks", "8", "--batch-size", "4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
-    one = subprocess.run([sys.executable, "-m", "spkit", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
-    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "spkit", *args,
-                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-2000:]
+    one, two = _eval_on_one_and_two_ranks(args, tmp_path)
     res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
     assert res[0]["results"] == res[1]["results"] and "f1,maj@8" in res[0]["results"]["spkit_steps_maj8_arith_2"]
 
