@@ -176,6 +176,25 @@ torch.save(seen[0], sys.argv[2] + "/grad" + os.environ.get("RANK", "solo") + ".p
 """
 
 
+def _gradients(script: Path, tmp_path: Path, two: list[str], solo: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """Run `script` on two gloo ranks (argv `two`) and as one process per entry of `solo`; each run
+    saves the gradients it recorded as grad<RANK|solo>.pt. Returns them by rank ("0", "1") and tag."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    r = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), *two, str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for tag, argv in solo.items():
+        r = subprocess.run([sys.executable, str(script), *argv, str(tmp_path)], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        (tmp_path / "gradsolo.pt").rename(tmp_path / f"grad_{tag}.pt")
+    return {k: torch.load(tmp_path / f"grad{k}.pt") for k in ("0", "1", *(f"_{t}" for t in solo))}
+
+
+def _rel(g: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((g - ref).norm() / ref.norm())  # float sums in another order: not bit-equal
+
+
 @pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
 @needs_torchrun
 @pytest.mark.parametrize("algo", ["grpo", "nft"])
@@ -186,21 +205,55 @@ def test_two_ranks_with_batch_b_make_the_update_one_rank_with_batch_2b_makes(alg
     (Dynamic sampling refills each rank's shard on its own, so it is off here.)"""
     script = tmp_path / "run.py"
     script.write_text(_RECORD_GRADIENT.format(algo=algo))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
-    two = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), "3", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert two.returncode == 0, two.stderr[-2000:]
-    for problems, tag in ((6, "solo"), (3, "half")):
-        one = subprocess.run([sys.executable, str(script), str(problems), str(tmp_path)],
-                             capture_output=True, text=True, timeout=300, env=env)
-        assert one.returncode == 0, one.stderr[-2000:]
-        (tmp_path / "gradsolo.pt").rename(tmp_path / f"grad_{tag}.pt")
-    g0, g1, whole, half = (torch.load(tmp_path / f"{k}.pt") for k in ("grad0", "grad1", "grad_solo", "grad_half"))
-    assert torch.equal(g0, g1)  # the replicas step with one gradient
+    g = _gradients(script, tmp_path, ["3"], {"whole": ["6"], "half": ["3"]})
+    whole = g["_whole"]
+    assert torch.equal(g["0"], g["1"])  # the replicas step with one gradient
     assert whole.abs().max() > 0  # the batch had groups with mixed rewards
-    rel = lambda g: float((g - whole).norm() / whole.norm())  # noqa: E731 (float sums in another order)
-    assert rel(g0) < 1e-5, rel(g0)
-    assert rel(half) > 1e-2, rel(half)
+    assert _rel(g["0"], whole) < 1e-5, _rel(g["0"], whole)
+    assert _rel(g["_half"], whole) > 1e-2, _rel(g["_half"], whole)
+
+
+_SPIRAL_GRADIENTS = """
+import os, sys, dataclasses, torch
+torch.set_num_threads(1)
+from spkit.algos import spiral as A
+from spkit.run import distributed
+games, out = int(sys.argv[1]), sys.argv[2]
+seen, play = [], A.collect
+def global_batch(g, learner, opponents, cfg, seed):  # every process plays the same `games` games;
+    full = play(g, learner, opponents, dataclasses.replace(cfg, episodes=games), 1234 + len(seen))
+    return full[distributed.shard(len(full))]  # a rank trains on its contiguous share
+A.collect = global_batch
+clip = A.clip_grad_norm
+def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
+    norm = clip(model, max_norm)
+    seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
+    return norm
+A.clip_grad_norm = recording_clip
+cfg = A.Config(steps=2, episodes=games, games=("kuhn_poker",), magnet_coef=0.5, eval_every=0, eval_games=0,
+               lr=1e-3, tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
+A.train(cfg)
+torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
+"""
+
+
+@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~40 s CPU
+@needs_torchrun
+def test_spiral_update_on_two_ranks_equals_one_process_on_their_games(tmp_path):
+    """SPIRAL's ranks play their own games (rank-derived seeds), so the test hands each rank a
+    contiguous share of one global batch of games and checks what the update makes of them: the
+    RAE baselines and the loss normaliser run over the global batch, and the magnet term is on
+    every rank, so both steps' averaged gradients (the second after a first update and a first
+    baseline move) equal one process's on the whole batch; a process on half the games differs."""
+    script = tmp_path / "run.py"
+    script.write_text(_SPIRAL_GRADIENTS)
+    g = _gradients(script, tmp_path, ["8"], {"whole": ["8"], "half": ["4"]})
+    whole = g["_whole"]
+    assert torch.equal(g["0"], g["1"])
+    assert whole.shape[0] == 2 and whole[1].abs().max() > 0
+    for t in (0, 1):
+        assert _rel(g["0"][t], whole[t]) < 1e-5, (t, _rel(g["0"][t], whole[t]))
+    assert _rel(g["_half"][0], whole[0]) > 1e-2
 
 
 # ---- benchmarks/gpu_smoke.sh ----------------------------------------------------------------------------

@@ -50,8 +50,9 @@ Deviations from the paper:
      `entropy_bonus`), optionally halved every `entropy_half_life` steps (a constant β pulls the
      policy to a regularised equilibrium, not a Nash one); a k3 KL penalty to the initial model;
      the magnet term of step 4; linearly weighted averaging of the Kuhn iterates (`avg_weights`).
-  5. With several processes each rank keeps its own RAE baselines over its own games
-     (gradients are averaged, so weights stay identical).
+  5. With several processes each rank plays its own games (rank-derived seeds); the RAE
+     baselines and the loss normaliser are computed over the global batch and gradients are
+     averaged, so an update on 2 ranks × B games equals one process's on those 2B games (tested).
   6. The paper's learner uses vLLM rollouts and a separate learner; here one process samples
      with `spkit.generation.Sampler` and updates the same weights (exactly on-policy).
   7. Batch and normaliser at spkit-tiny's scale: `episodes` games per step (not `min_turns`
@@ -126,7 +127,7 @@ from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
 from spkit.rl.selfplay import Episode, LMAgent, Turn, format_sft, outcome_rates, play_episodes
 from spkit.rl.tabular_pg import average_policy
 from spkit.run import History, Run, RunConfig
-from spkit.run.distributed import clip_grad_norm
+from spkit.run.distributed import clip_grad_norm, gather_objects, global_sum, world
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 from spkit.solvers.exploitability import Table, game_tree, nash_conv, nash_conv_interval
@@ -277,16 +278,20 @@ def subsample_turns(pairs: list[tuple[Turn, float]], n: int, seed: int) -> list[
 # ---- 2-3. Reward and advantage ------------------------------------------------------------------
 def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> list[tuple[Turn, float]]:
     """Steps 2-3: (learner turn, advantage) pairs; RAE per (episode, role) in episode order.
-    A game that ended as a context overflow has no outcome: it neither trains nor moves b."""
-    out: list[tuple[Turn, float]] = []
-    for ep in episodes:
-        if ep.overflow:
-            continue
-        for role in ep.learner_seats:
-            R = ep.returns[role]
-            A = baseline.update((ep.game, role), R) if baseline is not None else R  # Eq. (RAE)
-            out += [(t, A) for t in ep.turns if t.learner and t.role == role]
-    return out
+    A game that ended as a context overflow has no outcome: it neither trains nor moves b.
+
+    Under torchrun the baselines move over the *global* batch: every rank sees every rank's
+    returns (rank 0's games first) and makes the same sequential updates, so the baselines stay
+    equal on all ranks and equal to one process's on the concatenated games."""
+    seats = [(ep, role) for ep in episodes if not ep.overflow for role in ep.learner_seats]
+    local = [(ep.game, role, ep.returns[role]) for ep, role in seats]
+    everyone = gather_objects(local)
+    offset = sum(len(x) for x in everyone[: world()[0]])
+    every = [x for part in everyone for x in part]
+    adv = (baseline.advantages([(g, r) for g, r, _ in every], [R for _, _, R in every])  # Eq. (RAE)
+           if baseline is not None else [R for _, _, R in every])[offset: offset + len(local)]
+    return [(t, A) for (ep, role), A in zip(seats, adv, strict=True)
+            for t in ep.turns if t.learner and t.role == role]
 
 
 def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float) -> list[tuple[Turn, float]]:
@@ -351,10 +356,14 @@ def merge_turns(batch: list[tuple[Turn, float]]) -> list[tuple[Turn, float, int]
 def loss_normaliser(batch: list[tuple[Turn, float]], cfg: Config) -> float:
     """What the summed token loss is divided by: the batch's completion tokens ("token_mean",
     spkit's default) or turns × the generation budget ("dr_grpo": oat's default critic, which
-    divides each sequence's summed loss by the constant `generate_max_length`, then averages)."""
+    divides each sequence's summed loss by the constant `generate_max_length`, then averages).
+    Under torchrun: the global batch's count over the world size, so that the ranks' averaged
+    gradient is the gradient of one process's loss on the whole batch."""
     if cfg.loss_norm == "dr_grpo":
-        return float(len(batch) * cfg.resolved_max_new_tokens())
-    return float(sum(len(t.completion_ids) for t, _ in batch))
+        local = float(len(batch) * cfg.resolved_max_new_tokens())
+    else:
+        local = float(sum(len(t.completion_ids) for t, _ in batch))
+    return global_sum(local) / world()[1]  # ranks' gradients are averaged: the global mean
 
 
 def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_model=None,
@@ -547,7 +556,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     learner = LMAgent(Sampler(model, tok), cfg.mode, sp, learner=True)
     frozen = LMAgent(Sampler(ref_model, tok), cfg.mode, sp, learner=False) if ref_model is not None else None
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
-    averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games and run.rank == 0
+    averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games  # every rank: the magnet needs it
     sft = format_sft(model, tok, games, cfg) if cfg.sft_steps and not cfg.resume else {}
     kuhn_states = None
     if cfg.magnet_coef > 0 and averaging:
@@ -560,6 +569,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
+        if averaging and not avg.tables:  # rank 0 recorded it in its first evaluation; the others here
+            record_table(0)
         episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", t, run.rank))  # 1
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)  # 2-3

@@ -4,7 +4,8 @@ Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds t
 averages gradients before each optimizer step, so the replicas stay identical: `spkit.run.Run`
 does it for the optimizer a trainer gives `run.track` (a pre-step hook), and `clip_grad_norm`
 does it before clipping, so the norm clipped is the whole batch's. Rollouts are split across
-ranks: SPIRAL plays its games from rank-derived seeds; the verifiable-reward trainers (GRPO and
+ranks: SPIRAL plays its games from rank-derived seeds and runs its RAE baselines and loss
+normaliser over the global batch (`gather_objects`, `global_sum`); the verifiable-reward trainers (GRPO and
 those built on its loop) draw one global batch of problems and sample their `shard` of it with
 the global batch's per-row randomness (`Sampler.generate(row_seeds=...)`), and normalise the loss
 by the global batch (`global_sum`), so 2 ranks × batch B make the update 1 rank × batch 2B
@@ -58,6 +59,17 @@ def global_sum(x: float) -> float:
     t = torch.tensor([float(x)], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item())
+
+
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` (picklable, small: returns, class ids, counts), in rank order; ``[obj]``
+    outside torchrun. Used where a step needs the whole global batch's few numbers, e.g. a running
+    baseline that must see every rank's returns in one order."""
+    if not _active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_grads(model: torch.nn.Module) -> None:
