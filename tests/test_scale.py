@@ -256,6 +256,43 @@ def test_spiral_update_on_two_ranks_equals_one_process_on_their_games(tmp_path):
     assert _rel(g["_half"][0], whole[0]) > 1e-2
 
 
+_PREFERENCE_GRADIENTS = """
+import os, sys, torch
+torch.set_num_threads(1)
+from spkit.algos import preference_game as PG, sppo
+topics, out = int(sys.argv[1]), sys.argv[2]
+seen, init = [], PG.LMPreferenceRun.__init__
+def recording_init(self, *a, **kw):  # after the run loop's averaging hook: the averaged gradient
+    init(self, *a, **kw)
+    self.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
+        torch.cat([p.grad.flatten() for p in self.model.parameters()]).clone()))
+PG.LMPreferenceRun.__init__ = recording_init
+cfg = sppo.Config(mode="lm", steps=1, topics=topics, K=4, inner_steps=2, eval_samples=4, eval_every=0,
+                  tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
+sppo.train(cfg)
+torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
+"""
+
+
+@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
+@needs_torchrun
+def test_lm_preference_learner_on_two_ranks_equals_one_process_on_the_whole_batch(tmp_path):
+    """SPPO on the LM preference game: each rank samples half the rows (the whole batch's row
+    seeds), all gather the batch, the oracle draws once over it, and each rank differentiates its
+    own rows: both inner steps' averaged gradients equal one process's; a smaller batch differs."""
+    script = tmp_path / "run.py"
+    script.write_text(_PREFERENCE_GRADIENTS)
+    g = _gradients(script, tmp_path, ["4"], {"whole": ["4"], "half": ["2"]})
+    whole = g["_whole"]
+    assert torch.equal(g["0"], g["1"])
+    assert whole.shape[0] == 2 and whole.abs().max() > 0
+    assert _rel(g["0"][0], whole[0]) < 1e-5, _rel(g["0"][0], whole[0])
+    # the second step starts from weights one Adam step apart by float rounding: Adam divides by
+    # √v, so coordinates with ~1e-7 gradients move by up to lr whatever their rounding
+    assert _rel(g["0"][1], whole[1]) < 1e-3, _rel(g["0"][1], whole[1])
+    assert _rel(g["_half"][0], whole[0]) > 1e-2
+
+
 # ---- benchmarks/gpu_smoke.sh ----------------------------------------------------------------------------
 _SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.sh"
 

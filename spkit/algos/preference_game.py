@@ -38,7 +38,8 @@ from spkit.models import load_model
 from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
 from spkit.run import History, Run, RunConfig
-from spkit.sampling import SamplingParams
+from spkit.run.distributed import gather_objects, shard, world
+from spkit.sampling import SamplingParams, row_seed
 from spkit.seeding import derive_seed
 from spkit.solvers.matrix import check_preference_matrix, exploitability, regularized_exploitability
 
@@ -245,6 +246,13 @@ class LMPreferenceRun:
     classes and log π_t), `oracle(batch, g)` (comparisons within prompt g), `logps` (differentiable
     sequence log-probs), `ref_logps` (under the frozen initial model π_ref = π_0) and `fit`
     (optimiser steps on a loss).
+
+    Under torchrun every rank samples its `shard` of each batch (with the whole batch's row
+    seeds), then all ranks gather the whole batch: the oracle draws, class counts and losses are
+    the single process's. Each rank differentiates only its shard's log-probs (the other rows
+    enter the loss as gathered values), so the ranks' gradients sum to the whole batch's: `fit`
+    scales by the world size because the run loop averages them. 2 ranks × B rows make the
+    update 1 process × 2B makes (tested). Nash-MD's mixture sampling is not split.
     """
 
     def __init__(self, cfg: ProblemConfig, name: str, callback: Callable | None = None) -> None:
@@ -265,9 +273,16 @@ class LMPreferenceRun:
         self.run_.track(model=self.model, tokenizer=self.tok, optimizer=self.optimizer, lm=self.state)
 
     # ---- samples and judgements
-    def sample(self, n: int, seed: int) -> tuple[list, np.ndarray]:
-        """n completions of every prompt (prompt-major) and their classes."""
-        outs = self.sampler.generate([p for p in self.prompts for _ in range(n)], self.params, seed=seed)
+    def sample(self, n: int, seed: int, split: bool = True) -> tuple[list, np.ndarray]:
+        """n completions of every prompt (prompt-major) and their classes. `split`: each rank
+        samples its shard, then all gather (a collective: every rank must call it; rank 0's
+        evaluation passes False). Row i draws from row_seed(seed, i) whichever rank samples it."""
+        prompts = [p for p in self.prompts for _ in range(n)]
+        rows = shard(len(prompts)) if split else slice(0, len(prompts))
+        mine = self.sampler.generate(prompts[rows], self.params, seed=seed,
+                                     row_seeds=[row_seed(seed, i) for i in range(rows.start, rows.stop)]
+                                     ) if rows.stop > rows.start else []
+        outs = [c for part in gather_objects(mine) for c in part] if split else mine
         return outs, np.array([lmp.classify(o.text) for o in outs])
 
     def rollout(self, t: int, tag: str = "sample", K: int | None = None, record: bool = True) -> LMBatch:
@@ -325,8 +340,13 @@ class LMPreferenceRun:
 
     # ---- log-probabilities and updates
     def token_logps(self, batch: LMBatch, model=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) token log-probs of the completions (differentiable under grad) and the mask."""
-        lp = token_logprobs(model or self.model, batch.prompt_ids, batch.token_ids)
+        """(B, T) token log-probs of the completions and the mask; under torchrun only this rank's
+        shard of rows is differentiable (the others are gathered values, see the class note)."""
+        rows = shard(len(batch.token_ids))
+        mine = token_logprobs(model or self.model, batch.prompt_ids[rows], batch.token_ids[rows]
+                              ) if rows.stop > rows.start else []
+        lp = [torch.tensor(v) for part in gather_objects([x.detach().tolist() for x in mine]) for v in part]
+        lp[rows] = mine
         return pad_right(lp), pad_right([[1.0] * len(x) for x in lp], max(len(x) for x in lp))
 
     def logps(self, batch: LMBatch) -> torch.Tensor:
@@ -347,7 +367,7 @@ class LMPreferenceRun:
         for _ in range(steps):
             self.optimizer.zero_grad()
             loss = loss_fn()
-            loss.backward()
+            (loss * world()[1]).backward()  # the ranks' shards' gradients sum to the batch's; the loop averages
             self.optimizer.step()
         self.model.eval()
         return float(loss.detach())
@@ -364,7 +384,7 @@ class LMPreferenceRun:
             return {**m, "train/oracle_calls": float(self.state.calls)}
 
         def evaluate(t: int) -> dict[str, float]:
-            _, cls = self.sample(cfg.eval_samples, derive_seed(cfg.seed, "eval", t))
+            _, cls = self.sample(cfg.eval_samples, derive_seed(cfg.seed, "eval", t), split=False)  # rank 0 only
             counts = np.zeros((len(self.prompts), len(lmp.CLASSES)))
             np.add.at(counts, (np.repeat(np.arange(len(self.prompts)), cfg.eval_samples), cls), 1.0)
             e, lo, hi = lmp.exploitability_interval(counts, self.P, rng)
