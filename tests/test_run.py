@@ -7,6 +7,7 @@ Each test here is a fault a hostile or careless user could trigger before the lo
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import math
@@ -317,3 +318,26 @@ def test_under_torchrun_the_run_loop_averages_gradients_for_any_trainer(tmp_path
     assert solo.returncode == 0, solo.stderr[-2000:]
     w0, w1, w_solo = (torch.load(tmp_path / f"w{k}.pt") for k in ("0", "1", "solo"))
     assert torch.equal(w0, w1) and not torch.allclose(w0, w_solo)
+
+
+# ---- --device / --dtype ---------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", ["rft", "online_iterative_dpo", "spiral"])
+def test_every_trainer_loads_its_model_in_the_runs_dtype(algo, tiny_dir, tmp_path):
+    """`--dtype` is a run-loop flag: the trainers load through `spkit.run.model_for`, so a
+    bfloat16 run trains and saves bfloat16 weights (one trainer per model-loading path)."""
+    import importlib
+
+    from spkit.algos import ALGOS
+    from spkit.run import model_for
+
+    mod = importlib.import_module(ALGOS[algo][0])
+    cfg = mod.Config(model=str(tiny_dir), steps=0, eval_every=0, out=str(tmp_path / "r"), dtype="bfloat16",
+                     plot=False, tensorboard=False)
+    model, _ = model_for(cfg)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(SpkitError, match="unknown dtype 'float64'"):
+        model_for(mod.Config(model=str(tiny_dir), dtype="float64"))
+    if algo != "spiral":  # spiral's bf16 path is the qwen preset's, exercised on GPUs
+        mod.train(dataclasses.replace(cfg, eval_limit=2))
+        saved = json.loads((tmp_path / "r" / "final" / "config.json").read_text())
+        assert saved.get("dtype", saved.get("torch_dtype")) == "bfloat16"

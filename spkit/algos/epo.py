@@ -141,7 +141,6 @@ class Config(RunConfig):
     neutral_share: float = param(0.25, "share of actor SFT rows with the neutral strategy", ge=0, le=1)
     eval_every: int = param(5, "evaluate every k iterations (and at the start and the end)", ge=0, identity=False)
     eval_games: int = param(64, "games per opponent and actor in each evaluation", ge=1, identity=False)
-    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
 
 
 # ---- The strategy grammar and its scripted follower ----------------------------------------------
@@ -530,13 +529,13 @@ PLOT_KEYS = ["eval/train/guided/return", "eval/train/neutral/return", "eval/held
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run EPO on Simple Negotiation; return every logged row. `OUT/final/` is the strategy
     model, `OUT/actor/` the frozen actor it guides."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     if cfg.train_opponent == cfg.heldout_opponent:
         raise SpkitError(f"--heldout-opponent must differ from --train-opponent (both {cfg.train_opponent!r})")
     run = Run(cfg, "epo", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model, device=cfg.device)
-    actor_model, _ = load_model(cfg.actor or cfg.model, device=cfg.device)
+    model, tok = model_for(cfg)
+    actor_model, _ = model_for(cfg, cfg.actor or cfg.model)
     setup = {}
     if not cfg.resume and not cfg.actor:  # step 0a (a resume restores the actor from the checkpoint)
         setup |= {f"setup/actor_{k}": v for k, v in build_actor(actor_model, tok, cfg).items()}
@@ -558,7 +557,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     def base_sampler() -> Sampler:  # the untrained base model, loaded only if an opponent needs it
         if not base:
-            m, t = load_model(cfg.model, device=cfg.device)
+            m, t = model_for(cfg)
             base.append(Sampler(m.requires_grad_(False), t))
         return base[0]
 

@@ -258,7 +258,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
           hooks: Hooks | None = None, plot_keys: list[str] | None = None) -> History:
     """Run GRPO (or a variant, or a trainer built on it through `hooks`); return every logged
     row. `callback(step, metrics)` per logged step."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     hooks = hooks or Hooks()
     ctx = V.start(cfg, name, callback, plot_keys or PLOT_KEYS, lr=cfg.lr, **hooks.state)
@@ -266,7 +266,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
     ref_model = None
     if cfg.kl_coef > 0:
-        ref_model, _ = load_model(cfg.model)
+        ref_model, _ = model_for(cfg)
         ref_model.requires_grad_(False)
 
     def step(t: int) -> dict[str, float]:

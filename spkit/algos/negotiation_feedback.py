@@ -369,7 +369,6 @@ class Config(RunConfig):
     temperature: float = param(0.7, "sampling temperature of the players and the model critic", gt=0,
                                identity=False)
     eval_every: int = param(50, "evaluate every k steps (and at the start and the end)", ge=0, identity=False)
-    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
 
     def critic_list(self) -> list[str]:
         names = [c.strip() for c in self.critics.split(",") if c.strip()]
@@ -426,11 +425,11 @@ PLOT_KEYS = ["train/sft_loss", "eval/none/price_r1", "eval/scripted/gain", "eval
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Meta-SFT for `cfg.steps` steps, with the in-context feedback rounds as the evaluation."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     critics = cfg.critic_list()  # a bad --critics fails before any work
     run = Run(cfg, "negotiation_feedback", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model, device=cfg.device)
+    model, tok = model_for(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     run.track(model=model, tokenizer=tok, optimizer=optimizer)
     agent = LMAgent(Sampler(model, tok), "direct", SamplingParams(max_new_tokens=6, temperature=cfg.temperature),

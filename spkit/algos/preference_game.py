@@ -34,10 +34,9 @@ from spkit.config import param
 from spkit.games.preference_matrices import FAMILIES, make_preference
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, token_logprobs
-from spkit.models import load_model
 from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
-from spkit.run import History, Run, RunConfig
+from spkit.run import History, Run, RunConfig, model_for
 from spkit.run.distributed import gather_objects, shard, world
 from spkit.sampling import SamplingParams, row_seed
 from spkit.seeding import derive_seed
@@ -258,7 +257,7 @@ class LMPreferenceRun:
     def __init__(self, cfg: ProblemConfig, name: str, callback: Callable | None = None) -> None:
         self.cfg = cfg
         self.run_ = Run(cfg, name, callback, plot_keys=[LAST, AVG])
-        self.model, self.tok = load_model(cfg.model)
+        self.model, self.tok = model_for(cfg)
         self.ref = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lm_lr)
         self.sampler = Sampler(self.model, self.tok)

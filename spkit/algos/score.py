@@ -168,12 +168,12 @@ PLOT_KEYS = ["eval/accuracy_t1", "eval/accuracy_t2", "eval/delta_i2c", "eval/del
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run SCoRe; return every logged row. `callback(step, metrics)` per logged step."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     ctx = V.start(cfg, "score", callback, PLOT_KEYS, lr=cfg.lr)
     task, model, optimizer, counter, sampler, params = (
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
-    ref_model, _ = load_model(cfg.model)  # π_ref of the KL terms: the initial model, frozen
+    ref_model, _ = model_for(cfg)  # π_ref of the KL terms: the initial model, frozen
     ref_model.requires_grad_(False)
 
     def step(t: int) -> dict[str, float]:

@@ -146,7 +146,6 @@ class Config(RunConfig):
     sft_lr: float = param(2e-3, "learning rate of the format SFT", gt=0)
     eval_every: int = param(10, "evaluate every k steps (and at the start and the end)", ge=0, identity=False)
     eval_games: int = param(128, "games per evaluation set", ge=1, identity=False)
-    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
 
     @property
     def mode(self) -> str:
@@ -268,10 +267,10 @@ PLOT_KEYS = ["eval/heldout/defended", "eval/heldout/over_refusal", "eval/seen/de
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run Self-RedTeam (or a static-attacker baseline); return every logged row."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     run = Run(cfg, "self_redteam", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model, device=cfg.device)
+    model, tok = model_for(cfg)
     game = RedTeamGame("train")
     sft = format_sft(model, tok, {game.name: game}, cfg) if cfg.sft_steps else {}  # 0 (repeated on resume)
     ref_model = None

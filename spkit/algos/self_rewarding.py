@@ -123,9 +123,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     eval_recs = instruct.eval_records(cfg)
     base = None
     if cfg.temporal:
-        from spkit.models import load_model
+        from spkit.run import model_for
 
-        m0, _ = load_model(cfg.model)
+        m0, _ = model_for(cfg)
         base = Sampler(m0, ctx.tokenizer)
 
     def step(t: int) -> dict[str, float]:

@@ -196,8 +196,6 @@ class Config(RunConfig):
     eval_temperature: float = param(1.0, "sampling temperature in evaluation games", gt=0, identity=False)
     kuhn_samples: int = param(32, "reasoning mode: completions per Kuhn infoset for the sampled table", ge=1)
     avg_every: int = param(1, "record the Kuhn policy table for the average every k steps (0 = never)", ge=0)
-    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
-    dtype: str | None = param(None, "model dtype (default: float32 on CPU, bfloat16 where supported)")
 
     PRESETS = {  # a class constant (no annotation), not a field
         "tiny": lambda: Config(),
@@ -537,14 +535,14 @@ class PolicyTables:
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run SPIRAL; return every logged row. `callback(step, metrics)` after each logged step."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     clock = [time.process_time()]  # loading counts towards the CPU budget
     run = Run(cfg, "spiral", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    model, tok = model_for(cfg)
     ref_model = None
     if cfg.opponent == "fixed" or cfg.kl_coef > 0:
-        ref_model, _ = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        ref_model, _ = model_for(cfg)
         ref_model.requires_grad_(False)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr)
     baseline = RoleBaseline(cfg.rae_alpha) if cfg.rae else None

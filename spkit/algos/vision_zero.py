@@ -132,7 +132,6 @@ class Config(RunConfig):
     eval_every: int = param(10, "evaluate every k steps (and at the start and the end)", ge=0, identity=False)
     eval_games: int = param(64, "held-out games per evaluation", ge=1, identity=False)
     eval_votes: int = param(4, "votes sampled per civilian in evaluation", ge=1, identity=False)
-    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
 
     def resolved_max_new_tokens(self) -> int:  # what spiral.update's dr_grpo normaliser reads
         return self.max_new_tokens
@@ -354,13 +353,13 @@ PLOT_KEYS = ["eval/accuracy", "eval/invalid_vote", "eval/invalid_clue", "train/a
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run Iterative-SPO on text Who-is-the-Spy; return every logged row."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     run = Run(cfg, "vision_zero", callback, PLOT_KEYS)
-    model, tok = load_model(cfg.model, device=cfg.device)
+    model, tok = model_for(cfg)
     ref_model = None
     if cfg.kl_coef > 0:
-        ref_model, _ = load_model(cfg.model, device=cfg.device)
+        ref_model, _ = model_for(cfg)
         ref_model.requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     baseline = RoleBaseline(cfg.rae_alpha)

@@ -82,10 +82,10 @@ def start(cfg: InstructConfig, name: str, callback: Callable | None, plot_keys: 
           **state) -> V.Start:
     """As `verifiable.start` (run, model, Adam, sample counter, tracked state, sampler, rollout
     parameters), with the instruction task."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     run = Run(cfg, name, callback, plot_keys)
-    model, tok = load_model(cfg.model)
+    model, tok = model_for(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr) if lr is not None else None
     counter = V.SampleCounter()
     run.track(model=model, tokenizer=tok, **({"optimizer": optimizer} if optimizer else {}), counter=counter,

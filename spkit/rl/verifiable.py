@@ -434,11 +434,11 @@ def start(cfg: VerifiableConfig, name: str, callback: Callable | None, plot_keys
     checked before any model loads), the run (seeds, directory, lock), the model, Adam at `lr`
     (None: the trainer makes its own), the sample counter, what a checkpoint holds (those, plus
     the trainer's own resumable `state`), a sampler and the rollout parameters."""
-    from spkit.models import load_model
+    from spkit.run import model_for
 
     task = task_of(cfg)
     run = Run(cfg, name, callback, plot_keys)
-    model, tok = load_model(cfg.model)
+    model, tok = model_for(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr) if lr is not None else None
     counter = SampleCounter()
     run.track(model=model, tokenizer=tok, **({"optimizer": optimizer} if optimizer else {}), counter=counter,

@@ -50,14 +50,14 @@ import torch
 from spkit.config import as_json, identity_diff, param, validate
 from spkit.errors import SpkitError
 from spkit.generation import set_default_backend
-from spkit.models import add_lora, has_lora, save_adapter, save_merged
+from spkit.models import add_lora, has_lora, load_model, save_adapter, save_merged
 from spkit.run.checkpoint import Checkpointer, finite_weights
 from spkit.run.distributed import average_before_step, init_distributed, rank0_decides
 from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress, read_metrics
 from spkit.seeding import seed_everything
 from spkit.vllm_backend import require_vllm
 
-__all__ = ["RunConfig", "Run", "History", "ensure_writable_dir", "lesson_out", "lesson_root", "trained_models"]
+__all__ = ["RunConfig", "Run", "History", "ensure_writable_dir", "lesson_out", "lesson_root", "trained_models", "model_for"]
 
 Metrics = dict[str, float]
 RUN_FILES = ("run.json", "metrics.csv", "checkpoints", "final", "tb")  # what --overwrite deletes
@@ -92,6 +92,9 @@ class RunConfig:
                       "(alpha = 2r; needs peft); 0 = full fine-tuning", ge=0, identity=False)
     grad_checkpointing: bool = param(False, "recompute activations in the backward pass (less memory, "
                                      "~30% more compute)", identity=False)
+    device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
+    dtype: str | None = param(None, "model dtype: float32 | bfloat16 | float16 (default: float32 on CPU, "
+                              "bfloat16 where supported)")
 
 
 class Stateful(Protocol):
@@ -122,6 +125,12 @@ class History:
     def last(self, key: str) -> float:
         vals = self.series(key)[1]
         return vals[-1] if vals else math.nan
+
+
+def model_for(cfg: RunConfig, name: str | os.PathLike | None = None):
+    """(model, tokenizer) of `name` (default: the config's `model`) on the run's `--device` and in its
+    `--dtype`: every trainer loads through here, so the two flags mean the same in all of them."""
+    return load_model(name or cfg.model, device=cfg.device, dtype=cfg.dtype)
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:

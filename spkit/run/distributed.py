@@ -9,7 +9,9 @@ normaliser over the global batch (`gather_objects`, `global_sum`); the verifiabl
 those built on its loop) draw one global batch of problems and sample their `shard` of it with
 the global batch's per-row randomness (`Sampler.generate(row_seeds=...)`), and normalise the loss
 by the global batch (`global_sum`), so 2 ranks × batch B make the update 1 rank × batch 2B
-makes (tested). The other trainers still draw the same data on every rank. Rank 0 alone writes
+makes (tested); the LM preference learners sample their shard, gather the batch and
+differentiate their own rows (`spkit.algos.preference_game.LMPreferenceRun`, tested). The other
+trainers still draw the same data on every rank. Rank 0 alone writes
 files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).
 """
 
