@@ -293,6 +293,68 @@ def test_lm_preference_learner_on_two_ranks_equals_one_process_on_the_whole_batc
     assert _rel(g["_half"][0], whole[0]) > 1e-2
 
 
+_SHARDED_RUN = """
+import os, sys, json, torch
+torch.set_num_threads(1)
+from spkit.algos import grpo
+shard, steps, resume, out = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+held = []
+cfg = grpo.Config(steps=steps, problems=2, k=4, max_new_tokens=24, eval_every=0, eval_limit=1, lr=1e-3,
+                  checkpoint_every=1, tensorboard=False, plot=False, threads=1, seed=4, dynamic_sampling=False,
+                  shard_optimizer=shard, resume=resume, overwrite=not resume, out=out)
+orig = torch.optim.Adam.step
+def counting_step(self, *a, **kw):  # how many parameters this rank's optimizer keeps state for
+    r = orig(self, *a, **kw)
+    held.append(len(self.state))
+    return r
+torch.optim.Adam.step = counting_step
+grpo.train(cfg)
+open(out + "/held" + os.environ["RANK"] + ".json", "w").write(json.dumps(held))
+"""
+
+
+@pytest.mark.slow  # three two-rank runs of spkit-tiny: ~45 s CPU
+@needs_torchrun
+def test_sharded_optimizer_state_makes_the_unsharded_weights_and_resumes_exactly(tmp_path):
+    """`--shard-optimizer` (ZeRO stage 1): each rank keeps Adam state for its share of the
+    parameters only, yet a sharded run checkpointed after step 1 and resumed on two ranks ends
+    step 2 with exactly the weights of an unsharded straight run."""
+    import json
+
+    from safetensors.torch import load_file
+
+    script = tmp_path / "run.py"
+    script.write_text(_SHARDED_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+
+    def two_ranks(out: str, shard: bool, steps: int, resume: bool = False) -> None:
+        r = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), str(int(shard)),
+                            str(steps), str(int(resume)), str(tmp_path / out)],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def weights(out: str) -> dict[str, torch.Tensor]:
+        return load_file(next((tmp_path / out / "final").glob("*.safetensors")))
+
+    two_ranks("plain", False, 2)
+    two_ranks("sharded", True, 1)  # checkpointed after step 1 (the whole state, gathered on rank 0)
+    two_ranks("sharded", True, 2, resume=True)  # each rank reloads it and keeps its share
+    plain, sharded = weights("plain"), weights("sharded")
+    start = load_file(next(Path(grpo_start()).glob("*.safetensors")))
+    assert any(not torch.equal(v, start[k]) for k, v in plain.items())  # the run moved the weights
+    for k in plain:
+        assert torch.equal(sharded[k], plain[k]), k
+    held = [json.loads((tmp_path / "sharded" / f"held{r}.json").read_text()) for r in (0, 1)]
+    full = json.loads((tmp_path / "plain" / "held0.json").read_text())
+    assert held[0][-1] + held[1][-1] == full[-1] <= len(plain) and min(held[0][-1], held[1][-1]) > 0
+
+
+def grpo_start() -> Path:
+    from spkit.models import resolve_model_path
+
+    return Path(resolve_model_path("spkit-tiny"))
+
+
 # ---- benchmarks/gpu_smoke.sh ----------------------------------------------------------------------------
 _SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.sh"
 

@@ -52,7 +52,12 @@ from spkit.errors import SpkitError
 from spkit.generation import set_default_backend
 from spkit.models import add_lora, has_lora, load_model, save_adapter, save_merged
 from spkit.run.checkpoint import Checkpointer, finite_weights
-from spkit.run.distributed import average_before_step, init_distributed, rank0_decides
+from spkit.run.distributed import (
+    ShardedOptimizerState,
+    average_before_step,
+    init_distributed,
+    rank0_decides,
+)
 from spkit.run.metrics import MetricLogger, atomic_write_text, plot_metrics, progress, read_metrics
 from spkit.seeding import seed_everything
 from spkit.vllm_backend import require_vllm
@@ -92,6 +97,8 @@ class RunConfig:
                       "(alpha = 2r; needs peft); 0 = full fine-tuning", ge=0, identity=False)
     grad_checkpointing: bool = param(False, "recompute activations in the backward pass (less memory, "
                                      "~30% more compute)", identity=False)
+    shard_optimizer: bool = param(False, "torchrun: keep each parameter's optimizer state on one rank only "
+                                  "(ZeRO stage 1: Adam's state takes 1/N of the memory per GPU)", identity=False)
     device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
     dtype: str | None = param(None, "model dtype: float32 | bfloat16 | float16 (default: float32 on CPU, "
                               "bfloat16 where supported)")
@@ -215,6 +222,7 @@ class Run:
         self.model: torch.nn.Module | None = None
         self.tokenizer: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.sharding: ShardedOptimizerState | None = None
         self.state: dict[str, Stateful] = {}
         self.rows: list[Metrics] = []
 
@@ -262,7 +270,9 @@ class Run:
         Here the run's memory options reach every trainer: `--lora r` puts adapters on `model`
         in place (the trainer's samplers and closures see them), freezes its base weights and
         adds the adapters to `optimizer` as a new parameter group (the trainer's settings);
-        `--grad-checkpointing` turns on the model's activation checkpointing."""
+        `--grad-checkpointing` turns on the model's activation checkpointing; under torchrun the
+        ranks' gradients are averaged before each step, and `--shard-optimizer` spreads the
+        optimizer's state over the ranks (`distributed.ShardedOptimizerState`)."""
         if model is not None and self.cfg.lora and not has_lora(model):
             adapters = add_lora(model, self.cfg.lora)
             if optimizer is not None:
@@ -275,6 +285,8 @@ class Run:
             # torchrun: average the ranks' gradients before every step of the tracked optimizer,
             # so the replicas stay identical in every trainer without a line of its own
             optimizer.register_step_pre_hook(average_before_step(model))
+        if optimizer is not None and self.cfg.shard_optimizer and self.world > 1:
+            self.sharding = ShardedOptimizerState(optimizer)
         self.model, self.tokenizer, self.optimizer = model, tokenizer, optimizer
         self.state = state
 
@@ -287,20 +299,22 @@ class Run:
         if diffs:
             raise SpkitError("--resume: this config differs from the checkpoint's in " + "; ".join(diffs)
                              + " (use another --out, or --overwrite to start afresh)")
+        if self.sharding is not None:
+            self.sharding.drop_unowned()
         for key, obj in self.state.items():
             obj.load_state_dict(saved["extra"][key])
             if hasattr(obj, "load_files"):
                 obj.load_files(Path(saved["path"]) / key)
         return int(saved["step"]), float(saved["extra"].get("_wall", 0.0))
 
-    def _save(self, ckpt: Checkpointer, step: int, wall: float) -> None:
+    def _save(self, ckpt: Checkpointer, step: int, wall: float, optimizer_state: dict | None = None) -> None:
         if self.model is not None and not finite_weights(self.model):
             raise SpkitError(f"step {step}: the weights hold NaN or inf (training diverged: is the "
                              "learning rate too high?); nothing was saved, the last good checkpoint is "
                              f"{ckpt.latest()} (--resume continues from it)")
         extra = {k: v.state_dict() for k, v in self.state.items()} | {"_wall": wall}
         files = {k: v for k, v in self.state.items() if hasattr(v, "save_files")}
-        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg), files)
+        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg), files, optimizer_state)
 
     # ---- the loop ---------------------------------------------------------------------------------
     def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None,
@@ -347,8 +361,10 @@ class Run:
                 metrics = {**metrics, **evaluate(done)}
             if metrics:
                 self._log(logger, done, {**metrics, "train/wall_seconds": wall})
-            if ckpt is not None and self.rank == 0 and (done % cfg.checkpoint_every == 0 or last):
-                self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin)
+            if ckpt is not None and (done % cfg.checkpoint_every == 0 or last):
+                gathered = self.sharding.full_state_dict() if self.sharding is not None else None  # every rank
+                if self.rank == 0:
+                    self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin, gathered)
             self._advance(bar, done, wall)
             if halt:
                 bar.close()

@@ -44,9 +44,11 @@ class Checkpointer:
         extra_state: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
         files: dict[str, Any] | None = None,
+        optimizer_state: dict[str, Any] | None = None,
     ) -> Path:
         """`files`: objects with `save_files(dir)` whose state is not JSON (a second model and its
-        optimizer); each writes into `<checkpoint>/<key>/` before the checkpoint is complete."""
+        optimizer); each writes into `<checkpoint>/<key>/` before the checkpoint is complete.
+        `optimizer_state` replaces `optimizer.state_dict()` (a sharded optimizer's gathered state)."""
         final = self.root / f"step_{step:07d}"
         tmp = self.root / f".tmp_step_{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -57,7 +59,7 @@ class Checkpointer:
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
         for key, obj in (files or {}).items():
             obj.save_files(tmp / key)
         state = {"step": step, "rng": rng_state(), "extra": extra_state or {}, "config": config or {}}

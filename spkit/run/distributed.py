@@ -114,6 +114,51 @@ def average_before_step(model: torch.nn.Module):
     return hook
 
 
+class ShardedOptimizerState:
+    """ZeRO stage 1 (`--shard-optimizer`): each parameter's optimizer state lives on one rank.
+
+    Adam keeps two tensors per parameter, as large as the model; with N ranks each holds 1/N of
+    them. After the ranks' gradients are averaged (and clipped), every rank drops the gradients
+    of the parameters it does not own, so its optimizer steps (and keeps state for) only its own
+    share; then each owner broadcasts its updated parameters. The weights stay identical on all
+    ranks and equal to an unsharded run's (tested). Owners are assigned largest parameter first
+    to the least-loaded rank, the same on every rank. A checkpoint holds the whole state
+    (`full_state_dict`, gathered on rank 0); a resumed rank keeps only its share."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.rank, size = world()
+        load, self.owner = [0] * size, [0] * len(self.params)
+        for i in sorted(range(len(self.params)), key=lambda i: (-self.params[i].numel(), i)):
+            r = min(range(size), key=lambda r: (load[r], r))
+            self.owner[i], load[r] = r, load[r] + self.params[i].numel()
+        optimizer.register_step_pre_hook(self._keep_own_gradients)  # after the averaging hook
+        optimizer.register_step_post_hook(self._broadcast)
+
+    def _keep_own_gradients(self, optimizer, args, kwargs) -> None:
+        for p, r in zip(self.params, self.owner, strict=True):
+            if r != self.rank:
+                p.grad = None  # the optimizer skips it: no step, no state
+
+    def _broadcast(self, optimizer, args, kwargs) -> None:
+        for p, r in zip(self.params, self.owner, strict=True):
+            dist.broadcast(p.data, src=r)
+
+    def full_state_dict(self) -> dict | None:
+        """The optimizer's whole state dict on rank 0, None on the others (a collective)."""
+        sd = self.optimizer.state_dict()
+        mine = {i: {k: v.cpu() if torch.is_tensor(v) else v for k, v in st.items()} for i, st in sd["state"].items()}
+        parts = gather_objects(mine)
+        return None if self.rank else {**sd, "state": {i: st for part in parts for i, st in part.items()}}
+
+    def drop_unowned(self) -> None:
+        """After loading a whole state dict (resume): keep only this rank's share."""
+        for p, r in zip(self.params, self.owner, strict=True):
+            if r != self.rank:
+                self.optimizer.state.pop(p, None)
+
+
 def rank0_decides(flag: bool) -> bool:
     """Rank 0's value of `flag` on every rank (a time budget must stop all ranks at one step)."""
     if not _active():
