@@ -574,6 +574,10 @@ def test_spkit_eval_samples_8_end_to_end(vote_run):
         for m in ("acc_error", "acc_correct", "f1"):
             assert got[f"{m},maj@8"] == pytest.approx(want[m], nan_ok=True)
     assert "majority vote of 8 sampled critiques" in (out / "table.md").read_text()
+    info = res["spkit"]  # throughput counts items and, apart, the critiques generated for them
+    assert info["samples"] == 12 and info["generations"] == 96
+    assert f"12 samples in {info['seconds']} s" in (out / "table.md").read_text()
+    assert "; 96 generations, " in (out / "table.md").read_text()
 
 
 def test_spkit_report_over_greedy_and_vote_runs(vote_run, model_dir, tmp_path, monkeypatch):

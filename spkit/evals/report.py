@@ -243,6 +243,15 @@ def arith_levels_markdown(res: dict) -> str:
     return "\n".join(rows)
 
 
+def throughput(info: dict) -> str:
+    """'N samples in S s (R samples/s)', with the generations when an item has several (`--samples 8`)."""
+    line = f"{info.get('samples')} samples in {info.get('seconds')} s ({info.get('samples_per_s')} samples/s"
+    gens = info.get("generations")
+    if gens is not None and gens != info.get("samples"):
+        line += f"; {gens} generations, {info.get('generations_per_s')}/s"
+    return line + ")"
+
+
 def run_markdown(res: dict) -> str:
     """The full ``table.md`` of one run."""
     from lm_eval.utils import make_table
@@ -250,8 +259,7 @@ def run_markdown(res: dict) -> str:
     info = res.get("spkit", {})
     parts = [f"# Eval: {info.get('model', '?')}",
              f"backend `{info.get('backend')}`, step {info.get('step')}, limit "
-             f"{info.get('limit')}, seed {info.get('seed')}, {info.get('samples')} samples in "
-             f"{info.get('seconds')} s ({info.get('samples_per_s')} samples/s)",
+             f"{info.get('limit')}, seed {info.get('seed')}, {throughput(info)}",
              "", headline_markdown([res])]
     tasks = info.get("tasks", [])
     if "spkit_arith" in tasks:

@@ -286,12 +286,15 @@ def run(
     if res is None:  # non-zero ranks in distributed runs
         return {}
     n = sum(v.get("effective", 0) for v in res.get("n-samples", {}).values())
+    gens = sum(v.get("effective", 0) * int(res.get("configs", {}).get(t, {}).get("repeats", 1) or 1)
+               for t, v in res.get("n-samples", {}).items())  # `--samples 8`: 8 critiques per item
     res["spkit"] = {
         "model": str(model), "backend": backend, "tasks": names, "limit": limit,
         "data_dir": str(root) if root else None, "seed": seed,
         "step": step if step is not None else step_of(str(model)),
         "label": label or Path(str(model)).name, "seconds": round(seconds, 2),
         "samples": n, "samples_per_s": round(n / seconds, 3) if seconds else None,
+        "generations": gens, "generations_per_s": round(gens / seconds, 3) if seconds else None,
         "attempts": meta.get("attempts") if first and not scratch else None,
         "processbench_samples": samples,  # critiques per ProcessBench item (8: majority vote)
     }
@@ -414,6 +417,5 @@ def main(args: argparse.Namespace) -> int:
 
         print(terminal_safe(report.headline_markdown([res])))
         info = res["spkit"]
-        print(f"\n{info['samples']} samples in {info['seconds']} s "
-              f"({info['samples_per_s']} samples/s); wrote {args.out}/")
+        print(f"\n{report.throughput(info)}; wrote {args.out}/")
     return 0
