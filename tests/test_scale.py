@@ -157,19 +157,22 @@ def test_activation_checkpointing_recomputes_the_forward_and_keeps_the_gradient(
 _TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 needs_torchrun = pytest.mark.skipif(not Path(_TORCHRUN).exists(), reason="torchrun not installed")
 
+_RECORD_AT_CLIP = """
+clip = A.clip_grad_norm
+def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
+    norm = clip(model, max_norm)
+    seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
+    return norm
+A.clip_grad_norm = recording_clip
+"""  # the gradient each optimizer step of trainer module A uses, appended to `seen`
+
 _RECORD_GRADIENT = """
 import os, sys, torch
 torch.set_num_threads(1)
 from spkit.algos import {algo} as A
 from spkit.run import distributed
 seen = []
-clip = distributed.clip_grad_norm
-def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
-    norm = clip(model, max_norm)
-    seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
-    return norm
-A.clip_grad_norm = recording_clip
-cfg = A.Config(steps=1, problems=int(sys.argv[1]), k=4, max_new_tokens=24, eval_every=0, eval_limit=1,
+{record}cfg = A.Config(steps=1, problems=int(sys.argv[1]), k=4, max_new_tokens=24, eval_every=0, eval_limit=1,
                tensorboard=False, plot=False, threads=1, seed=4, dynamic_sampling=False)
 A.train(cfg)
 torch.save(seen[0], sys.argv[2] + "/grad" + os.environ.get("RANK", "solo") + ".pt")
@@ -204,7 +207,7 @@ def test_two_ranks_with_batch_b_make_the_update_one_rank_with_batch_2b_makes(alg
     gradient equals one process's gradient on the whole batch; rank 0's shard alone differs.
     (Dynamic sampling refills each rank's shard on its own, so it is off here.)"""
     script = tmp_path / "run.py"
-    script.write_text(_RECORD_GRADIENT.format(algo=algo))
+    script.write_text(_RECORD_GRADIENT.format(algo=algo, record=_RECORD_AT_CLIP))
     g = _gradients(script, tmp_path, ["3"], {"whole": ["6"], "half": ["3"]})
     whole = g["_whole"]
     assert torch.equal(g["0"], g["1"])  # the replicas step with one gradient
@@ -224,13 +227,7 @@ def global_batch(g, learner, opponents, cfg, seed):  # every process plays the s
     full = play(g, learner, opponents, dataclasses.replace(cfg, episodes=games), 1234 + len(seen))
     return full[distributed.shard(len(full))]  # a rank trains on its contiguous share
 A.collect = global_batch
-clip = A.clip_grad_norm
-def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
-    norm = clip(model, max_norm)
-    seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
-    return norm
-A.clip_grad_norm = recording_clip
-cfg = A.Config(steps=2, episodes=games, games=("kuhn_poker",), magnet_coef=0.5, eval_every=0, eval_games=0,
+{record}cfg = A.Config(steps=2, episodes=games, games=("kuhn_poker",), magnet_coef=0.5, eval_every=0, eval_games=0,
                lr=1e-3, tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
 A.train(cfg)
 torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
@@ -246,7 +243,7 @@ def test_spiral_update_on_two_ranks_equals_one_process_on_their_games(tmp_path):
     every rank, so both steps' averaged gradients (the second after a first update and a first
     baseline move) equal one process's on the whole batch; a process on half the games differs."""
     script = tmp_path / "run.py"
-    script.write_text(_SPIRAL_GRADIENTS)
+    script.write_text(_SPIRAL_GRADIENTS.format(record=_RECORD_AT_CLIP))
     g = _gradients(script, tmp_path, ["8"], {"whole": ["8"], "half": ["4"]})
     whole = g["_whole"]
     assert torch.equal(g["0"], g["1"])
