@@ -158,22 +158,23 @@ _TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torch
 needs_torchrun = pytest.mark.skipif(not Path(_TORCHRUN).exists(), reason="torchrun not installed")
 
 _RECORD_AT_CLIP = """
-clip = A.clip_grad_norm
+clip = C.clip_grad_norm
 def recording_clip(model, max_norm):  # runs after the ranks' gradients are averaged
     norm = clip(model, max_norm)
     seen.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
     return norm
-A.clip_grad_norm = recording_clip
-"""  # the gradient each optimizer step of trainer module A uses, appended to `seen`
+C.clip_grad_norm = recording_clip
+"""  # the gradient of each optimizer step of module C (the one that clips), appended to `seen`
 
 _RECORD_GRADIENT = """
 import os, sys, torch
 torch.set_num_threads(1)
 from spkit.algos import {algo} as A
-from spkit.run import distributed
+from spkit.rl import verifiable as V
+C = V if A.__name__.endswith("rft") else A  # RFT clips inside verifiable.sft_update
 seen = []
 {record}cfg = A.Config(steps=1, problems=int(sys.argv[1]), k=4, max_new_tokens=24, eval_every=0, eval_limit=1,
-               tensorboard=False, plot=False, threads=1, seed=4, dynamic_sampling=False)
+               tensorboard=False, plot=False, threads=1, seed=4, {extra})
 A.train(cfg)
 torch.save(seen[0], sys.argv[2] + "/grad" + os.environ.get("RANK", "solo") + ".pt")
 """
@@ -200,14 +201,15 @@ def _rel(g: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
 @needs_torchrun
-@pytest.mark.parametrize("algo", ["grpo", "nft"])
-def test_two_ranks_with_batch_b_make_the_update_one_rank_with_batch_2b_makes(algo, tmp_path):
-    """GRPO's loop (and NFT on it) split one global batch across ranks: each rank samples its
-    shard with the whole batch's row seeds and normalises by the whole batch, so the averaged
+@pytest.mark.parametrize("algo,extra", [("grpo", "dynamic_sampling=False"), ("nft", "dynamic_sampling=False"),
+                                        ("rft", "lr=1e-3")])
+def test_two_ranks_with_batch_b_make_the_update_one_rank_with_batch_2b_makes(algo, extra, tmp_path):
+    """GRPO's loop (and NFT on it) and RFT split one global batch across ranks: each rank samples
+    its shard with the whole batch's row seeds and normalises by the whole batch, so the averaged
     gradient equals one process's gradient on the whole batch; rank 0's shard alone differs.
     (Dynamic sampling refills each rank's shard on its own, so it is off here.)"""
     script = tmp_path / "run.py"
-    script.write_text(_RECORD_GRADIENT.format(algo=algo, record=_RECORD_AT_CLIP))
+    script.write_text(_RECORD_GRADIENT.format(algo=algo, extra=extra, record=_RECORD_AT_CLIP))
     g = _gradients(script, tmp_path, ["3"], {"whole": ["6"], "half": ["3"]})
     whole = g["_whole"]
     assert torch.equal(g["0"], g["1"])  # the replicas step with one gradient
@@ -227,6 +229,7 @@ def global_batch(g, learner, opponents, cfg, seed):  # every process plays the s
     full = play(g, learner, opponents, dataclasses.replace(cfg, episodes=games), 1234 + len(seen))
     return full[distributed.shard(len(full))]  # a rank trains on its contiguous share
 A.collect = global_batch
+C = A
 {record}cfg = A.Config(steps=2, episodes=games, games=("kuhn_poker",), magnet_coef=0.5, eval_every=0, eval_games=0,
                lr=1e-3, tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
 A.train(cfg)

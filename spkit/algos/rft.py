@@ -21,6 +21,9 @@ Algorithm (one step t):
   4. Every `eval_every` steps: greedy held-out accuracy, the `spkit eval --tasks spkit_arith`
      number (`spkit.rl.verifiable.evaluate_heldout`), against the completions drawn so far.
 The run itself (seeds, budget, checkpoints, resume, logs, plots, final/) is `spkit.run.Run`.
+Under torchrun `problems` is per rank: the ranks draw one batch of `problems × world`, each
+samples its share with the whole batch's row seeds, and Eq. (2)'s token mean runs over all
+ranks' D_t, so 2 ranks × B make one process's update on 2B (tested).
 
 Deviations from the paper:
   1. Online: the paper samples once (K = 100) from the SFT model and fine-tunes the base model
@@ -55,6 +58,7 @@ import torch
 from spkit.config import param
 from spkit.rl import verifiable as V
 from spkit.run import History
+from spkit.run.distributed import global_sum, shard, world
 from spkit.seeding import derive_seed
 
 PAPER = {
@@ -107,15 +111,18 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        problems = task.train_problems(cfg.problems, derive_seed(cfg.seed, "problems", t))
-        outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(cfg.seed, "sample", t))  # 1
-        counter.samples += len(outs)
+        every = task.train_problems(cfg.problems * world()[1], derive_seed(cfg.seed, "problems", t))
+        mine = shard(len(every))  # torchrun: this rank's problems, with the whole batch's row seeds
+        problems = every[mine]
+        outs = V.sample_groups(sampler, problems, cfg.k, params, derive_seed(cfg.seed, "sample", t),
+                               mine.start * cfg.k)  # 1
+        counter.samples += int(global_sum(len(outs)))
         t_roll = time.perf_counter() - t0
         rewards = V.score(outs, problems, cfg.k)
         kept = keep_correct(rewards, [o.text for o in outs], cfg.k, cfg.dedup)  # 2
         losses = V.sft_update(model, optimizer, [outs[i].prompt_ids for i in kept],
                               [outs[i].token_ids for i in kept], cfg.epochs, cfg.micro_batch,
-                              cfg.max_grad_norm) if kept else {}  # 3: Eq. (2)
+                              cfg.max_grad_norm) if global_sum(len(kept)) else {}  # 3: Eq. (2); all ranks or none
         return {"train/reward": rewards.mean().item(), "train/kept": float(len(kept)),
                 "train/samples": float(counter.samples),
                 "train/completion_len": sum(len(o.token_ids) for o in outs) / len(outs),

@@ -301,8 +301,10 @@ def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion
         L(θ) = −(1/Σ|y|) Σ_(x,y) Σ_t log π_θ(y_t | x, y_<t)
     micro-batched with an exact token mean (the gradient does not depend on `micro_batch`).
     The SFT step of every method that fine-tunes on its own filtered samples (RFT, STaR, B-STaR).
-    Returns {"sft": mean loss over the epochs, "grad_norm": the last pre-clip norm}."""
-    n_tok = float(sum(len(c) for c in completion_ids))
+    Returns {"sft": mean loss over the epochs, "grad_norm": the last pre-clip norm}.
+    Under torchrun the token mean is over every rank's completions (`global_batch`), so the
+    ranks' averaged gradient is one process's on all of them; a rank with none still steps."""
+    n_tok = global_batch(len(completion_ids), float(sum(len(c) for c in completion_ids)))[1]
     stats = {"sft": 0.0, "grad_norm": 0.0}
     model.train()
     for _ in range(epochs):
