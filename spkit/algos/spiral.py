@@ -580,7 +580,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         if kuhn_states is not None:
             target = kuhn_average(cfg, avg.tables)
             magnet = functools.partial(magnet_kl, model, tok, kuhn_states, kuhn_keys, target)
-        losses = update(model, optimizer, batch, cfg, ref_model, magnet) if batch else {}  # 4
+        losses = update(model, optimizer, batch, cfg, ref_model, magnet) if global_sum(len(batch)) else {}  # 4: all ranks or none
         if averaging and (t + 1) % cfg.avg_every == 0:
             record_table(t + 1)
         return {**_train_metrics(episodes, pairs, batch, baseline, cfg),
