@@ -1,6 +1,6 @@
 """SPC on spkit_steps for lesson 08 and the README: settings chosen on dev, then 3 seeds held out.
 
-    python assets/results/spc.py dev [--budget 1024] [--jobs 2]      # every SETTINGS entry, seed 100
+    python assets/results/spc.py dev [--budget 1024] [--jobs 2] [--settings NAME ...]  # SETTINGS entries, seed 100
     python assets/results/spc.py heldout [--budget 1024] [--seeds 0 1 2] [--jobs 3]
 
 `dev` trains each entry of SETTINGS with seed 100 and scores it on the dev split (100 records
@@ -35,6 +35,9 @@ SETTINGS: dict[str, list[str]] = {
     # GRPO's group baseline for the critic (no push on records whose K critiques all agree) and
     # the SFT term on every round's records
     "group_sft_all": ["--advantage", "group", "--sft-rounds", "1000000"],
+    # the paper's seed stage: the critic SFT'd on 960 verified critiques of train-split records
+    # (a checker redoes each step's arithmetic) before the games; D_0 is then those critiques
+    "seed60": ["--seed-steps", "60", "--seed-batch", "16"],
 }
 
 
@@ -57,7 +60,9 @@ def last_eval(run_dir: Path) -> dict[str, float]:
     from spkit.run.metrics import read_metrics
 
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if math.isfinite(r.get("eval/f1", math.nan))]
-    return {"before": {k: v for k, v in rows[0].items() if k.startswith("eval/")},
+    seed = [r for r in read_metrics(run_dir / "metrics.csv") if math.isfinite(r.get("seed/f1", math.nan))]
+    return {**({"seed_stage": {k: v for k, v in seed[-1].items() if k.startswith("seed/")}} if seed else {}),
+            "before": {k: v for k, v in rows[0].items() if k.startswith("eval/")},
             "after": {k: v for k, v in rows[-1].items() if k.startswith("eval/")}, "step": rows[-1]["step"],
             "samples": rows[-1].get("train/samples")}
 
@@ -126,6 +131,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/spc")
     ap.add_argument("--setting", choices=list(SETTINGS), default=None,
                     help="heldout: train this setting instead of the dev choice (recorded in spc_seedS.json)")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None,
+                    help="dev: only these entries of SETTINGS (default: all)")
     args = ap.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -133,7 +140,7 @@ def main() -> None:
         measure_start()
         return
     if args.phase == "dev":
-        jobs = [lambda n=n: dev_one(n, args.budget, out_root) for n in SETTINGS]
+        jobs = [lambda n=n: dev_one(n, args.budget, out_root) for n in args.settings or SETTINGS]
     else:
         name = args.setting or chosen(args.budget)
         jobs = [lambda s=s: heldout_one(name, s, args.budget, out_root) for s in args.seeds]
