@@ -13,6 +13,16 @@ subtler errors and subtler errors train a sharper critic. Both roles are the sam
 role prompts (as in SPIRAL); the critic's prompt is ProcessBench's, the one `spkit_steps` scores.
 
 Algorithm (one step t = one round: play with the current model, then learn from the games):
+  0. Seed stage (`--seed-steps` > 0, before any game; the paper's initial critic, not self-play):
+     the paper SFTs its first critic on step-by-step critiques distilled from a stronger model,
+     keeping only those whose verdict agrees with PRM800K's human label. spkit has no stronger
+     model, so a checker writes the critiques: on train-split `spkit_steps`-style records (dev
+     bucket excluded) it redoes each step's arithmetic and compares it with the written result,
+        " 27 ok, 11 ok, 33 no. \boxed{2}"            (`steps.recheck_critique`)
+     and a critique is kept only if its verdict is the record's label (`steps.verified_critique`:
+     a miscopied operand computes correctly, so the checker misses it and that record is
+     dropped). `--seed-batch` fresh critiques per step, token-mean NLL at `--seed-lr`. These
+     verified critiques are then D_0 of the SFT term in Eq. (4).
   1. Solutions: `problems` train-split arithmetic problems of 2-4 steps (the `spkit_steps`
      subsets; dev and held-out problems never appear), their reference chains s_0..s_{n-1}.
   2. Sneaky rewrite: for each problem a step i ~ U{0..n-1}; the generator, prompted with the
@@ -31,7 +41,12 @@ Algorithm (one step t = one round: play with the current model, then learn from 
         L = −E[min(ρ A, clip(ρ, 1−ε, 1+ε) A)] + λ_SFT · L_SFT(D_0),   A = r, ε = 0.2, λ_SFT = 0.15   # Eq. (4)
      (`--advantage group`: the critic's A = r − mean of its record's K rewards, GRPO's baseline;
      `spkit.rl.losses.ppo_clip_loss` on per-sequence log-probabilities), π_old the model that
-     played the round, D_0 the round-0 records with their game labels as boxed answers.
+     played the round, D_0 the seed stage's verified critiques or, without a seed stage, the
+     round-0 records with their game labels as boxed answers.
+     The records are balanced (step 3), so with A = ±1 a constant answer earns 0 in expectation
+     (−1 on one class, +1 on the other) and any better-than-chance critic earns more: the
+     paper's balance is built in. It does not stop a model that starts at "always −1" from
+     staying there (it rarely samples the right index, so it rarely sees a +1 on an error).
   6. Every `eval_every` steps: greedy F1 on the held-out `spkit_steps` items, the number
      `spkit eval --tasks spkit_steps` reports (`spkit.rl.critic.evaluate_critic`), with the
      accuracy on erroneous and on correct items and the unparsable share.
@@ -46,10 +61,12 @@ Deviations from the paper:
   3. One model plays both roles and one round is one optimiser pass over freshly played games
      (online); the paper fine-tunes two copies offline on a round's games. A void rewrite costs
      the generator −1 (the paper discards it), so the generator learns the format.
-  4. D_0 for the SFT term is the round-0 game records labelled by the game itself; the paper's
-     round-0 data are critiques distilled from a stronger model, which spkit does not have.
+  4. The seed critiques come from an arithmetic checker instead of a stronger LLM, and are short
+     (ProcessBench's 24 new tokens in `spkit_steps`). Without a seed stage (the default, 0
+     steps), D_0 is the round-0 game records labelled by the game itself.
 
-Metrics: train/kept (share of rewrites kept), train/void (share void), train/records (games the
+Metrics: losses/seed_sft (seed stage), seed/f1, seed/acc_error ... (the critic at the end of the
+seed stage, scored like eval/), train/kept (share of rewrites kept), train/void (share void), train/records (games the
 critic played), train/critic_win (critic reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
 and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
 train/samples (completions drawn: rewrites, rollouts and critiques), losses/critic,
@@ -59,6 +76,7 @@ eval/unparsable, eval/says_minus1, each also per subset (eval/f1/arith_2 ...).
 Commands:
   spkit train spc --max-minutes 20 --threads 1 --out runs/spc
   spkit train spc --steps 150 --eval-every 25 --seed 1 --out runs/spc_s1
+  spkit train spc --seed-steps 60 --max-samples 1024 --out runs/spc_seeded  # seed stage, then games
   spkit train spc --out runs/spc --steps 300 --resume                   # continue a run
   spkit eval --model runs/spc/final --tasks spkit_steps                 # the same F1
 """
