@@ -68,6 +68,7 @@ def test_recheck_and_verified_critiques_hand_worked():
     slip = {"steps": ["5 + 9 = 14", "14 / 2 = 8", "8 + 14 = 22\n#### 22"], "label": 1}
     assert steps.recheck_critique(slip) == (" 14 ok, 7 no. \\boxed{1}", 1)
     assert steps.verified_critique(slip) == " 14 ok, 7 no. \\boxed{1}"
+    assert steps.verified_critique(slip, numbers=False) == " good, no. \\boxed{1}"
     good = {"steps": ["5 + 9 = 14", "14 * 3 = 42\n#### 42"], "label": -1}
     assert steps.verified_critique(good) == " 14 ok, 42 ok. \\boxed{-1}"
     # a miscopied operand computes correctly: the checker says -1, so the critique is not verified
@@ -83,6 +84,9 @@ def test_seed_pool_is_verified_train_records_of_every_subset():
     pool = spc.seed_pool(60, 7)
     assert len(pool) == 60 and pool == spc.seed_pool(60, 7) and pool != spc.seed_pool(60, 8)
     assert all(steps.recheck_critique(r)[1] == r["label"] and c == steps.recheck_critique(r)[0] for r, c in pool)
+    verdicts = spc.seed_pool(60, 7, numbers=False)  # the same records, verdicts only
+    assert [r for r, _ in verdicts] == [r for r, _ in pool]
+    assert all(c == steps.recheck_critique(r, numbers=False)[0] for r, c in verdicts)
     assert {len(r["steps"]) for r, _ in pool} == {2, 3, 4}
     assert 20 <= sum(r["label"] == -1 for r, _ in pool) <= 40  # both classes, correct ones a little more
     held = {r["problem"] for r in C.heldout_records()}

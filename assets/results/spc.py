@@ -8,7 +8,9 @@ per subset from the arithmetic dev bucket, never trained on and never held out),
 line per setting to spc_dev.jsonl (every setting tried is kept there). `heldout` trains the
 setting with the best dev F1 (ties: the first listed, the paper's) with each seed and scores it
 on the 300 held-out spkit_steps items — the `spkit eval --tasks spkit_steps` number — into
-spc_seedS.{csv,json} (`collect.py --all-rows`). spc_start.json is spkit-tiny's own score (the
+spc_seedS.{csv,json} (`collect.py --all-rows`); spc_paper_seedS.{csv,json} are the same
+protocol's runs of the paper's settings from before the seed stage existed (then the dev choice),
+kept. spc_start.json is spkit-tiny's own score (the
 F1 every run starts from). Each run's CPU time (user + sys of its process) is recorded, since
 the machine is shared: wall time says little. A finished run is not run again.
 """
@@ -38,6 +40,9 @@ SETTINGS: dict[str, list[str]] = {
     # the paper's seed stage: the critic SFT'd on 960 verified critiques of train-split records
     # (a checker redoes each step's arithmetic) before the games; D_0 is then those critiques
     "seed60": ["--seed-steps", "60", "--seed-batch", "16"],
+    # the seed60 critic wrote frequent numbers and "ok" everywhere: verdict-only critiques (one
+    # token per step, so the loss is on the judgements) and 2.5x the seed stage (2,400 critiques)
+    "seed150_verdict": ["--seed-steps", "150", "--seed-batch", "16", "--seed-critique", "verdict"],
 }
 
 

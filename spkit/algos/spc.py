@@ -19,6 +19,7 @@ Algorithm (one step t = one round: play with the current model, then learn from 
      model, so a checker writes the critiques: on train-split `spkit_steps`-style records (dev
      bucket excluded) it redoes each step's arithmetic and compares it with the written result,
         " 27 ok, 11 ok, 33 no. \boxed{2}"            (`steps.recheck_critique`)
+     or, with `--seed-critique verdict`, only the verdicts " good, good, no. \boxed{2}",
      and a critique is kept only if its verdict is the record's label (`steps.verified_critique`:
      a miscopied operand computes correctly, so the checker misses it and that record is
      dropped). `--seed-batch` fresh critiques per step, token-mean NLL at `--seed-lr`. These
@@ -131,6 +132,8 @@ class Config(V.VerifiableConfig):
     seed_steps: int = param(0, "seed stage: SFT steps of the critic on verified critiques of train-split records "
                             "before the first game (the paper's initial critic; not self-play; 0 = off)", ge=0)
     seed_batch: int = param(16, "verified critiques per seed-stage step (each seen once)", ge=1)
+    seed_critique: str = param("recheck", "seed critiques: recheck (each step's result redone, then ok/no) | verdict "
+                               "(good/no per step only)", choices=("recheck", "verdict"))
     seed_lr: float = param(3e-4, "learning rate of the seed stage (Adam; the games use --lr)", gt=0)
     advantage: str = param("reward", "critic advantage: reward (A = ±1, the paper) | group (reward minus the mean "
                            "of the record's K critiques)", choices=("reward", "group"))
@@ -277,17 +280,18 @@ def play_round(sampler, problems: Sequence[dict], cfg: Config, seed: int, tag: s
 
 
 # ---- 0. Seed stage (the paper's initial critic, before any game) --------------------------------
-def seed_pool(n: int, seed: int) -> list[tuple[dict, str]]:
+def seed_pool(n: int, seed: int, numbers: bool = True) -> list[tuple[dict, str]]:
     """The seed stage's data (and D_0 when it runs): `n` records of train-split problems (the dev
     bucket excluded, the `spkit_steps` subsets in turn, half erroneous) paired with their
     verified critiques (`steps.verified_critique`: the checker's verdict equals the label; the
-    rest are dropped, as the paper keeps only critiques that agree with the human label)."""
+    rest are dropped, as the paper keeps only critiques that agree with the human label);
+    `numbers` False: verdict-only critiques."""
     per, pairs = n // len(LEVELS) + 8, []
     while len(pairs) < n:
         by_subset = []
         for sub in steps.SUBSETS:
             recs = steps.generate(per, seed, subset=sub, split="train", exclude_dev=True)
-            by_subset.append([(r, c) for r in recs if (c := steps.verified_critique(r)) is not None])
+            by_subset.append([(r, c) for r in recs if (c := steps.verified_critique(r, numbers)) is not None])
         pairs = [p for group in zip(*by_subset, strict=False) for p in group]
         per *= 2
     random.Random(seed).shuffle(pairs)
@@ -389,7 +393,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     ctx = V.start(cfg, "spc", callback, PLOT_KEYS, lr=cfg.lr, sft_data=sft)
     task, model, tok, optimizer, counter, sampler = (
         ctx.task, ctx.model, ctx.tokenizer, ctx.optimizer, ctx.counter, ctx.sampler)
-    pool = encode_pool(seed_pool(cfg.seed_steps * cfg.seed_batch, derive_seed(cfg.seed, "seed pool")),
+    pool = encode_pool(seed_pool(cfg.seed_steps * cfg.seed_batch, derive_seed(cfg.seed, "seed pool"),
+                                 cfg.seed_critique == "recheck"),
                        sampler.encode, tok) if cfg.seed_steps else ([], [])
     dev = C.dev_records(cfg.eval_limit or C.PER_SUBSET) if cfg.eval_split == "dev" else None
 

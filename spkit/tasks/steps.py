@@ -165,11 +165,12 @@ def reference_critique(record: dict) -> str:
     return f" \\boxed{{{record['label']}}}"
 
 
-def recheck_critique(record: dict) -> tuple[str, int]:
+def recheck_critique(record: dict, numbers: bool = True) -> tuple[str, int]:
     """A checker's critique of a record and its verdict: paragraph by paragraph, the step's own
     arithmetic redone ("a op b" from the paragraph) and compared with the result it writes,
-    " 19 ok, 16 ok, 30 no. \\boxed{2}", stopping at the first mismatch (the verdict; -1 if none).
-    Short enough for `spkit_steps`' 24 new tokens. It cannot see a miscopied operand (an
+    " 19 ok, 16 ok, 30 no. \\boxed{2}", stopping at the first mismatch (the verdict; -1 if none);
+    with ``numbers=False`` only the per-step verdicts, " good, good, no. \\boxed{2}" (one token
+    each). Short enough for `spkit_steps`' 24 new tokens. It cannot see a miscopied operand (an
     ``operand`` error computes correctly), so its verdict is the label only on some records:
     `verified_critique` keeps those."""
     parts, verdict = [], -1
@@ -183,17 +184,17 @@ def recheck_critique(record: dict) -> tuple[str, int]:
         else:
             redo = str({"+": a + b, "-": a - b, "*": a * b}[op])
         ok = redo == str(c)
-        parts.append(f"{redo} {'ok' if ok else 'no'}")
+        parts.append(f"{redo} {'ok' if ok else 'no'}" if numbers else ("good" if ok else "no"))
         if not ok:
             verdict = i
             break
     return " " + ", ".join(parts) + f". \\boxed{{{verdict}}}", verdict
 
 
-def verified_critique(record: dict) -> str | None:
+def verified_critique(record: dict, numbers: bool = True) -> str | None:
     """`recheck_critique` when its verdict is the record's label (a verified critique, as SPC's
     seed critic is trained only on critiques whose verdict matches the human label), else None."""
-    text, verdict = recheck_critique(record)
+    text, verdict = recheck_critique(record, numbers)
     return text if verdict == record["label"] else None
 
 
