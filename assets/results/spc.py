@@ -41,8 +41,8 @@ SETTINGS: dict[str, list[str]] = {
     # (a checker redoes each step's arithmetic) before the games; D_0 is then those critiques
     "seed60": ["--seed-steps", "60", "--seed-batch", "16"],
     # the seed60 critic wrote frequent numbers and "ok" everywhere: verdict-only critiques (one
-    # token per step, so the loss is on the judgements) and 2.5x the seed stage (2,400 critiques)
-    "seed150_verdict": ["--seed-steps", "150", "--seed-batch", "16", "--seed-critique", "verdict"],
+    # token per step, so the loss is on the judgements) and a longer seed stage (1,600 critiques)
+    "seed100_verdict": ["--seed-steps", "100", "--seed-batch", "16", "--seed-critique", "verdict"],
 }
 
 
