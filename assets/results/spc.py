@@ -43,6 +43,9 @@ SETTINGS: dict[str, list[str]] = {
     # the seed60 critic wrote frequent numbers and "ok" everywhere: verdict-only critiques (one
     # token per step, so the loss is on the judgements) and a longer seed stage (1,600 critiques)
     "seed100_verdict": ["--seed-steps", "100", "--seed-batch", "16", "--seed-critique", "verdict"],
+    # seed100_verdict's critic said "good" to every step (probe: P(no) the same on wrong and right
+    # steps): twice the seed stage (3,200 critiques), to see whether more data separates them
+    "seed200_verdict": ["--seed-steps", "200", "--seed-batch", "16", "--seed-critique", "verdict"],
 }
 
 
