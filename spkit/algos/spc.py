@@ -63,13 +63,16 @@ Deviations from the paper:
      (online); the paper fine-tunes two copies offline on a round's games. A void rewrite costs
      the generator −1 (the paper discards it), so the generator learns the format.
   4. The seed critiques come from an arithmetic checker instead of a stronger LLM, and are short
-     (ProcessBench's 24 new tokens in `spkit_steps`). Without a seed stage (the default, 0
-     steps), D_0 is the round-0 game records labelled by the game itself.
+     (ProcessBench's 24 new tokens in `spkit_steps`). The paper always has a seed stage; its
+     size (`--seed-steps` × `--seed-batch`) and `--seed-lr` here are spkit's choices, off by
+     default so that a plain `spkit train spc` is the game alone. Seed steps count in `--steps`
+     and draw no samples. Without a seed stage, D_0 is the round-0 game records labelled by the
+     game itself.
 
 Metrics: losses/seed_sft (seed stage), seed/f1, seed/acc_error ... (the critic at the end of the
-seed stage, scored like eval/), train/kept (share of rewrites kept), train/void (share void), train/records (games the
-critic played), train/critic_win (critic reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
-and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
+seed stage, scored like eval/), train/kept (share of rewrites kept), train/void (share void),
+train/records (games the critic played), train/critic_win (critic reward > 0, over all
+critiques), train/critic_win_error and train/critic_win_correct (on sneaky and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
 train/samples (completions drawn: rewrites, rollouts and critiques), losses/critic,
 losses/generator, losses/sft, losses/grad_norm; eval/f1, eval/acc_error, eval/acc_correct,
 eval/unparsable, eval/says_minus1, each also per subset (eval/f1/arith_2 ...).
