@@ -243,3 +243,20 @@ def test_critic_scores_equal_spkit_eval(tiny_dir):
         got = res["results"][f"spkit_steps_{sub}"]
         for k in ("acc_error", "acc_correct", "unparsable"):
             assert ours[f"eval/{k}/{sub}"] == pytest.approx(got[f"{k},none"], nan_ok=True)
+
+
+def test_cli_trains_a_seed_stage_step(tiny_dir, tmp_path):
+    """`spkit train spc` takes the seed-stage flags: one step is one verified-critique SFT step."""
+    import json
+
+    from spkit.cli import main
+    from spkit.run.metrics import read_metrics
+
+    out = tmp_path / "run"
+    main(["train", "spc", "--model", str(tiny_dir), "--steps", "1", "--seed-steps", "1", "--seed-batch", "2",
+          "--seed-critique", "verdict", "--eval-limit", "1", "--out", str(out), "--no-tensorboard", "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert (cfg["seed_steps"], cfg["seed_batch"], cfg["seed_critique"]) == (1, 2, "verdict")
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["losses/seed_sft"] > 0 and rows[-1]["train/samples"] == 0 and "eval/f1" in rows[-1]
+    assert (out / "final" / "model.safetensors").exists()
