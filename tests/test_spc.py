@@ -64,6 +64,57 @@ def test_zero_sum_rewards_hand_worked():
     assert r_g.item() == pytest.approx(1 / 3)  # fooled 2 of 3 critiques, caught once
 
 
+def test_recheck_and_verified_critiques_hand_worked():
+    slip = {"steps": ["5 + 9 = 14", "14 / 2 = 8", "8 + 14 = 22\n#### 22"], "label": 1}
+    assert steps.recheck_critique(slip) == (" 14 ok, 7 no. \\boxed{1}", 1)
+    assert steps.verified_critique(slip) == " 14 ok, 7 no. \\boxed{1}"
+    assert steps.verified_critique(slip, numbers=False) == " good, no. \\boxed{1}"
+    good = {"steps": ["5 + 9 = 14", "14 * 3 = 42\n#### 42"], "label": -1}
+    assert steps.verified_critique(good) == " 14 ok, 42 ok. \\boxed{-1}"
+    # a miscopied operand computes correctly: the checker says -1, so the critique is not verified
+    operand = {"steps": ["5 + 8 = 13", "13 - 4 = 9\n#### 9"], "label": 0}
+    assert steps.recheck_critique(operand)[1] == -1 and steps.verified_critique(operand) is None
+    assert steps.recheck_critique({"steps": ["15 / 2 = 7"], "label": 0}) == (" ? no. \\boxed{0}", 0)
+    assert steps.recheck_critique({"steps": ["15 / 0 = 7"], "label": 0})[1] == 0
+
+
+def test_seed_pool_is_verified_train_records_of_every_subset():
+    from spkit.tasks import arithmetic
+
+    pool = spc.seed_pool(60, 7)
+    assert len(pool) == 60 and pool == spc.seed_pool(60, 7) and pool != spc.seed_pool(60, 8)
+    assert all(steps.recheck_critique(r)[1] == r["label"] and c == steps.recheck_critique(r)[0] for r, c in pool)
+    verdicts = spc.seed_pool(60, 7, numbers=False)  # the same records, verdicts only
+    assert [r for r, _ in verdicts] == [r for r, _ in pool]
+    assert all(c == steps.recheck_critique(r, numbers=False)[0] for r, c in verdicts)
+    assert {len(r["steps"]) for r, _ in pool} == {2, 3, 4}
+    assert 20 <= sum(r["label"] == -1 for r, _ in pool) <= 40  # both classes, correct ones a little more
+    held = {r["problem"] for r in C.heldout_records()}
+    assert not any(arithmetic.split_of(r["problem"]) != "train" or arithmetic.in_dev(r["problem"])
+                   or r["problem"] in held for r, _ in pool)
+
+
+def test_seed_sft_step_is_one_sft_step_at_seed_lr(tiny_dir):
+    """The step's loss is the critiques' token-mean NLL before it; with plain SGD the weights move
+    by exactly −seed_lr · gradient, and the games' --lr is back afterwards."""
+    from spkit.models import load_model
+    from spkit.rl.losses import sft_loss
+    from spkit.rl.verifiable import padded_logprobs
+
+    model, tok = load_model(str(tiny_dir))
+    prompts, targets = [[5, 6, 7], [8, 9]], [[10, 11], [12]]
+    cfg = spc.Config(lr=0.1, seed_lr=0.5, max_grad_norm=0)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    model.zero_grad()
+    loss = sft_loss(*padded_logprobs(model, prompts, targets))
+    loss.backward()
+    w = {n: (p.detach().clone(), p.grad.clone()) for n, p in model.named_parameters()}
+    m = spc.seed_sft_step(model, opt, prompts, targets, cfg)
+    assert m["losses/seed_sft"] == pytest.approx(loss.item(), rel=1e-5)
+    assert all(torch.allclose(p, w[n][0] - 0.5 * w[n][1], atol=1e-6) for n, p in model.named_parameters())
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
 def test_sequence_ppo_loss_hand_worked():
     logp = torch.tensor([[-1.0, -3.0], [-2.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # sequence means -2 and -2
@@ -152,6 +203,14 @@ def test_same_seed_same_numbers_and_resume_equals_straight_run(tiny_dir, always_
     assert not math.isnan(a.last("eval/f1"))
 
 
+def test_seed_stage_then_games_resume_exactly(tiny_dir, always_keep, tmp_path):
+    a = check_seed_and_resume(spc.train, _cfg(tiny_dir, seed_steps=1), tmp_path, steps=3)
+    seed_row, game_row = a.rows[1], a.rows[-1]  # rows: the start's evaluation, step 1, 2, 3
+    assert seed_row["losses/seed_sft"] > 0 and "seed/f1" in seed_row and seed_row["train/samples"] == 0
+    assert "train/records" not in seed_row and game_row["train/records"] == 4
+    assert game_row["losses/sft"] > 0  # D_0 is now the seed pool's verified critiques
+
+
 def test_smoke_without_kept_rewrites_and_with_a_fixed_generator(tiny_dir, tmp_path):
     h = spc.train(dataclasses.replace(_cfg(tiny_dir), steps=1, train_generator=False, out=str(tmp_path / "a")))
     row = [r for r in h.rows if "train/records" in r][-1]
@@ -184,3 +243,20 @@ def test_critic_scores_equal_spkit_eval(tiny_dir):
         got = res["results"][f"spkit_steps_{sub}"]
         for k in ("acc_error", "acc_correct", "unparsable"):
             assert ours[f"eval/{k}/{sub}"] == pytest.approx(got[f"{k},none"], nan_ok=True)
+
+
+def test_cli_trains_a_seed_stage_step(tiny_dir, tmp_path):
+    """`spkit train spc` takes the seed-stage flags: one step is one verified-critique SFT step."""
+    import json
+
+    from spkit.cli import main
+    from spkit.run.metrics import read_metrics
+
+    out = tmp_path / "run"
+    main(["train", "spc", "--model", str(tiny_dir), "--steps", "1", "--seed-steps", "1", "--seed-batch", "2",
+          "--seed-critique", "verdict", "--eval-limit", "1", "--out", str(out), "--no-tensorboard", "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert (cfg["seed_steps"], cfg["seed_batch"], cfg["seed_critique"]) == (1, 2, "verdict")
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["losses/seed_sft"] > 0 and rows[-1]["train/samples"] == 0 and "eval/f1" in rows[-1]
+    assert (out / "final" / "model.safetensors").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ SETTINGS_TRIED = [  # every training setting run for these results (defaults: pa
 
 
 def train_one(seed: int, steps: int, out_root: Path) -> tuple[Path, float]:
+    """Train seed `seed` (unless done); its wall time, and its CPU time (user + sys of the
+    process, the budget on a shared machine) in OUT/cpu_seconds.txt for `compare`."""
     out = out_root / f"seed{seed}"
     if (out / "value" / "config.json").exists():
         return out, 0.0
@@ -46,7 +49,11 @@ def train_one(seed: int, steps: int, out_root: Path) -> tuple[Path, float]:
            "--threads", "1", "--eval-every", "0", "--no-tensorboard", "--out", str(out), "--overwrite"]
     t0 = time.perf_counter()
     with open(out_root / f"seed{seed}.log", "w") as f:
-        subprocess.check_call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"seed {seed}: spkit train rest_mcts failed (see {out_root / f'seed{seed}.log'})")
+    (out / "cpu_seconds.txt").write_text(f"{usage.ru_utime + usage.ru_stime:.1f}\n")
     return out, time.perf_counter() - t0
 
 
@@ -78,6 +85,7 @@ def compare(seed: int, run: Path) -> dict:
             "levels_after": {k: v for k, v in evals[-1].items() if k.startswith("eval/strict/level_")},
             "train_samples": metrics[-1].get("train/samples"), "train_tokens": metrics[-1].get("train/tokens"),
             "train_wall_seconds": metrics[-1].get("train/wall_seconds"),
+            "train_cpu_seconds": float(c.read_text()) if (c := run / "cpu_seconds.txt").exists() else None,
             "compare_problems": len(problems), "compare_levels": list(LEVELS),
             "compare_wall_seconds": wall, "compare_cpu_seconds": cpu, "settings_tried": SETTINGS_TRIED}
     (HERE / f"rest_mcts_seed{seed}.json").write_text(json.dumps(info, indent=1) + "\n")

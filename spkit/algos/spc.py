@@ -13,6 +13,17 @@ subtler errors and subtler errors train a sharper critic. Both roles are the sam
 role prompts (as in SPIRAL); the critic's prompt is ProcessBench's, the one `spkit_steps` scores.
 
 Algorithm (one step t = one round: play with the current model, then learn from the games):
+  0. Seed stage (`--seed-steps` > 0, before any game; the paper's initial critic, not self-play):
+     the paper SFTs its first critic on step-by-step critiques distilled from a stronger model,
+     keeping only those whose verdict agrees with PRM800K's human label. spkit has no stronger
+     model, so a checker writes the critiques: on train-split `spkit_steps`-style records (dev
+     bucket excluded) it redoes each step's arithmetic and compares it with the written result,
+        " 27 ok, 11 ok, 33 no. \boxed{2}"            (`steps.recheck_critique`)
+     or, with `--seed-critique verdict`, only the verdicts " good, good, no. \boxed{2}",
+     and a critique is kept only if its verdict is the record's label (`steps.verified_critique`:
+     a miscopied operand computes correctly, so the checker misses it and that record is
+     dropped). `--seed-batch` fresh critiques per step, token-mean NLL at `--seed-lr`. These
+     verified critiques are then D_0 of the SFT term in Eq. (4).
   1. Solutions: `problems` train-split arithmetic problems of 2-4 steps (the `spkit_steps`
      subsets; dev and held-out problems never appear), their reference chains s_0..s_{n-1}.
   2. Sneaky rewrite: for each problem a step i ~ U{0..n-1}; the generator, prompted with the
@@ -31,7 +42,12 @@ Algorithm (one step t = one round: play with the current model, then learn from 
         L = −E[min(ρ A, clip(ρ, 1−ε, 1+ε) A)] + λ_SFT · L_SFT(D_0),   A = r, ε = 0.2, λ_SFT = 0.15   # Eq. (4)
      (`--advantage group`: the critic's A = r − mean of its record's K rewards, GRPO's baseline;
      `spkit.rl.losses.ppo_clip_loss` on per-sequence log-probabilities), π_old the model that
-     played the round, D_0 the round-0 records with their game labels as boxed answers.
+     played the round, D_0 the seed stage's verified critiques or, without a seed stage, the
+     round-0 records with their game labels as boxed answers.
+     The records are balanced (step 3), so with A = ±1 a constant answer earns 0 in expectation
+     (−1 on one class, +1 on the other) and any better-than-chance critic earns more: the
+     paper's balance is built in. It does not stop a model that starts at "always −1" from
+     staying there (it rarely samples the right index, so it rarely sees a +1 on an error).
   6. Every `eval_every` steps: greedy F1 on the held-out `spkit_steps` items, the number
      `spkit eval --tasks spkit_steps` reports (`spkit.rl.critic.evaluate_critic`), with the
      accuracy on erroneous and on correct items and the unparsable share.
@@ -46,12 +62,17 @@ Deviations from the paper:
   3. One model plays both roles and one round is one optimiser pass over freshly played games
      (online); the paper fine-tunes two copies offline on a round's games. A void rewrite costs
      the generator −1 (the paper discards it), so the generator learns the format.
-  4. D_0 for the SFT term is the round-0 game records labelled by the game itself; the paper's
-     round-0 data are critiques distilled from a stronger model, which spkit does not have.
+  4. The seed critiques come from an arithmetic checker instead of a stronger LLM, and are short
+     (ProcessBench's 24 new tokens in `spkit_steps`). The paper always has a seed stage; its
+     size (`--seed-steps` × `--seed-batch`) and `--seed-lr` here are spkit's choices, off by
+     default so that a plain `spkit train spc` is the game alone. Seed steps count in `--steps`
+     and draw no samples. Without a seed stage, D_0 is the round-0 game records labelled by the
+     game itself.
 
-Metrics: train/kept (share of rewrites kept), train/void (share void), train/records (games the
-critic played), train/critic_win (critic reward > 0, over all critiques), train/critic_win_error and train/critic_win_correct (on sneaky
-and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
+Metrics: losses/seed_sft (seed stage), seed/f1, seed/acc_error ... (the critic at the end of the
+seed stage, scored like eval/), train/kept (share of rewrites kept), train/void (share void),
+train/records (games the critic played), train/critic_win (critic reward > 0, over all
+critiques), train/critic_win_error and train/critic_win_correct (on sneaky and on correct records), train/generator_reward, train/succ_correct and train/succ_sneaky (Eq. 1),
 train/samples (completions drawn: rewrites, rollouts and critiques), losses/critic,
 losses/generator, losses/sft, losses/grad_norm; eval/f1, eval/acc_error, eval/acc_correct,
 eval/unparsable, eval/says_minus1, each also per subset (eval/f1/arith_2 ...).
@@ -59,6 +80,7 @@ eval/unparsable, eval/says_minus1, each also per subset (eval/f1/arith_2 ...).
 Commands:
   spkit train spc --max-minutes 20 --threads 1 --out runs/spc
   spkit train spc --steps 150 --eval-every 25 --seed 1 --out runs/spc_s1
+  spkit train spc --seed-steps 60 --max-samples 1024 --out runs/spc_seeded  # seed stage, then games
   spkit train spc --out runs/spc --steps 300 --resume                   # continue a run
   spkit eval --model runs/spc/final --tasks spkit_steps                 # the same F1
 """
@@ -110,6 +132,12 @@ class Config(V.VerifiableConfig):
     sft_coef: float = param(0.15, "weight λ_SFT of the SFT term on the round-0 records (the paper: 0.15)", ge=0)
     sft_rounds: int = param(1, "first rounds whose records form D_0 (the paper: round 0 only)", ge=1)
     ppo_epochs: int = param(1, "optimiser passes over each round's games", ge=1)
+    seed_steps: int = param(0, "seed stage: SFT steps of the critic on verified critiques of train-split records "
+                            "before the first game (the paper's initial critic; not self-play; 0 = off)", ge=0)
+    seed_batch: int = param(16, "verified critiques per seed-stage step (each seen once)", ge=1)
+    seed_critique: str = param("recheck", "seed critiques: recheck (each step's result redone, then ok/no) | verdict "
+                               "(good/no per step only)", choices=("recheck", "verdict"))
+    seed_lr: float = param(3e-4, "learning rate of the seed stage (Adam; the games use --lr)", gt=0)
     advantage: str = param("reward", "critic advantage: reward (A = ±1, the paper) | group (reward minus the mean "
                            "of the record's K critiques)", choices=("reward", "group"))
     train_generator: bool = param(True, "also update the sneaky generator (off: a fixed generator)")
@@ -254,6 +282,44 @@ def play_round(sampler, problems: Sequence[dict], cfg: Config, seed: int, tag: s
     return Games(list(problems), at, gens, rewrites, s_cor, s_sn, kept, outs, records, crit, preds, r_c, r_g)
 
 
+# ---- 0. Seed stage (the paper's initial critic, before any game) --------------------------------
+def seed_pool(n: int, seed: int, numbers: bool = True) -> list[tuple[dict, str]]:
+    """The seed stage's data (and D_0 when it runs): `n` records of train-split problems (the dev
+    bucket excluded, the `spkit_steps` subsets in turn, half erroneous) paired with their
+    verified critiques (`steps.verified_critique`: the checker's verdict equals the label; the
+    rest are dropped, as the paper keeps only critiques that agree with the human label);
+    `numbers` False: verdict-only critiques."""
+    per, pairs = n // len(LEVELS) + 8, []
+    while len(pairs) < n:
+        by_subset = []
+        for sub in steps.SUBSETS:
+            recs = steps.generate(per, seed, subset=sub, split="train", exclude_dev=True)
+            by_subset.append([(r, c) for r in recs if (c := steps.verified_critique(r, numbers)) is not None])
+        pairs = [p for group in zip(*by_subset, strict=False) for p in group]
+        per *= 2
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
+def encode_pool(pool: Sequence[tuple[dict, str]], encode: Callable[[str], list[int]], tok
+                ) -> tuple[list[list[int]], list[list[int]]]:
+    """(critic prompt ids, critique ids + end of text) of each seed pair: the SFT rows."""
+    return ([encode(steps.critic_prompt(r)) for r, _ in pool],
+            [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _, c in pool])
+
+
+def seed_sft_step(model, optimizer, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+                  cfg: Config) -> dict[str, float]:
+    """One optimiser step of the seed stage: `V.sft_update` (token-mean NLL of the critiques) at
+    --seed-lr, the optimiser's rate set back to --lr for the games afterwards."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.seed_lr
+    m = V.sft_update(model, optimizer, prompts, targets, micro_batch=cfg.micro_batch, max_grad_norm=cfg.max_grad_norm)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr
+    return {"losses/seed_sft": m["sft"], "losses/grad_norm": m["grad_norm"]}
+
+
 # ---- 5. Update -----------------------------------------------------------------------------------
 def sequence_ppo_loss(logp: torch.Tensor, mask: torch.Tensor, old_seq_logp: torch.Tensor, adv: torch.Tensor,
                       clip_eps: float) -> torch.Tensor:
@@ -286,10 +352,10 @@ def _mean_old(outs: Sequence[Completion]) -> torch.Tensor:
     return torch.tensor([sum(o.logprobs) / max(len(o.logprobs), 1) for o in outs])
 
 
-def _update(model, optimizer, rows: list[tuple[Sequence[Completion], torch.Tensor, str]], sft: SFTData,
-            cfg: Config, seed: int) -> dict[str, float]:
+def _update(model, optimizer, rows: list[tuple[Sequence[Completion], torch.Tensor, str]],
+            d0: tuple[list[list[int]], list[list[int]]], cfg: Config, seed: int) -> dict[str, float]:
     """`ppo_epochs` optimiser steps of Eq. (4): each role's PPO-clip (mean over its rows, micro-
-    batched) plus λ_SFT times the token-mean NLL of D_0."""
+    batched) plus λ_SFT times the token-mean NLL of D_0 = (prompt ids, target ids)."""
     stats = {f"losses/{name}": 0.0 for _, _, name in rows} | {"losses/sft": 0.0, "losses/grad_norm": 0.0}
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -304,9 +370,9 @@ def _update(model, optimizer, rows: list[tuple[Sequence[Completion], torch.Tenso
                     (sl.stop - sl.start) / len(outs))
                 loss.backward()
                 stats[f"losses/{name}"] += loss.item() / cfg.ppo_epochs
-        if cfg.sft_coef > 0 and sft.prompts:
-            idx = torch.randperm(len(sft.prompts), generator=g)[:cfg.micro_batch].tolist()
-            logp, mask = V.padded_logprobs(model, [sft.prompts[i] for i in idx], [sft.targets[i] for i in idx])
+        if cfg.sft_coef > 0 and d0[0]:
+            idx = torch.randperm(len(d0[0]), generator=g)[:cfg.micro_batch].tolist()
+            logp, mask = V.padded_logprobs(model, [d0[0][i] for i in idx], [d0[1][i] for i in idx])
             loss = sft_loss(logp, mask)
             (cfg.sft_coef * loss).backward()
             stats["losses/sft"] += loss.item() / cfg.ppo_epochs
@@ -330,14 +396,32 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     ctx = V.start(cfg, "spc", callback, PLOT_KEYS, lr=cfg.lr, sft_data=sft)
     task, model, tok, optimizer, counter, sampler = (
         ctx.task, ctx.model, ctx.tokenizer, ctx.optimizer, ctx.counter, ctx.sampler)
+    pool = encode_pool(seed_pool(cfg.seed_steps * cfg.seed_batch, derive_seed(cfg.seed, "seed pool"),
+                                 cfg.seed_critique == "recheck"),
+                       sampler.encode, tok) if cfg.seed_steps else ([], [])
+    dev = C.dev_records(cfg.eval_limit or C.PER_SUBSET) if cfg.eval_split == "dev" else None
+
+    def evaluate(model, tokenizer, limit, sampler=None, task=None) -> dict[str, float]:  # 6
+        return C.evaluate_critic(model, tokenizer, dev, limit=limit, sampler=sampler)
+
+    def seed_step(t: int) -> dict[str, float]:  # 0: rows t·B .. (t+1)·B of the pool, each seen once
+        rows = slice(t * cfg.seed_batch, (t + 1) * cfg.seed_batch)
+        m = seed_sft_step(model, optimizer, pool[0][rows], pool[1][rows], cfg)
+        if t == cfg.seed_steps - 1 and cfg.steps > cfg.seed_steps and ctx.run.rank == 0:
+            m |= {f"seed/{k.split('/', 1)[1]}": v for k, v in  # the seed critic, before any game
+                  evaluate(model, tok, cfg.eval_limit or None, sampler=sampler).items()}
+        return {**m, "train/samples": float(counter.samples)}
 
     def step(t: int) -> dict[str, float]:
+        if t < cfg.seed_steps:
+            return seed_step(t)
         t0 = time.perf_counter()
         problems = task.train_problems(cfg.problems, derive_seed(cfg.seed, "problems", t), LEVELS)  # 1
         g = play_round(sampler, problems, cfg, derive_seed(cfg.seed, "round", t), f"{t}")  # 2-4
         counter.samples += len(g.rewrites) + len(g.rollouts) + len(g.critiques)
         t_roll = time.perf_counter() - t0
-        if t < cfg.sft_rounds:  # D_0: the first rounds' records, the game's label as the answer
+        if t - cfg.seed_steps < cfg.sft_rounds and not cfg.seed_steps:  # D_0: the first rounds' records,
+            # the game's label as the answer (with a seed stage, D_0 is its verified critiques)
             for r in g.records:
                 sft.prompts.append(sampler.encode(steps.critic_prompt(r)))
                 sft.targets.append(tok(steps.reference_critique(r), add_special_tokens=False)["input_ids"])
@@ -345,14 +429,10 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         a_c = grpo_advantages(r_c, cfg.k, scale=False) if cfg.advantage == "group" and crit else r_c
         rows = ([(crit, a_c, "critic")] if crit else []) + (
             [(g.rewrites, g.generator_rewards, "generator")] if cfg.train_generator else [])
-        losses = _update(model, optimizer, rows, sft, cfg, derive_seed(cfg.seed, "sft", t))  # 5
+        d0 = pool if cfg.seed_steps else (sft.prompts, sft.targets)
+        losses = _update(model, optimizer, rows, d0, cfg, derive_seed(cfg.seed, "sft", t))  # 5
         return {**g.metrics(cfg.k), "train/samples": float(counter.samples), "train/rollout_seconds": t_roll,
                 "train/seconds_per_step": time.perf_counter() - t0, **losses}
-
-    dev = C.dev_records(cfg.eval_limit or C.PER_SUBSET) if cfg.eval_split == "dev" else None
-
-    def evaluate(model, tokenizer, limit, sampler=None, task=None) -> dict[str, float]:  # 6
-        return C.evaluate_critic(model, tokenizer, dev, limit=limit, sampler=sampler)
 
     return ctx.run.loop(step, ctx.evaluator(cfg, evaluate), V.sample_budget(cfg))
 
@@ -370,4 +450,4 @@ def summary(history: History) -> str:
 
 
 __all__ = ["PAPER", "Config", "LEVELS", "solver_prefix", "sneaky_prompt", "parse_rewrite", "success_rates",
-           "game_record", "Games", "play_round", "critic_rewards", "generator_rewards", "sequence_ppo_loss", "SFTData", "train", "summary"]
+           "game_record", "Games", "play_round", "seed_pool", "encode_pool", "seed_sft_step", "critic_rewards", "generator_rewards", "sequence_ppo_loss", "SFTData", "train", "summary"]

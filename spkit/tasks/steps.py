@@ -116,13 +116,15 @@ def first_wrong(good: list, bad: list) -> int:
 
 
 def generate(
-    n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5, split: str = "test"
+    n: int, seed: int, subset: str = "arith_3", error_rate: float = 0.5, split: str = "test",
+    exclude_dev: bool = False,
 ) -> list[dict]:
     """``n`` ProcessBench-format records for one subset (same seed -> same list).
 
     ``split`` picks the arithmetic split the problems come from: ``"test"`` for the
     ``spkit_steps`` eval, ``"train"`` for pretraining corpora (never overlapping), ``"dev"``
-    (a hash bucket of train that no RL trainer draws) for choosing a trainer's settings.
+    (a hash bucket of train that no RL trainer draws) for choosing a trainer's settings;
+    ``exclude_dev`` drops that bucket from ``"train"`` (what a trainer's own records use).
     """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; choose from {sorted(SUBSETS)}")
@@ -130,7 +132,7 @@ def generate(
     if split not in ("train", "test", "dev"):
         raise ValueError(f"split must be 'train', 'test' or 'dev', not {split!r}")
     rng = random.Random(f"spkit-steps-{subset}-{split}-{seed}")
-    problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split=split)
+    problems = arithmetic.generate(n, seed=seed * 1000 + k, steps=k, split=split, exclude_dev=exclude_dev)
     out = []
     for i, prob in enumerate(problems):
         good = parse_steps(prob["answer"])
@@ -161,6 +163,39 @@ def critic_prompt(record: dict) -> str:
 def reference_critique(record: dict) -> str:
     """A short correct critic answer (for the pretraining corpus): the label, boxed."""
     return f" \\boxed{{{record['label']}}}"
+
+
+def recheck_critique(record: dict, numbers: bool = True) -> tuple[str, int]:
+    """A checker's critique of a record and its verdict: paragraph by paragraph, the step's own
+    arithmetic redone ("a op b" from the paragraph) and compared with the result it writes,
+    " 19 ok, 16 ok, 30 no. \\boxed{2}", stopping at the first mismatch (the verdict; -1 if none);
+    with ``numbers=False`` only the per-step verdicts, " good, good, no. \\boxed{2}" (one token
+    each). Short enough for `spkit_steps`' 24 new tokens. It cannot see a miscopied operand (an
+    ``operand`` error computes correctly), so its verdict is the label only on some records:
+    `verified_critique` keeps those."""
+    parts, verdict = [], -1
+    for i, para in enumerate(record["steps"]):
+        m = _LINE.match(para.split("\n")[0])
+        if not m:
+            raise ValueError(f"not a plain arithmetic step: {para!r}")
+        a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
+        if op == "/":
+            redo = f"{a // b}" if b and a % b == 0 else "?"  # no whole quotient: wrong whatever it writes
+        else:
+            redo = str({"+": a + b, "-": a - b, "*": a * b}[op])
+        ok = redo == str(c)
+        parts.append(f"{redo} {'ok' if ok else 'no'}" if numbers else ("good" if ok else "no"))
+        if not ok:
+            verdict = i
+            break
+    return " " + ", ".join(parts) + f". \\boxed{{{verdict}}}", verdict
+
+
+def verified_critique(record: dict, numbers: bool = True) -> str | None:
+    """`recheck_critique` when its verdict is the record's label (a verified critique, as SPC's
+    seed critic is trained only on critiques whose verdict matches the human label), else None."""
+    text, verdict = recheck_critique(record, numbers)
+    return text if verdict == record["label"] else None
 
 
 def document(record: dict) -> str:
