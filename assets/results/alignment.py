@@ -42,6 +42,7 @@ PROTOCOL: dict[str, tuple[str, list[str], int]] = {
     "self_rewarding_temporal": ("self_rewarding", SMALL + JUDGE_SEED + ["--temporal"], 4),
     "self_consuming": ("self_consuming", SMALL, 0),
     "self_consuming_real": ("self_consuming", SMALL + ["--real-fraction", "0.5"], 0),
+    "self_consuming_short": ("self_consuming", SMALL + ["--curator", "short"], 0),  # a curator blind to the task
     # SPaR with the judge answering ' 1' / ' 0' (one token each; ' Yes' is three): spar_judge.py
     "spar_digit": ("spar", SMALL + JUDGE_SEED + ["--judge-kind", "verdict01"], 0),
     "spar_plain_digit": ("spar", SMALL + JUDGE_SEED + ["--pairs", "sampled", "--judge-kind", "verdict01"], 0),
