@@ -1,6 +1,6 @@
 """Why SPaR's self-judge rejects everything after its seed stage, measured (lesson 06, README).
 
-    python assets/results/spar_judge.py [--seed 100] [--balance exact] [--tag NAME]
+    python assets/results/spar_judge.py [--seed 100] [--kind verdict|verdict01] [--balance exact] [--tag NAME]
 
 Replays SPaR's seed stage exactly as `spkit train spar` runs it in the protocol
 (`assets/results/alignment.py`: 48 seed prompts × 4 responses at T 0.9, checker-labelled, 30 SFT
@@ -8,8 +8,8 @@ steps at lr 3e-4, batch 32) on a dev seed, then measures the judge on fresh resp
 dev-split prompts (never the held-out ones): the seed data's label balance, the sampled
 5-vote majority (accuracy, false-accept, false-reject: what `judge/*` logs in training), and, to
 see why, the exact probabilities the judge puts on its two verdicts, split by the checkers'
-label: P(" Yes") = P(" ")·P("Y")·P("es") (three tokens) and P(" No") (one token). Before and after
-the seed stage. Appends one JSON line per run to assets/results/spar_judge.jsonl.
+label: P(" Yes") = P(" ")·P("Y")·P("es") (three tokens) and P(" No") (one token), or with
+`--kind verdict01` P(" 1") and P(" 0") (one token each). Before and after the seed stage. Appends one JSON line per run to assets/results/spar_judge.jsonl.
 """
 
 from __future__ import annotations
