@@ -12,6 +12,7 @@ determinism / exact resume / a smoke run of every trainer on a random tiny model
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from spkit.algos import online_iterative_dpo, self_consuming, self_rewarding, spar
+from spkit.errors import SpkitError
 from spkit.rl import instruct, pairs
 from spkit.rl import self_judge as J
 from spkit.rl.losses import dpo_loss, masked_mean, sequence_logps
@@ -106,7 +108,31 @@ def test_seed_examples_are_checker_labelled_and_balanced():
     ex = J.seed_examples("verdict", [LOWER], texts, k=4)  # one passes the lowercase check, three fail
     assert [y for _, y in ex] == [" No", " Yes"]  # capped at the rarer label's count, in order
     assert ex[1][0] == J.judge_prompt("verdict", LOWER, "the rain is soft today.")
-    assert len(J.seed_examples("verdict", [LOWER], texts, k=4, balance=False)) == 4
+    assert len(J.seed_examples("verdict", [LOWER], texts, k=4, balance="none")) == 4
+
+
+def test_digit_verdict_known_answers():
+    """verdict01: the same question answered 1 / 0; parsing, targets, labels and values as for Yes / No."""
+    assert J.target("verdict01", 1) == " 1" and J.target("verdict01", 0) == " 0"
+    assert J.judge_prompt("verdict01", LOWER, " hi ").endswith("\nResponse: hi\nDoes the response follow every "
+                                                              "instruction? Verdict (1 = yes, 0 = no):")
+    assert [J.parse("verdict01", t) for t in [" 1", " 1.", " 0", " 10", " Yes", ""]] == [1, 1, 0, 0, 0, 0]
+    texts = ["The rain is soft today.", "the rain is soft today.", "Rain is cold.", "I like rain."]
+    assert [y for _, y in J.seed_examples("verdict01", [LOWER], texts, k=4)] == [" 0", " 1"]
+    assert J.values("verdict01", torch.tensor([[1.0, 0, 1]]), [LOWER]).tolist() == pytest.approx([2 / 3])
+    m = J.accuracy("verdict01", torch.tensor([0.8, 0.2]), [LOWER, LOWER], texts[:2])  # labels 0, 1: both wrong
+    assert m["judge/false_reject"] == 1.0 and m["judge/false_accept"] == 1.0 and m["judge/accuracy"] == 0.0
+    with pytest.raises(SpkitError, match="unknown balance"):
+        J.seed_examples("verdict", [LOWER], texts, k=4, balance="halve")
+
+
+def test_yes_is_three_tokens_in_spkit_tiny_and_the_digits_one(tiny):
+    """The measured cause of SPaR's all-No judge (assets/results/spar_judge.py): ' Yes' is ' ', 'Y',
+    'es' in spkit-tiny's vocabulary while ' No' is one token; ' 1' and ' 0' are one token each."""
+    _, tok = tiny
+    n = {w: len(tok(J.target(kind, y), add_special_tokens=False)["input_ids"])
+         for kind in J.VERDICTS for y, w in ((1, f"{kind}+"), (0, f"{kind}-"))}
+    assert n == {"verdict+": 3, "verdict-": 1, "verdict01+": 1, "verdict01-": 1}
 
 
 def test_luce_choice_and_class_entropy():
@@ -185,7 +211,7 @@ def fake_judge(monkeypatch):
     real = J.parse
 
     def parse(kind, text):
-        return float(len(text) % 2) if kind == "verdict" else float(len(text) % 3)
+        return float(len(text) % 2) if kind in J.VERDICTS else float(len(text) % 3)
 
     monkeypatch.setattr(J, "parse", parse)
     yield
@@ -198,13 +224,14 @@ def _cfgs(tiny_dir, out=""):
     judged = dict(votes=2, judge_seed_prompts=2, judge_seed_k=2, judge_seed_steps=1)
     return {"spar": spar.Config(**common, **judged, k=3, branch=2, keep=1, depth=2),
             "spar_plain": spar.Config(**common, **judged, k=3, pairs="sampled"),
+            "spar_digit": spar.Config(**common, **judged, k=3, branch=2, keep=1, depth=2, judge_kind="verdict01"),
             "online_iterative_dpo": online_iterative_dpo.Config(**common, k=3),
             "self_rewarding": self_rewarding.Config(**common, **judged, k=3),
             "temporal": self_rewarding.Config(**common, **judged, k=3, temporal=True),
             "self_consuming": self_consuming.Config(**common, k=3, real_fraction=0.5)}
 
 
-MODS = {"spar": spar, "spar_plain": spar, "online_iterative_dpo": online_iterative_dpo,
+MODS = {"spar": spar, "spar_plain": spar, "spar_digit": spar, "online_iterative_dpo": online_iterative_dpo,
         "self_rewarding": self_rewarding, "temporal": self_rewarding, "self_consuming": self_consuming}
 
 
@@ -245,3 +272,16 @@ def test_spar_finds_pairs_and_counts_refinements(tiny_dir, fake_judge):
     assert sum(r["train/pairs"] for r in rows) > 0
     # refinements are drawn samples: more than the seed stage and the K per prompt alone
     assert rows[-1]["train/samples"] > 2 * 2 + 2 * 3 * 3
+
+
+def test_cli_trains_spar_with_the_digit_judge(tiny_dir, fake_judge, tmp_path):
+    from spkit.cli import main
+
+    out = tmp_path / "run"
+    main(["train", "spar", "--model", str(tiny_dir), "--judge-kind", "verdict01", "--steps", "1", "--prompts", "2",
+          "--k", "2", "--votes", "2", "--judge-seed-prompts", "2", "--judge-seed-k", "2", "--judge-seed-steps", "1",
+          "--depth", "1", "--max-new-tokens", "4", "--eval-limit", "1", "--out", str(out), "--no-tensorboard",
+          "--no-plot"])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["judge_kind"] == "verdict01" and (out / "final" / "model.safetensors").exists()
+    assert "judge/accuracy" in (out / "metrics.csv").read_text().splitlines()[0]

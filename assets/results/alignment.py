@@ -3,6 +3,7 @@ a self-judge"): SPaR against its plain-pairs baseline at one sample budget, onli
 on the checkers' reward, Self-Rewarding (and the temporal variant), the self-consuming loop.
 
     python assets/results/alignment.py [--budget 1024] [--seeds 0] [--jobs 3] [--max-minutes 40] [--only spar spar_plain]
+    python assets/results/alignment.py --dev --seeds 100 --only spar_digit     # a dev seed, dev split
 
 Runs `spkit train ALGO --max-samples BUDGET --seed S --threads 1` for each protocol entry below
 (`--jobs` at a time) into runs/alignment/NAME_seedS under /usr/bin/time, then copies each run's
@@ -41,11 +42,17 @@ PROTOCOL: dict[str, tuple[str, list[str], int]] = {
     "self_rewarding_temporal": ("self_rewarding", SMALL + JUDGE_SEED + ["--temporal"], 4),
     "self_consuming": ("self_consuming", SMALL, 0),
     "self_consuming_real": ("self_consuming", SMALL + ["--real-fraction", "0.5"], 0),
+    "self_consuming_short": ("self_consuming", SMALL + ["--curator", "short"], 0),  # a curator blind to the task
+    # SPaR with the judge answering ' 1' / ' 0' (one token each; ' Yes' is three): spar_judge.py
+    "spar_digit": ("spar", SMALL + JUDGE_SEED + ["--judge-kind", "verdict01"], 0),
+    "spar_plain_digit": ("spar", SMALL + JUDGE_SEED + ["--pairs", "sampled", "--judge-kind", "verdict01"], 0),
 }
 
 
-def run_one(name: str, seed: int, budget: int, minutes: float, out_root: Path) -> str:
+def run_one(name: str, seed: int, budget: int, minutes: float, out_root: Path, dev: bool = False) -> str:
     algo, flags, every = PROTOCOL[name]
+    if dev:  # settings are chosen on dev seeds, scored on the dev split, saved as alignment_dev_*
+        name, flags = f"dev_{name}", [*flags, "--eval-on", "dev"]
     out = out_root / f"{name}_seed{seed}"
     if (out / "final" / "config.json").exists():
         return f"{name} seed {seed}: done before"
@@ -77,12 +84,13 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=40.0, help="wall-clock cap per run")
     ap.add_argument("--only", nargs="+", choices=list(PROTOCOL), default=list(PROTOCOL))
     ap.add_argument("--out", default="runs/alignment")
+    ap.add_argument("--dev", action="store_true", help="score on the dev split (for dev seeds, e.g. 100)")
     args = ap.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
     jobs = [(n, s) for s in args.seeds for n in args.only]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for line in pool.map(lambda job: run_one(*job, args.budget, args.max_minutes, out_root), jobs):
+        for line in pool.map(lambda job: run_one(*job, args.budget, args.max_minutes, out_root, args.dev), jobs):
             print(line, flush=True)
 
 

@@ -40,6 +40,11 @@ Deviations from the paper:
   3. The refiner is not trained (the paper trains it with DPO on its tree-search judgments and
      RFT on its refinements); the judge keeps its seed-stage training.
   4. A 3.3M-parameter model on generated IFEval-format prompts instead of LLaMA3-8B on IFEval.
+  5. `--judge-kind verdict01` (off by default) asks for ` 1` / ` 0` instead of ` Yes` / ` No`: in
+     spkit-tiny's vocabulary ` No` is one token and ` Yes` three (` `, `Y`, `es`), so a short seed
+     stage leaves P(` Yes`) near zero on every response and the majority vote rejects everything
+     (`assets/results/spar_judge.py` measures it); in LLaMA-3's vocabulary, where SPaR ran, both
+     words are one token, which ` 1` / ` 0` restore here.
 
 Metrics: train/oracle_pass (share of samples the checkers accept), train/failing_prompts
 (prompts with a rejected sample), train/pairs (those with an accepted chosen response: a
@@ -91,6 +96,9 @@ class Config(J.JudgedConfig):
     depth: int = param(3, "tree search: levels", ge=1)
     sft_coef: float = param(0.1, "λ: weight of the SFT term on the chosen response (SPaR: 0.1)", ge=0)
     lr: float = param(2e-5, "learning rate (Adam)", gt=0)
+    judge_kind: str = param("verdict", "the judge's answers: verdict = ' Yes' / ' No' (SPaR's words; three tokens vs one in "
+                            "spkit-tiny's vocabulary), verdict01 = ' 1' / ' 0' (one token each, as SPaR's Yes / No "
+                            "are in LLaMA-3's)", choices=("verdict", "verdict01"))
 
 
 # ---- 3. Tree-search refinement -----------------------------------------------------------------
@@ -163,8 +171,8 @@ def tree_search(ctx, cfg: Config, records: list[dict], roots: list[Node], seed: 
 def self_judge_values(ctx, cfg: Config, records: list[dict], texts: list[str], seed: int, k: int = 1
                       ) -> list[float]:
     """Eq. (1): the share of Yes among `votes` sampled verdicts of the current model."""
-    js = J.judge(ctx.sampler, "verdict", records, texts, cfg.votes, cfg.judge_temperature, seed, k)
-    return J.values("verdict", js, records, k).tolist()
+    js = J.judge(ctx.sampler, cfg.judge_kind, records, texts, cfg.votes, cfg.judge_temperature, seed, k)
+    return J.values(cfg.judge_kind, js, records, k).tolist()
 
 
 # ---- Train ---------------------------------------------------------------------------------------
@@ -178,13 +186,13 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        m = J.seed_stage(ctx, cfg, "verdict") if t == 0 else {}  # 0
+        m = J.seed_stage(ctx, cfg, cfg.judge_kind) if t == 0 else {}  # 0
         recs = instruct.TASK.train_problems(cfg.prompts, derive_seed(cfg.seed, "prompts", t))
         outs = instruct.sample_groups(ctx.sampler, recs, cfg.k, ctx.params, derive_seed(cfg.seed, "sample", t))  # 1
         texts = [o.text for o in outs]
         val = self_judge_values(ctx, cfg, recs, texts, derive_seed(cfg.seed, "judge", t), cfg.k)  # 2: Eq. (1)
         drawn, calls = len(outs), len(outs) * cfg.votes
-        m |= J.accuracy("verdict", torch.tensor(val), recs, texts, cfg.k)
+        m |= J.accuracy(cfg.judge_kind, torch.tensor(val), recs, texts, cfg.k)
         groups = [range(i * cfg.k, (i + 1) * cfg.k) for i in range(len(recs))]
         worst = [min(g, key=lambda r: val[r]) for g in groups]
         failing = [i for i, w in enumerate(worst) if val[w] <= 0.5]  # prompts with a rejected sample

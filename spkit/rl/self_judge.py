@@ -6,6 +6,10 @@ Two judge formats, both answered by sampling a few tokens after the judge prompt
 - "verdict" (SPaR): ``<prompt>\nResponse: <response>\nDoes the response follow every
   instruction? Verdict:`` → `` Yes`` | `` No``; a response's value is the share of Yes among
   `votes` sampled judgments, accepted by majority (value > ½).
+- "verdict01": the same question answered `` 1`` (yes) | `` 0`` (no). In spkit-tiny's 1,698-token
+  vocabulary `` No`` is one token but `` Yes`` is three (`` ``, ``Y``, ``es``), so under "verdict"
+  the two answers are not equally easy to learn or to sample; `` 1`` and `` 0`` are one token each,
+  as `` Yes`` and `` No`` are in the papers' LLaMA-3 vocabulary.
 - "score" (Self-Rewarding's additive rubric, one point per criterion, the criteria being the
   prompt's instructions): ``... Points, one per instruction followed, out of n: Score:`` → `` s``,
   s ∈ {0..n}; a response's score is the mean over `votes` judgments, divided by n.
@@ -34,10 +38,12 @@ from spkit.rl import instruct
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
 
-__all__ = ["KINDS", "judge_prompt", "target", "parse", "judge", "values", "oracle_labels", "accuracy",
+__all__ = ["KINDS", "VERDICTS", "BALANCES", "judge_prompt", "target", "parse", "judge", "values", "oracle_labels", "accuracy",
            "seed_examples", "seed_finetune", "JudgedConfig", "seed_stage"]
 
-KINDS = ("verdict", "score")
+KINDS = ("verdict", "verdict01", "score")
+VERDICTS = {"verdict": ("Yes", "No"), "verdict01": ("1", "0")}  # binary judges: (accept, reject)
+BALANCES = ("exact", "none")
 JUDGE_PARAMS = dict(max_new_tokens=4, stop=("\n",))
 
 
@@ -46,23 +52,27 @@ def judge_prompt(kind: str, record: dict, response: str) -> str:
     head = f"{record['prompt']}\nResponse: {response.strip()}\n"
     if kind == "verdict":
         return head + "Does the response follow every instruction? Verdict:"
+    if kind == "verdict01":
+        return head + "Does the response follow every instruction? Verdict (1 = yes, 0 = no):"
     if kind == "score":
         return head + f"Points, one per instruction followed, out of {len(record['instruction_id_list'])}: Score:"
     raise SpkitError(f"unknown judge kind {kind!r}; use {' or '.join(KINDS)}")
 
 
 def target(kind: str, label: int) -> str:
-    """The judgment text for a label (verdict: 1 = Yes, 0 = No; score: the points)."""
-    if kind == "verdict":
-        return " Yes" if label else " No"
+    """The judgment text for a label (verdict: 1 = Yes, 0 = No; verdict01: 1 = 1, 0 = 0; score:
+    the points)."""
+    if kind in VERDICTS:
+        return " " + VERDICTS[kind][0 if label else 1]
     return f" {int(label)}"
 
 
 def parse(kind: str, text: str) -> float:
-    """verdict → 1.0 (Yes) / 0.0 (No or unparsable); score → the first integer, NaN if none."""
-    if kind == "verdict":
+    """verdict → 1.0 (Yes) / 0.0 (No or unparsable); verdict01 → 1.0 (1) / 0.0 (0 or
+    unparsable); score → the first integer, NaN if none."""
+    if kind in VERDICTS:
         words = text.strip().split()
-        return 1.0 if words and words[0].strip(".,").lower() == "yes" else 0.0
+        return 1.0 if words and words[0].strip(".,").lower() == VERDICTS[kind][0].lower() else 0.0
     m = re.search(r"\d+", text)
     return float(m.group()) if m else float("nan")
 
@@ -78,9 +88,9 @@ def judge(sampler: Sampler, kind: str, records: Sequence[dict], texts: Sequence[
 
 
 def values(kind: str, judgments: Tensor, records: Sequence[dict], k: int = 1) -> Tensor:
-    """(B,) a response's value in [0, 1]: the share of Yes votes (verdict), the mean parsed score
-    over n (score; clipped to [0, 1], 0 with no parsed vote)."""
-    if kind == "verdict":
+    """(B,) a response's value in [0, 1]: the share of Yes votes (verdict, verdict01), the mean
+    parsed score over n (score; clipped to [0, 1], 0 with no parsed vote)."""
+    if kind in VERDICTS:
         return judgments.mean(dim=1)
     n = torch.tensor([len(records[i // k]["instruction_id_list"]) for i in range(judgments.shape[0])],
                      dtype=torch.float32)
@@ -95,7 +105,7 @@ def oracle_labels(kind: str, records: Sequence[dict], texts: Sequence[str], k: i
     out = []
     for i, t in enumerate(texts):
         v = instruct.checks(records[i // k], t)
-        out.append(int(all(v)) if kind == "verdict" else sum(v))
+        out.append(int(all(v)) if kind in VERDICTS else sum(v))
     return out
 
 
@@ -105,12 +115,12 @@ def accuracy(kind: str, judge_values: Tensor, records: Sequence[dict], texts: Se
     score: round(value·n) = the number followed), and for verdicts the rates of accepting a
     failing response ("judge/false_accept") and rejecting a passing one ("judge/false_reject")."""
     labels = oracle_labels(kind, records, texts, k)
-    if kind == "verdict":
+    if kind in VERDICTS:
         pred = (judge_values > 0.5).long().tolist()
     else:
         pred = [round(float(v) * len(records[i // k]["instruction_id_list"])) for i, v in enumerate(judge_values)]
     m = {"judge/accuracy": sum(p == y for p, y in zip(pred, labels, strict=True)) / max(len(labels), 1)}
-    if kind == "verdict":
+    if kind in VERDICTS:
         neg = [p for p, y in zip(pred, labels, strict=True) if y == 0]
         pos = [p for p, y in zip(pred, labels, strict=True) if y == 1]
         if neg:  # (undefined rates are left out, never NaN)
@@ -122,14 +132,16 @@ def accuracy(kind: str, judge_values: Tensor, records: Sequence[dict], texts: Se
 
 
 def seed_examples(kind: str, records: Sequence[dict], texts: Sequence[str], k: int = 1,
-                  balance: bool = True) -> list[tuple[str, str]]:
+                  balance: str = "exact") -> list[tuple[str, str]]:
     """(judge prompt, checker-labelled judgment) pairs for the judge's seed fine-tune; with
-    `balance` every label keeps only as many examples as the rarest label has (the first ones), so
-    the judge cannot score well by learning the base rate."""
+    `balance` "exact" every label keeps only as many examples as the rarest label has (the first
+    ones), so the judge cannot score well by learning the base rate; "none" keeps them all."""
+    if balance not in BALANCES:
+        raise SpkitError(f"unknown balance {balance!r}; use {' or '.join(BALANCES)}")
     labels = oracle_labels(kind, records, texts, k)
     ex = [(judge_prompt(kind, records[i // k], t), target(kind, y), y) for i, (t, y) in enumerate(zip(texts, labels,
                                                                                                         strict=True))]
-    if balance:
+    if balance == "exact":
         counts = Counter(e[2] for e in ex)
         cap = min(counts.values()) if len(counts) > 1 else len(ex)
         taken: Counter = Counter()
@@ -143,14 +155,15 @@ def seed_examples(kind: str, records: Sequence[dict], texts: Sequence[str], k: i
 
 
 def seed_finetune(model, optimizer, sampler: Sampler, kind: str, records: Sequence[dict], k: int,
-                  params: SamplingParams, seed: int, steps: int, batch_size: int) -> tuple[dict[str, float], int]:
+                  params: SamplingParams, seed: int, steps: int, batch_size: int, balance: str = "exact"
+                  ) -> tuple[dict[str, float], int]:
     """The seed stage: K responses of the model to each seed record, labelled by the checkers
     (`seed_examples`), then `steps` SFT steps on the judgments (`verifiable.sft_minibatches`).
     Returns the SFT stats with the number of examples, and the number of responses drawn."""
     from spkit.rl.verifiable import sft_minibatches
 
     outs = instruct.sample_groups(sampler, records, k, params, seed)
-    ex = seed_examples(kind, records, [o.text for o in outs], k)
+    ex = seed_examples(kind, records, [o.text for o in outs], k, balance)
     tok = sampler.tokenizer
     prompt_ids = [sampler.encode(p) for p, _ in ex]
     target_ids = [tok(y, add_special_tokens=False)["input_ids"] for _, y in ex]
