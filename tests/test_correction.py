@@ -339,6 +339,20 @@ def test_warmup_is_the_same_for_every_method_and_counts_in_the_budget(tiny_dir, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_method_after_a_warmup_only_run_equals_the_warmup_inside_its_run(tiny_dir, fake_reward, tmp_path):
+    # what assets/results/correction.py relies on to run the warm-up once per seed
+    from safetensors.torch import load_file
+
+    cfg = dataclasses.replace(_cfgs(tiny_dir)["sft_corrections"], warmup_steps=1, warmup_k=2, eval_every=0)
+    inside = sft_corrections.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "inside")))
+    warm = sft_corrections.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "warm")))
+    after = sft_corrections.train(dataclasses.replace(cfg, model=str(warm.final_dir), warmup_steps=0, steps=1,
+                                                      out=str(tmp_path / "after")))
+    a, b = load_file(str(inside.final_dir / "model.safetensors")), load_file(str(after.final_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert inside.last("train/samples") == warm.last("train/samples") + after.last("train/samples")
+
+
 def test_score_resumes_across_the_warmup_with_the_warmed_up_reference(tiny_dir, fake_reward, tmp_path):
     # warm-up step 0, then SCoRe steps 0-1 (stage I, stage II): the resumed run restarts at step 2,
     # so its KL terms need the warmed-up π_ref from the checkpoint

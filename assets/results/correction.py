@@ -1,6 +1,6 @@
 """The learning-to-self-correct comparison of lesson 09: each method at one sample budget, seeds 0-2.
 
-    python assets/results/correction.py [--budget 1536] [--seeds 0 1 2] [--jobs 1] [--only sft_corrections score]
+    python assets/results/correction.py [--budget 1024] [--seeds 0 1 2] [--jobs 1] [--only sft_corrections score]
 
 Every method starts from the shared warm-up of `spkit.rl.correction` (`--warmup-steps`). The
 warm-up is a function of the seed alone — the same problems, samples and updates whichever
@@ -46,7 +46,7 @@ PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "sft_corrections": ("sft_corrections", []),
     "score": ("score", []),
     "rise": ("rise", []),
-    "self_refine": ("self_refine", ["--meta-steps", "4"]),  # a split of its few steps, not a search result
+    "self_refine": ("self_refine", ["--meta-steps", "2"]),  # a split of its few steps, not a search result
     "evolve": ("evolve", []),
 }
 
@@ -107,7 +107,7 @@ def run_one(name: str, seed: int, budget: int, warmup: int, out_root: Path) -> s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=int, default=1536, help="completions drawn per run, the warm-up's included")
+    ap.add_argument("--budget", type=int, default=1024, help="completions drawn per run, the warm-up's included")
     ap.add_argument("--warmup", type=int, default=C.CorrectionConfig().warmup_steps, help="warm-up steps")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1)
@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
-    jobs = [(n, s) for n in args.only for s in args.seeds]  # a method's seeds first: 3 seeds before more methods
+    jobs = [(n, s) for s in args.seeds for n in args.only]  # every method at a seed before the next seed
     with ThreadPoolExecutor(args.jobs) as pool:
         for line in pool.map(lambda job: run_one(*job, args.budget, args.warmup, out_root), jobs):
             print(line, flush=True)

@@ -71,6 +71,8 @@ def main() -> None:
             hist = mod.train(run)
             row = {"algo": args.algo, "seed": args.seed, "steps": steps,
                    "fixed": dict(kv.split("=", 1) for kv in args.set), **({field: v} if field else {}),
+                   "warmup": {"steps": cfg.warmup_steps, "k": cfg.warmup_k, "lr": cfg.warmup_lr,
+                              "problems": cfg.problems}, "lr": cfg.lr,
                    "samples": int(hist.last("train/samples")), "split": f"dev ({4 * args.dev_per_level} problems)",
                    **dev_metrics(hist.final_dir, args.dev_per_level),
                    "cpu_minutes": round((time.process_time() - cpu0) / 60, 2)}

@@ -29,7 +29,7 @@ Attempt 2 learns to re-solve the problem after the instruction, nothing about re
 target does not depend on whether y^j was right (no checker is consulted, so the warm-up is not
 itself a correction method), so at its end Δ(t1, t2) ≈ 0 by construction while both flip rates
 are visible. The warm-up is method-neutral: the same problems, samples, learning rate
-(`warmup_lr`) and steps whatever trainer runs it (its model at the end is identical across the
+(`warmup_lr`, `warmup_temperature`) and steps whatever trainer runs it (its model at the end is identical across the
 five trainers for one seed), its completions count in `train/samples` (the budget), and it is
 ordinary run-loop steps (resumable like any step). At its end the held-out metrics of the
 warmed-up model are logged as "warmup/<metric>", the method's optimizer state is reset, a frozen
@@ -39,6 +39,7 @@ step 0 follows (`with_warmup`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,13 @@ class CorrectionConfig(V.VerifiableConfig):
     """The fields every self-correction trainer shares (its `Config` subclasses this): the shared
     warm-up and the update's batching."""
 
-    warmup_steps: int = param(16, "steps of the shared warm-up before the method (attempt 2 fitted to another of "
+    warmup_steps: int = param(8, "steps of the shared warm-up before the method (attempt 2 fitted to another of "
                               "the model's own attempts 1 to the problem; spkit.rl.correction); 0 = none", ge=0)
     warmup_k: int = param(4, "warm-up: attempts 1 sampled per problem (each one's attempt-2 target is the next)",
                           ge=2)
-    warmup_lr: float = param(3e-4, "warm-up: learning rate (Adam; the method's own --lr afterwards)", gt=0)
+    warmup_lr: float = param(1e-4, "warm-up: learning rate (Adam; the method's own --lr afterwards)", gt=0)
+    warmup_temperature: float = param(0.5, "warm-up: sampling temperature of its attempts 1 (contexts and targets)",
+                                      gt=0)
     micro_batch: int = param(64, "rows per forward/backward (gradient accumulation)", ge=1)
     max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
@@ -136,10 +139,11 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def warmup_step(ctx: V.Start, cfg: CorrectionConfig, t: int) -> dict[str, float]:
-    """Warm-up step t: K attempts 1 for each of `problems` train problems, then one SFT step
-    (`verifiable.sft_update`, at `warmup_lr`) on `warmup_corpus`."""
+    """Warm-up step t: K attempts 1 (at `warmup_temperature`) for each of `problems` train
+    problems, then one SFT step (`verifiable.sft_update`, at `warmup_lr`) on `warmup_corpus`."""
     problems = ctx.task.train_problems(cfg.problems, derive_seed(cfg.seed, "warmup-problems", t))
-    first = V.sample_groups(ctx.sampler, problems, cfg.warmup_k, ctx.params, derive_seed(cfg.seed, "warmup", t))
+    params = dataclasses.replace(ctx.params, temperature=cfg.warmup_temperature)
+    first = V.sample_groups(ctx.sampler, problems, cfg.warmup_k, params, derive_seed(cfg.seed, "warmup", t))
     ctx.counter.samples += len(first)
     prompts, targets = warmup_corpus(problems, first, cfg.warmup_k)
     _set_lr(ctx.optimizer, cfg.warmup_lr)
