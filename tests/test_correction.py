@@ -305,15 +305,15 @@ def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path)
 # ---- the shared warm-up
 
 
-def _comp(text: str, ids: list[int]) -> Completion:
+def _sample(text: str, ids: list[int]) -> Completion:
     return Completion("", text, [], ids, [], "stop", [])
 
 
 def test_warmup_fits_attempt_two_to_the_next_sample_of_the_same_problem():
     assert C.warmup_pairs(6, 3) == [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3)]
     probs = [{"question": "Q one", "answer": "#### 1"}, {"question": "Q two", "answer": "#### 2"}]
-    first = [_comp(" a", [1]), _comp(" b", [2, 9]), _comp(" c", [3]), _comp(" d", [4]), _comp(" e", [5]),
-             _comp(" f", [6])]
+    first = [_sample(" a", [1]), _sample(" b", [2, 9]), _sample(" c", [3]), _sample(" d", [4]),
+             _sample(" e", [5]), _sample(" f", [6])]
     prompts, targets = C.warmup_corpus(probs, first, 3)
     assert prompts == [T.second_prompt("Q one", t) for t in (" a", " b", " c")] + [
         T.second_prompt("Q two", t) for t in (" d", " e", " f")]
