@@ -1,6 +1,7 @@
 """The learning-to-self-correct comparison of lesson 09: each method at one sample budget, seeds 0-2.
 
     python assets/results/correction.py [--budget 1024] [--seeds 0 1 2] [--jobs 1] [--only sft_corrections score]
+    python assets/results/correction.py --table         # the README's table from the result files
 
 Every method starts from the shared warm-up of `spkit.rl.correction` (`--warmup-steps`). The
 warm-up is a function of the seed alone — the same problems, samples and updates whichever
@@ -105,6 +106,45 @@ def run_one(name: str, seed: int, budget: int, warmup: int, out_root: Path) -> s
             f"CPU-min (+ warm-up {w['cpu_seconds'] / 60:.1f})")
 
 
+def table() -> str:
+    """The README's table from the result files present: spkit-tiny, the warm-up, each method (final
+    held-out metrics, mean ± sd over seeds, in points), completions and CPU-min per run."""
+    import math
+
+    import numpy as np
+
+    from spkit.run.metrics import read_metrics
+    from spkit.tasks import correction as T
+
+    def rows(csv):
+        return [r for r in read_metrics(csv) if math.isfinite(r.get("eval/accuracy_t2", math.nan))]
+
+    keys = [*T.METRICS, "copied"]
+    head = ["| model | seeds | completions | " + " | ".join(T.METRIC_NAMES.get(k, k) for k in keys)
+            + " | CPU-min / run |", "|---|---|---:|" + "---:|" * (len(keys) + 1)]
+    out = []
+    for name in ["warmup", *PROTOCOL]:
+        csvs = sorted(HERE.glob(f"correction_{name}_seed*.csv"))
+        if not csvs:
+            continue
+        runs = [(rows(c), json.loads(c.with_suffix(".json").read_text())) for c in csvs]
+        seeds = "/".join(c.stem.rsplit("seed", 1)[1] for c in csvs)
+        if name == "warmup":
+            first = runs[0][0][0]
+            out.append("| spkit-tiny | – | 0 | " + " | ".join(f"{100 * first['eval/' + k]:.1f}" for k in keys) + " | – |")
+        drawn = int(runs[0][0][-1]["train/samples"] + runs[0][1].get("warmup_samples", 0))
+        cpu = [(i["cpu_seconds"] + i.get("warmup_cpu_seconds", 0.0)) / 60 for _, i in runs]
+        cell = [f"{100 * np.mean([r[-1]['eval/' + k] for r, _ in runs]):.1f} ± "
+                f"{100 * np.std([r[-1]['eval/' + k] for r, _ in runs]):.1f}" for k in keys]
+        label = "warm-up" if name == "warmup" else f"warm-up → {name}"
+        out.append(f"| {label} | {seeds} | {drawn} | " + " | ".join(cell) + f" | {min(cpu):.1f}–{max(cpu):.1f} |")
+        if name != "warmup":
+            per_seed = ", ".join(f"Δ {100 * r[-1]['eval/delta_t1_t2']:+.1f} (i→c {100 * r[-1]['eval/delta_i2c']:.1f}, "
+                                 f"c→i {100 * r[-1]['eval/delta_c2i']:.1f})" for r, _ in runs)
+            out.append(f"|  ↳ per seed | {per_seed} |" + " |" * (len(keys) + 2))
+    return "\n".join(head + out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=1024, help="completions drawn per run, the warm-up's included")
@@ -113,7 +153,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--only", nargs="+", choices=list(PROTOCOL), default=list(PROTOCOL))
     ap.add_argument("--out", default="runs/correction")
+    ap.add_argument("--table", action="store_true", help="print the table of the result files present, run nothing")
     args = ap.parse_args()
+    if args.table:
+        print(table())
+        return
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
     jobs = [(n, s) for s in args.seeds for n in args.only]  # every method at a seed before the next seed
