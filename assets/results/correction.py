@@ -46,7 +46,7 @@ ROOT = HERE.parents[1]
 PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "sft_corrections": ("sft_corrections", []),
     "score": ("score", []),
-    "rise": ("rise", []),
+    "rise": ("rise", ["--lr", "2e-5"]),  # chosen on dev (correction_tried.jsonl); the default 1e-4 ran too
     "self_refine": ("self_refine", ["--meta-steps", "2"]),  # a split of its few steps, not a search result
     "evolve": ("evolve", []),
 }
