@@ -260,7 +260,7 @@ def fake_reward(monkeypatch):
 
 def _cfgs(tiny_dir):
     common = dict(model=str(tiny_dir), problems=2, k=2, max_new_tokens=6, eval_limit=1, eval_every=1,
-                  plot=False, tensorboard=False, lr=1e-3)
+                  plot=False, tensorboard=False, lr=1e-3, warmup_steps=0)
     return {"sft_corrections": sft_corrections.Config(**common, epochs=2, micro_batch=2, only_corrections=False),
             "score": score.Config(**common, stage1_steps=1, micro_batch=3),
             "rise": rise.Config(**common, epochs=2, micro_batch=3),
@@ -295,11 +295,73 @@ def test_cli_trains_with_the_shared_flags(name, tiny_dir, fake_reward, tmp_path)
     out = tmp_path / "run"
     main(["train", name, "--model", str(tiny_dir), "--steps", "5", "--problems", "2", "--k", "2",
           "--max-new-tokens", "4", "--eval-limit", "1", "--max-samples", "16", "--out", str(out),
-          "--no-tensorboard", "--no-plot"])
+          "--no-tensorboard", "--no-plot", "--warmup-steps", "0"])
     cfg = json.loads((out / "run.json").read_text())["config"]
     assert cfg["max_samples"] == 16 and (out / "final" / "model.safetensors").exists()
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[-1].startswith("2,")  # 8 samples per step: the budget ends the run at step 2
+
+
+# ---- the shared warm-up
+
+
+def _sample(text: str, ids: list[int]) -> Completion:
+    return Completion("", text, [], ids, [], "stop", [])
+
+
+def test_warmup_fits_attempt_two_to_the_next_sample_of_the_same_problem():
+    assert C.warmup_pairs(6, 3) == [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3)]
+    probs = [{"question": "Q one", "answer": "#### 1"}, {"question": "Q two", "answer": "#### 2"}]
+    first = [_sample(" a", [1]), _sample(" b", [2, 9]), _sample(" c", [3]), _sample(" d", [4]),
+             _sample(" e", [5]), _sample(" f", [6])]
+    prompts, targets = C.warmup_corpus(probs, first, 3)
+    assert prompts == [T.second_prompt("Q one", t) for t in (" a", " b", " c")] + [
+        T.second_prompt("Q two", t) for t in (" d", " e", " f")]
+    assert targets == [[2, 9], [3], [1], [5], [6], [4]]
+    # no checker: the corpus is the same whatever the gold answers are
+    assert C.warmup_corpus([dict(p, answer="#### 7") for p in probs], first, 3) == (prompts, targets)
+
+
+def test_warmup_is_the_same_for_every_method_and_counts_in_the_budget(tiny_dir, fake_reward, tmp_path):
+    from safetensors.torch import load_file
+
+    finals = {}
+    for name in ("sft_corrections", "rise"):
+        cfg = dataclasses.replace(_cfgs(tiny_dir)[name], warmup_steps=2, warmup_k=2, steps=2, micro_batch=2,
+                                  out=str(tmp_path / name))
+        h = TRAINERS[name].train(cfg)
+        assert [r.get("train/warmup") for r in h.rows[1:]] == [1.0, 1.0]
+        assert h.last("train/samples") == 2 * 2 * 2  # 2 steps × 2 problems × K = 2 attempts 1
+        assert "eval/copied" in h.rows[-1] and "warmup/copied" not in h.rows[-1]  # a warm-up-only run: one eval
+        assert h.rows[-1]["losses/warmup_grad_norm"] > 0
+        finals[name] = load_file(str(h.final_dir / "model.safetensors"))
+    a, b = finals.values()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_method_after_a_warmup_only_run_equals_the_warmup_inside_its_run(tiny_dir, fake_reward, tmp_path):
+    # what assets/results/correction.py relies on to run the warm-up once per seed
+    from safetensors.torch import load_file
+
+    cfg = dataclasses.replace(_cfgs(tiny_dir)["sft_corrections"], warmup_steps=1, warmup_k=2, eval_every=0)
+    inside = sft_corrections.train(dataclasses.replace(cfg, steps=2, out=str(tmp_path / "inside")))
+    warm = sft_corrections.train(dataclasses.replace(cfg, steps=1, out=str(tmp_path / "warm")))
+    after = sft_corrections.train(dataclasses.replace(cfg, model=str(warm.final_dir), warmup_steps=0, steps=1,
+                                                      out=str(tmp_path / "after")))
+    a, b = load_file(str(inside.final_dir / "model.safetensors")), load_file(str(after.final_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert inside.last("train/samples") == warm.last("train/samples") + after.last("train/samples")
+
+
+def test_score_resumes_across_the_warmup_with_the_warmed_up_reference(tiny_dir, fake_reward, tmp_path):
+    # warm-up step 0, then SCoRe steps 0-1 (stage I, stage II): the resumed run restarts at step 2,
+    # so its KL terms need the warmed-up π_ref from the checkpoint
+    cfg = dataclasses.replace(_cfgs(tiny_dir)["score"], warmup_steps=1, beta1=0.5, beta2=0.5)
+    a = check_seed_and_resume(score.train, cfg, tmp_path, steps=3)
+    assert [r.get("train/stage") for r in a.rows[1:]] == [None, 1.0, 2.0]
+    assert "warmup/accuracy_t2" in a.rows[1] and "warmup/copied" in a.rows[1]  # the warmed-up start, held out
+    assert a.rows[1]["train/samples"] == 2 * 4 and a.last("train/samples") == 2 * 4 + 2 * 8  # warmup_k 4
+    assert a.rows[2]["losses/kl1"] == 0.0 < a.rows[3]["losses/kl1"]  # π_ref = the warmed-up π_θ, then apart
 
 
 # ---- RISE

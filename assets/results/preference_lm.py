@@ -45,6 +45,10 @@ PROTOCOL: dict[str, tuple[str, list[str]]] = {
     "nash_mp": ("nash_mp", ["--steps", "20", "--lm-lr", "3e-4", "--inner-steps", "2", "--eta", "2", "--tau", "0.1"]),
     "online_dpo": ("online_dpo", ["--steps", "40", "--lm-lr", "3e-4", "--inner-steps", "2", "--beta", "0.5"]),
     "rlhf_bt": ("rlhf_bt", ["--steps", "40", "--lm-lr", "1e-4", "--beta", "0.1"]),
+    # the budget (15 CPU-minutes each) for the best learner and the baseline: the same
+    # settings run 15x longer (600 iterations, ~6 CPU-min), evaluated every 40
+    "spo_long": ("spo", ["--steps", "600", "--lm-lr", "1e-4", "--eval-every", "40"]),
+    "rlhf_bt_long": ("rlhf_bt", ["--steps", "600", "--lm-lr", "1e-4", "--beta", "0.1", "--eval-every", "40"]),
 }
 # the first tuning round (tags _a, _b): every entry at 1e-3 (_b); _a was 200 steps at 3e-4, stopped
 # after 11-22 steps as too slow for the machine

@@ -35,6 +35,7 @@ Deviations from the paper:
   3. Which member of a longer refinement chain is chosen is [unverified] in the paper; here the
      chains have one refinement step (the task's two attempts).
   4. A 3.3M-parameter model (spkit-tiny) on generated arithmetic problems.
+  5. Every run starts with the shared warm-up of `spkit.rl.correction` (`--warmup-steps`).
 
 Metrics: train/accuracy_t1 … train/delta_c2i (y1 and its first refinement), train/refine_pairs,
 train/direct_pairs, train/samples (completions drawn so far, all attempts), train/rollout_seconds;
@@ -76,8 +77,8 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(V.VerifiableConfig):
-    """EVOLVE settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+class Config(C.CorrectionConfig):
+    """EVOLVE settings (model, task, problems, k, temperature, the warm-up ... from `CorrectionConfig`); defaults
     sized for spkit-tiny on a CPU."""
 
     steps: int = param(200, "rounds (sample chains, pair, one DPO step)", ge=0, identity=False)
@@ -87,8 +88,6 @@ class Config(V.VerifiableConfig):
     epochs: int = param(2, "optimizer steps per iteration on its pairs (the reference: the iteration's start)", ge=1)
     sft_coef: float = param(0.0, "weight of the chosen answers' NLL added to the DPO loss", ge=0)
     lr: float = param(2e-5, "learning rate (Adam)", gt=0)
-    micro_batch: int = param(64, "pairs per forward/backward (gradient accumulation)", ge=1)
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
 
 # ---- 1. Refinement chains ------------------------------------------------------------------------
@@ -219,7 +218,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/samples": float(counter.samples), "train/rollout_seconds": t_roll,
                 "train/seconds_per_step": time.perf_counter() - t0, **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))
+    evaluate = ctx.evaluator(cfg, C.evaluate_correction)
+    return ctx.run.loop(C.with_warmup(ctx, cfg, step, evaluate), evaluate, V.sample_budget(cfg))
 
 
 def summary(history: History) -> str:

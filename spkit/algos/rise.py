@@ -34,6 +34,7 @@ Deviations from the paper:
      iterations.
   3. A 3.3M-parameter model (spkit-tiny) on generated arithmetic problems instead of Llama-2 /
      Mistral 7B on GSM8K and MATH.
+  4. Every run starts with the shared warm-up of `spkit.rl.correction` (`--warmup-steps`).
 
 Metrics: train/accuracy_t1 … train/delta_c2i (the rollout's episodes that reached turn 2: y1 and
 y2 = y2^1, the first candidate), train/best_t1, train/best_t2 (share of states whose best-of-N
@@ -77,8 +78,8 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(V.VerifiableConfig):
-    """RISE settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+class Config(C.CorrectionConfig):
+    """RISE settings (model, task, problems, k, temperature, the warm-up ... from `CorrectionConfig`); defaults
     sized for spkit-tiny on a CPU."""
 
     steps: int = param(200, "rounds (roll out two turns, best-of-N per state, weighted fine-tune)", ge=0,
@@ -88,8 +89,6 @@ class Config(V.VerifiableConfig):
     only_wrong: bool = param(False, "turn-2 states only after a wrong first attempt (RISE's oracle feedback)")
     lr: float = param(1e-4, "learning rate (Adam)", gt=0)
     epochs: int = param(1, "optimizer steps over each step's (state, best action) pairs", ge=1)
-    micro_batch: int = param(64, "pairs per forward/backward (gradient accumulation)", ge=1)
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
 
 # ---- 3. Rewards and best-of-N --------------------------------------------------------------------
@@ -208,7 +207,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 5: the held-out evaluation
+    evaluate = ctx.evaluator(cfg, C.evaluate_correction)
+    return ctx.run.loop(C.with_warmup(ctx, cfg, step, evaluate), evaluate, V.sample_budget(cfg))  # 5: the held-out evaluation
 
 
 def summary(history: History) -> str:

@@ -40,6 +40,8 @@ Deviations from the paper:
      wrong first answer, which the paper's stage II is built to prevent.
   4. A 3.3M-parameter model (spkit-tiny) on generated arithmetic problems instead of Gemini on
      MATH / HumanEval.
+  5. Every run starts with the shared warm-up of `spkit.rl.correction` (`--warmup-steps`); π_ref is
+     the warmed-up model.
 
 Metrics: train/stage, train/accuracy_t1 … train/delta_c2i (on this step's rollouts),
 train/samples (completions drawn so far, both attempts), train/completion_len,
@@ -82,8 +84,8 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(V.VerifiableConfig):
-    """SCoRe settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+class Config(C.CorrectionConfig):
+    """SCoRe settings (model, task, problems, k, temperature, the warm-up ... from `CorrectionConfig`); defaults
     sized for spkit-tiny on a CPU."""
 
     steps: int = param(200, "policy updates (two-attempt rollout batches)", ge=0, identity=False)
@@ -94,8 +96,6 @@ class Config(V.VerifiableConfig):
     beta1: float = param(0.01, "β1: stage II's KL to the reference on both attempts", ge=0)
     beta2: float = param(0.1, "β2: stage I's KL pin of attempt 1 to the reference", ge=0)
     lr: float = param(2e-5, "learning rate (Adam)", gt=0)
-    micro_batch: int = param(64, "episodes per forward/backward (gradient accumulation)", ge=1)
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
 
 def stage_of(t: int, cfg: Config) -> int:
@@ -168,13 +168,10 @@ PLOT_KEYS = ["eval/accuracy_t1", "eval/accuracy_t2", "eval/delta_i2c", "eval/del
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run SCoRe; return every logged row. `callback(step, metrics)` per logged step."""
-    from spkit.run import model_for
-
-    ctx = V.start(cfg, "score", callback, PLOT_KEYS, lr=cfg.lr)
+    ref = C.FrozenReference(cfg)  # π_ref of the KL terms: the initial, then the warmed-up model
+    ctx = V.start(cfg, "score", callback, PLOT_KEYS, lr=cfg.lr, reference=ref)
     task, model, optimizer, counter, sampler, params = (
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
-    ref_model, _ = model_for(cfg)  # π_ref of the KL terms: the initial model, frozen
-    ref_model.requires_grad_(False)
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -183,7 +180,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         counter.samples += len(eps.first) + len(eps.second)
         t_roll = time.perf_counter() - t0
         stage = stage_of(t, cfg)
-        losses = update(model, optimizer, eps, stage_targets(eps.r1, eps.r2, cfg.k, stage, cfg), cfg, ref_model)
+        losses = update(model, optimizer, eps, stage_targets(eps.r1, eps.r2, cfg.k, stage, cfg), cfg, ref.model)
         comps = eps.first + eps.second
         return {"train/stage": float(stage), **eps.metrics("train/"),
                 "train/samples": float(counter.samples),
@@ -191,7 +188,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 4
+    evaluate = ctx.evaluator(cfg, C.evaluate_correction)
+    return ctx.run.loop(C.with_warmup(ctx, cfg, step, evaluate, [ref]), evaluate, V.sample_budget(cfg))  # 4
 
 
 def summary(history: History) -> str:

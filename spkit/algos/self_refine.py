@@ -45,6 +45,7 @@ Deviations from the paper:
      evaluation is the task's own.
   3. Online: every step samples from the current model and takes `epochs` steps on that step's
      corpus (as `spkit.algos.rft`), instead of a few offline rounds.
+  4. Every run starts with the shared warm-up of `spkit.rl.correction` (`--warmup-steps`).
 
 Metrics: train/accuracy_t1 … train/delta_c2i (this step's rollouts), train/feedback_right (share
 of attempts 2 whose feedback verdict matches the checker's on y1), train/feedback_written,
@@ -83,8 +84,8 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(V.VerifiableConfig):
-    """SELF settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults
+class Config(C.CorrectionConfig):
+    """SELF settings (model, task, problems, k, temperature, the warm-up ... from `CorrectionConfig`); defaults
     sized for spkit-tiny on a CPU."""
 
     steps: int = param(200, "rounds (answer, feedback, refine, filter, fine-tune)", ge=0, identity=False)
@@ -93,8 +94,6 @@ class Config(V.VerifiableConfig):
     direct: bool = param(True, "stage II also trains x -> refinement (the improved answer as the first answer)")
     lr: float = param(1e-4, "learning rate (Adam)", gt=0)
     epochs: int = param(1, "optimizer steps over each step's corpus", ge=1)
-    micro_batch: int = param(64, "rows per forward/backward (gradient accumulation)", ge=1)
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
 
 def stage_of(t: int, cfg: Config) -> int:
@@ -208,7 +207,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/samples": float(counter.samples), "train/rollout_seconds": t_roll,
                 "train/seconds_per_step": time.perf_counter() - t0, **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 5
+    evaluate = ctx.evaluator(cfg, C.evaluate_correction)
+    return ctx.run.loop(C.with_warmup(ctx, cfg, step, evaluate), evaluate, V.sample_budget(cfg))  # 5
 
 
 def summary(history: History) -> str:

@@ -31,6 +31,7 @@ Deviations from the paper:
      so the baseline runs on the same loop, budget and x-axis (samples drawn) as SCoRe.
   2. A 3.3M-parameter model (spkit-tiny) on generated arithmetic problems, one second attempt per
      first attempt, instead of Gemini models on MATH / HumanEval.
+  3. Every run starts with the shared warm-up of `spkit.rl.correction` (`--warmup-steps`).
 
 Metrics: train/accuracy_t1 … train/delta_c2i (SCoRe's metrics on this step's rollouts),
 train/kept, train/samples (completions drawn so far, both attempts), train/completion_len,
@@ -66,8 +67,8 @@ PAPER = {
 
 # ---- Config ------------------------------------------------------------------------------------
 @dataclass
-class Config(V.VerifiableConfig):
-    """Settings (model, task, problems, k, temperature ... from `VerifiableConfig`); defaults sized
+class Config(C.CorrectionConfig):
+    """Settings (model, task, problems, k, temperature, the warm-up ... from `CorrectionConfig`); defaults sized
     for spkit-tiny on a CPU."""
 
     steps: int = param(200, "rounds (sample two attempts, filter, fine-tune)", ge=0, identity=False)
@@ -77,8 +78,6 @@ class Config(V.VerifiableConfig):
     dedup: bool = param(True, "train on each distinct (attempt 1, attempt 2) of a problem once")
     lr: float = param(1e-4, "learning rate (Adam)", gt=0)
     epochs: int = param(1, "optimizer steps over each step's kept episodes", ge=1)
-    micro_batch: int = param(64, "episodes per forward/backward (gradient accumulation)", ge=1)
-    max_grad_norm: float = param(1.0, "gradient clipping (0 = off)", ge=0)
 
 
 # ---- 1-2. Rollout and filter -----------------------------------------------------------------------
@@ -115,7 +114,8 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg, C.evaluate_correction), V.sample_budget(cfg))  # 4: the held-out evaluation
+    evaluate = ctx.evaluator(cfg, C.evaluate_correction)
+    return ctx.run.loop(C.with_warmup(ctx, cfg, step, evaluate), evaluate, V.sample_budget(cfg))  # 4: the held-out evaluation
 
 
 def summary(history: History) -> str:
