@@ -274,3 +274,44 @@ def test_nash_conv_interval_brackets_the_known_answer():
         counts = {k: dict.fromkeys(acts, n) for k, acts in keys.items()}
         lo, hi = nash_conv_interval(game, counts, seed=0)
         assert lo <= 11 / 12 <= hi and hi - lo < width
+
+
+# ---- the entropy-regularised (logit agent QRE) equilibrium ---------------------------------------------
+def test_action_values_known_answers(kuhn):
+    from spkit.solvers.qre import action_values
+
+    tree = game_tree(kuhn)
+    table = policy_table(kuhn, uniform)
+    q = action_values(kuhn, table)
+
+    def at(key):
+        return dict(zip(tree.actions[tree.key.index(key)], q[key], strict=True))
+
+    assert at("Kb") == pytest.approx({"call": 2.0, "fold": -1.0})  # K calls and wins 2 whatever P0 holds
+    assert at("Jb") == pytest.approx({"call": -2.0, "fold": -1.0})
+    # P0 with K vs uniform: check -> P1 checks (+1) or bets (P0 calls +2 or folds -1: 0.5) = 0.75;
+    # bet -> P1 calls (+2) or folds (+1) = 1.5
+    assert at("K") == pytest.approx({"check": 0.75, "bet": 1.5})
+
+
+def test_logit_qre_is_the_fixed_point_and_its_bias_shrinks_with_beta(kuhn):
+    import numpy as np
+
+    from spkit.solvers.qre import action_values, logit_qre
+
+    tree = game_tree(kuhn)
+    biases = []
+    for beta in (0.4, 0.1):
+        t = logit_qre(kuhn, beta)
+        q = action_values(kuhn, t)
+        for key, probs in t.items():
+            z = q[key] / beta
+            soft = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            assert list(probs.values()) == pytest.approx(soft.tolist(), abs=1e-7)  # π = softmax(q/β)
+        biases.append(nash_conv(kuhn, t))
+    assert 0 < biases[1] < biases[0]
+    assert nash_conv(kuhn, logit_qre(kuhn, 1e3)) == pytest.approx(11 / 12, abs=0.01)  # β → ∞: uniform
+    ref = logit_qre(kuhn, 0.4)  # a magnet moved to the last solution: the next solution is closer to Nash
+    assert nash_conv(kuhn, logit_qre(tree, 0.4, ref)) < biases[0]
+    with pytest.raises(SpkitError, match="beta"):
+        logit_qre(kuhn, 0.0)

@@ -3,6 +3,7 @@ exact TicTacToe analysis against perfect play (`spkit.solvers.minimax.mass_on_op
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -126,3 +127,56 @@ def test_entropy_half_life_magnet_and_cpu_budget_in_a_run(tiny_dir, tmp_path):
     h2 = spiral.train(cfg2)
     assert h2.series("train/entropy_coef")[1] == pytest.approx([0.2, 0.1])  # halved after one step
     assert h2.last("losses/magnet") > 0.0  # the iterate has moved off the average
+
+
+# ---- the entropy bonus measured against the average policy (--entropy-ref average) ------------------
+def test_entropy_bonus_against_a_reference_is_a_kl_estimate():
+    from spkit.rl.selfplay import Turn
+
+    ok = Turn("kuhn_poker", 0, [1], [2, 3], [-0.5, -0.25], "bet}", "bet", True)  # log π(y) = −0.75
+    bad = Turn("kuhn_poker", 1, [1], [4] * 8, [-3.0] * 8, "zzz", None, True)
+    out = spiral.entropy_bonus([(ok, 1.0), (bad, -1.5)], 2.0, lambda t: math.log(0.25))
+    assert [a for _, a in out] == pytest.approx([1.0 + 2.0 * (0.75 + math.log(0.25)), -1.5])  # invalid: none
+    same = spiral.entropy_bonus([(ok, 1.0)], 2.0, lambda t: sum(t.old_logprobs))
+    assert same[0][1] == pytest.approx(1.0)  # π = ρ on the move played: no bonus
+
+
+def test_kuhn_ref_logprob_reads_each_turns_infoset():
+    from spkit.errors import SpkitError
+    from spkit.generation import Sampler
+    from spkit.models import load_model
+    from spkit.rl.selfplay import LMAgent, Turn, play_episodes
+    from spkit.sampling import SamplingParams
+
+    model, tok = load_model("spkit-tiny", device="cpu")  # it answers Kuhn legally; the random test model does not
+    keys = spiral.kuhn_prompt_keys(tok)
+    tree = game_tree(load_game("kuhn_poker"))
+    assert sorted(keys.values()) == sorted(tree.infoset_states)  # 12 distinct prompts
+    table = {k: {a: (0.8 if a in ("bet", "call") else 0.2) for a in s.legal_actions()}
+             for k, s in tree.infoset_states.items()}
+    agent = LMAgent(Sampler(model, tok), "direct", SamplingParams(max_new_tokens=8), learner=True)
+    eps = play_episodes(load_game("kuhn_poker"), lambda i: [agent, agent], 8, 0)
+    ref = spiral.kuhn_ref_logprob(keys, table)
+    turns = [t for e in eps for t in e.turns if t.action is not None]
+    assert turns
+    for t in turns:
+        assert ref(t) == pytest.approx(math.log(0.8 if t.action in ("bet", "call") else 0.2))
+        assert t.action in tree.infoset_states[keys[tuple(t.prompt_ids)]].legal_actions()
+    with pytest.raises(SpkitError, match="infosets"):
+        ref(Turn("kuhn_poker", 0, [1, 2, 3], [2], [-0.1], "bet}", "bet", True))
+
+
+def test_entropy_ref_average_in_a_run(tmp_path):
+    from spkit.errors import SpkitError
+
+    # spkit-tiny answers Kuhn legally (the random test model does not, and invalid moves get no bonus)
+    kw = dict(model="spkit-tiny", steps=1, episodes=4, eval_every=1, eval_games=0, entropy_coef=0.2,
+              plot=False, tensorboard=False, avg_weights="linear", threads=1)
+    a = spiral.train(spiral.Config(out=str(tmp_path / "a"), entropy_ref="average", **kw))
+    b = spiral.train(spiral.Config(out=str(tmp_path / "b"), **kw))
+    assert len(a.series("eval/kuhn_poker/nashconv_avg")[1]) == 2
+    assert a.last("train/invalid_rate") < 1.0
+    # the bonus log ρ(a) − log π(y) is not −log π(y): the same games give another update
+    assert a.last("losses/policy") != pytest.approx(b.last("losses/policy"))
+    with pytest.raises(SpkitError, match="entropy-ref"):
+        spiral.train(spiral.Config(out=str(tmp_path / "c"), entropy_ref="average", **{**kw, "games": ("tictactoe",)}))

@@ -9,6 +9,10 @@ The names (NAME_seedS.csv / .json):
                                 its flags are `kuhn` below, with --steps 730 --eval-games 64)
   spiral_kuhn_mmd_seed{0,1,2}   + entropy half-life, magnet to the average policy, linear
                                 averaging; a 10 CPU-minute budget per run
+  spiral_kuhn_ref_seed{0,1,2}   the entropy bonus measured against the linear average policy
+                                (--entropy-ref average: MMD's moving magnet); 10 CPU-minutes per run
+  spiral_kuhn_ref_uniform_seed* the same against the uniform average (a slower magnet); seeds 0-1
+                                were stopped by a deadline before their budget (see their CSVs)
 `--collect-only` copies what the run directories hold (a run stopped before its budget, e.g. by a
 deadline, is collected as far as it got: its CSV says how many updates and CPU seconds).
 """
@@ -29,6 +33,12 @@ RUNS = {
     "kuhn_mmd": ("--games kuhn_poker --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear "
                  "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 "
                  "--checkpoint-every 25", (0, 1, 2)),
+    "kuhn_ref": ("--games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights linear --lr 1e-5 "
+                 "--steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 "
+                 "--checkpoint-every 25", (0, 1, 2)),
+    "kuhn_ref_uniform": ("--games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights uniform "
+                         "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 "
+                         "--threads 1 --checkpoint-every 25", (0, 1, 2)),
 }
 
 

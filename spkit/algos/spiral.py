@@ -48,8 +48,12 @@ Deviations from the paper:
   4. Extra, off by default: an entropy bonus (reward shaping with −β·log π(y), the sampled
      sequence entropy, on legal moves only — which also widens the legal-vs-invalid gap, see
      `entropy_bonus`), optionally halved every `entropy_half_life` steps (a constant β pulls the
-     policy to a regularised equilibrium, not a Nash one); a k3 KL penalty to the initial model;
-     the magnet term of step 4; linearly weighted averaging of the Kuhn iterates (`avg_weights`).
+     policy to a regularised equilibrium, not a Nash one: the logit quantal-response equilibrium
+     of `spkit.solvers.qre`); a k3 KL penalty to the initial model; the magnet term of step 4;
+     linearly weighted averaging of the Kuhn iterates (`avg_weights`); and (``--entropy-ref
+     average``, Kuhn Poker) the bonus measured against the average policy instead of uniform,
+     β·(log π̄(a|I) − log π(y)): a KL to a moving magnet in the same per-move units as the
+     entropy, whose fixed points with π = π̄ are Nash equilibria (see `entropy_bonus`).
   5. With several processes each rank plays its own games (rank-derived seeds); the RAE
      baselines and the loss normaliser are computed over the global batch and gradients are
      averaged, so an update on 2 ranks × B games equals one process's on those 2B games (tested).
@@ -92,6 +96,9 @@ Commands:
         spkit train spiral --entropy-coef 0.2 --lr 1e-5 --max-minutes 10 --seed 1 --out runs/s1
         spkit train spiral --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear \
             --lr 1e-5 --max-cpu-minutes 10 --eval-games 0 --threads 1 --out runs/spiral_mmd  # Kuhn options
+        spkit train spiral --entropy-coef 0.2 --entropy-ref average --avg-weights linear --lr 1e-5 \
+            --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 \
+            --out runs/spiral_ref        # the bonus's magnet is the (linear) average policy
         spkit train spiral --games tictactoe --episodes 64 --steps 40 --out runs/spiral_tictactoe
         spkit train spiral --opponent random --out runs/spiral_random        # an ablation
         spkit train spiral --out runs/spiral --steps 600 --resume            # continue a run
@@ -179,6 +186,10 @@ class Config(RunConfig):
     magnet_coef: float = param(0.0, "Kuhn Poker: + η·mean_I KL(π_θ(·|I) ‖ π̄(·|I)) over the 12 infosets' legal "
                                     "moves, π̄ the average policy (a moving magnet, as in magnetic mirror "
                                     "descent; 0 = off)", ge=0)
+    entropy_ref: str = param("uniform", "what the entropy bonus is measured against: uniform (−β·log π(y), the "
+                             "entropy) | average (β·log(π̄(a|I)/π(y)), a KL to the Kuhn average policy π̄: magnetic "
+                             "mirror descent's moving magnet in the bonus's own units; Kuhn Poker only)",
+                             choices=("uniform", "average"))
     avg_weights: str = param("uniform", "weights of the iterates in the Kuhn average policy: uniform | linear "
                              "(table t weighs t + 1, as in linear CFR: early iterates fade)",
                              choices=("uniform", "linear"))
@@ -292,8 +303,16 @@ def rae_advantages(episodes: list[Episode], baseline: RoleBaseline | None) -> li
             for t in ep.turns if t.learner and t.role == role]
 
 
-def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float) -> list[tuple[Turn, float]]:
+def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float,
+                  ref_logprob: Callable[[Turn], float] | None = None) -> list[tuple[Turn, float]]:
     """Optional entropy regulariser as reward shaping: A + β·(−log π(y)) on *legal* moves only.
+
+    With `ref_logprob` (``--entropy-ref average``) the bonus is β·(log ρ(a|I) − log π(y)) with
+    log ρ(a|I) = ref_logprob(turn): in expectation −β·KL(π(·|I) ‖ ρ(·|I)), the same curvature
+    as the entropy (so the same damping of self-play's cycles) but pulling towards ρ instead of
+    uniform. Its fixed point is π ∝ ρ·exp(q/β), not the entropy's π ∝ exp(q/β): with ρ the
+    average of the iterates, a point where π = ρ has q constant over the moves played — a Nash
+    equilibrium, where the entropy's fixed point is a quantal-response equilibrium biased by β.
 
     −log π(y) of a sampled y (at the rollout temperature) is an unbiased estimate of the sequence
     entropy. Invalid answers get no bonus: otherwise long, improbable garbage earns more bonus
@@ -307,7 +326,27 @@ def entropy_bonus(pairs: list[tuple[Turn, float]], beta: float) -> list[tuple[Tu
     where the policy is more uncertain; it is not a pure entropy term over legal moves."""
     if beta <= 0:
         return pairs
-    return [(t, a - beta * sum(t.old_logprobs) if t.action is not None else a) for t, a in pairs]
+    ref = ref_logprob or (lambda t: 0.0)
+    return [(t, a - beta * (sum(t.old_logprobs) - ref(t)) if t.action is not None else a) for t, a in pairs]
+
+
+def kuhn_prompt_keys(tokenizer) -> dict[tuple[int, ...], str]:
+    """Direct-mode prompt token ids -> Kuhn Poker information set (12 prompts, one per infoset)."""
+    infosets = game_tree(_eval_game("kuhn_poker")).infoset_states
+    return {tuple(direct_answers(tokenizer, s)[0]): k for k, s in infosets.items()}
+
+
+def kuhn_ref_logprob(prompt_keys: dict[tuple[int, ...], str], table: Table) -> Callable[[Turn], float]:
+    """log ρ(a|I) of a Kuhn turn's move under the policy `table` (legal moves, renormalised),
+    its infoset I found from the turn's prompt tokens (`prompt_keys`: prompt ids -> infoset)."""
+
+    def ref(t: Turn) -> float:
+        key = prompt_keys.get(tuple(t.prompt_ids))
+        if key is None:
+            raise SpkitError("--entropy-ref average: a turn's prompt is not one of Kuhn Poker's 12 infosets")
+        return float(np.log(max(table[key][t.action], 1e-6)))
+
+    return ref
 
 
 # ---- 4. Loss and update ---------------------------------------------------------------------------
@@ -557,6 +596,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     averaging = cfg.avg_every > 0 and "kuhn_poker" in cfg.games  # every rank: the magnet needs it
     sft = format_sft(model, tok, games, cfg) if cfg.sft_steps and not cfg.resume else {}
     kuhn_states = None
+    if cfg.entropy_ref == "average" and not (averaging and set(cfg.games) == {"kuhn_poker"} and cfg.mode == "direct"):
+        raise SpkitError("--entropy-ref average needs --games kuhn_poker alone, direct mode and --avg-every > 0")
+    prompt_keys = kuhn_prompt_keys(tok) if cfg.entropy_ref == "average" else {}
     if cfg.magnet_coef > 0 and averaging:
         tree = game_tree(_eval_game("kuhn_poker"))
         kuhn_keys = list(tree.infoset_states)
@@ -573,8 +615,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)  # 2-3
         beta = cfg.entropy_coef * (2 ** (-t / cfg.entropy_half_life) if cfg.entropy_half_life else 1.0)
+        ref = kuhn_ref_logprob(prompt_keys, kuhn_average(cfg, avg.tables)) if prompt_keys and avg.tables else None
         pairs = entropy_bonus(subsample_turns(pairs, cfg.min_turns, derive_seed(cfg.seed, "subsample", t, run.rank)),
-                              beta)
+                              beta, ref)
         batch = [(turn, a) for turn, a in pairs if a != 0.0 and turn.completion_ids]
         magnet = None
         if kuhn_states is not None:

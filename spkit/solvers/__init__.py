@@ -1,4 +1,4 @@
-"""Exact solvers for small games: best response / NashConv, tabular CFR, minimax.
+"""Exact solvers for small games: best response / NashConv, tabular CFR, minimax, logit QRE (`qre.py`).
 
 (`matrix.py`, Nash equilibria of preference matrices, lives here too.)
 """
