@@ -15,6 +15,8 @@ def test_lesson_is_stored_without_outputs(path: Path) -> None:
     nb = json.loads(path.read_text())
     dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{path.name}: cells {dirty} have stored outputs; clear them"
+    no_id = [i for i, c in enumerate(nb["cells"]) if "id" not in c]  # nbformat 4.5 requires them
+    assert not no_id, f"{path.name}: cells {no_id} have no id; run nbformat.validator.normalize on it"
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
 
 
