@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from spkit.algos import spiral
+from spkit.errors import SpkitError
 from spkit.games import load_game
 from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY, UniformRandomPolicy
 from spkit.games.prompts import format_prompt
@@ -237,6 +239,47 @@ def test_resume_equals_straight_run(tiny_dir, tmp_path):
     m1 = AutoModelForCausalLM.from_pretrained(straight.final_dir)
     m2 = AutoModelForCausalLM.from_pretrained(resumed.final_dir)
     assert all(torch.equal(x, y) for x, y in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+
+
+def test_past_selves_keep_the_last_snapshots_and_survive_a_checkpoint(random_tiny, tmp_path):
+    from spkit.rl.selfplay import PastSelves
+
+    model, _ = random_tiny
+    frozen = copy.deepcopy(model)
+    pool = PastSelves(frozen, size=2, every=2)
+    assert pool.opponent(0) is None  # empty: the step's games are pure self-play
+    w = next(model.parameters())
+    for step in range(1, 7):
+        with torch.no_grad():
+            w.fill_(float(step))
+        pool.maybe_add(model, step)
+    assert pool.steps == [4, 6]  # one every 2 steps, the last 2 kept
+    drawn = {pool.opponent(seed) for seed in range(20)}
+    assert drawn == {4, 6}
+    got = pool.opponent(3)
+    assert torch.all(next(frozen.parameters()) == float(got))  # the drawn snapshot is in the frozen model
+    pool.save_files(tmp_path / "pool")
+    again = PastSelves(copy.deepcopy(model), size=2, every=2)
+    again.load_state_dict(pool.state_dict())
+    again.load_files(tmp_path / "pool")
+    assert again.opponent(3) == got and torch.equal(next(again.model.parameters()), next(frozen.parameters()))
+    (tmp_path / "pool" / "step_0000004.safetensors").unlink()
+    with pytest.raises(SpkitError, match="lacks snapshot"):
+        again.load_files(tmp_path / "pool")
+
+
+def test_a_run_with_past_selves_resumes_exactly(tiny_dir, tmp_path):
+    kw = dict(model=str(tiny_dir), steps=3, episodes=4, eval_every=1, eval_games=0, checkpoint_every=1,
+              pool_size=2, pool_every=1, pool_frac=0.5, plot=False, tensorboard=False)
+    spiral.train(spiral.Config(out=str(tmp_path / "a"), **kw))
+    spiral.train(spiral.Config(out=str(tmp_path / "b"), **{**kw, "steps": 2}))
+    spiral.train(spiral.Config(out=str(tmp_path / "b"), resume=True, **kw))
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert a == b
+    drawn = [r["train/pool_opponent"] for r in a]  # rows: the start's evaluation, then updates 1-3
+    assert drawn[:3] == [None, None, 1.0] and drawn[3] in (1.0, 2.0)  # the pool is empty during update 1
+    with pytest.raises(SpkitError, match="--opponent self"):
+        spiral.train(spiral.Config(out=str(tmp_path / "c"), **{**kw, "opponent": "random"}))
 
 
 def test_game_theoretic_opponents(tiny_dir, tmp_path):

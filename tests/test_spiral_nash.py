@@ -83,6 +83,26 @@ def test_optimal_policy_never_loses_and_a_blunder_shows_where():
     assert r["not_lose"] == 0.0 and r["by_move"][0] == pytest.approx(1.0) and r["by_move"][1] == 0.0
 
 
+def test_greedy_play_against_perfect_play_is_the_argmax_game(random_tiny):
+    """The greedy metric is one game per seat: the model's most probable legal move against
+    deterministic perfect play, enumerated here without pruning."""
+    from spkit.lm_policy import LLMPolicy
+
+    model, tok = random_tiny
+    game = load_game("tictactoe")
+    policy = LLMPolicy(model, tok, "direct")
+
+    def argmax(states):
+        probs = policy.table(states).probs
+        return [{a: float(a == max(p, key=p.get)) for a in p} for p in probs], [1.0] * len(states)
+
+    m = spiral.tictactoe_optimal_mass(model, tok)
+    for seat in (0, 1):
+        got = m[f"eval/tictactoe/greedy_not_lose_vs_perfect/{seat}"]
+        assert got in (0.0, 1.0) and got == _brute_not_lose(game, argmax, seat)
+        assert 0.0 <= m[f"eval/tictactoe/exact_not_lose_vs_perfect/{seat}"] <= 1.0
+
+
 # ---- Kuhn Poker options ---------------------------------------------------------------------------
 def test_linear_weights_count_a_later_table_more():
     tree = game_tree(load_game("kuhn_poker"))

@@ -18,7 +18,9 @@ Algorithm (one step; step 0 once, before the first):
      the box, braces counted by depth). An invalid answer ends the game: −1.5 to the offender,
      +0.5 to the other player. The paper's batch (``--min-turns 128``): repeat such rounds
      until the learner has taken at least 128 turns, and keep 128 of them at random (after
-     step 3, so RAE sees every game).
+     step 3, so RAE sees every game). Optional (``--pool-size N``): a share ``--pool-frac`` of
+     the games is played against one of the learner's last N snapshots (``PastSelves``, one
+     every ``--pool-every`` steps) instead of its current self — against self-play's cycles.
   2. Reward: each turn of player p in game G gets R_p, p's final return (γ = 1).
   3. RAE, per (episode, role) in order:   A = R_p − b[G, p];   b[G, p] ← α b[G, p] + (1 − α) R_p
      with α = 0.95, b = 0 at the start — the advantage is read *before* b moves.   # Eq. (RAE)
@@ -53,7 +55,8 @@ Deviations from the paper:
      linearly weighted averaging of the Kuhn iterates (`avg_weights`); and (``--entropy-ref
      average``, Kuhn Poker) the bonus measured against the average policy instead of uniform,
      β·(log π̄(a|I) − log π(y)): a KL to a moving magnet in the same per-move units as the
-     entropy, whose fixed points with π = π̄ are Nash equilibria (see `entropy_bonus`).
+     entropy, whose fixed points with π = π̄ are Nash equilibria (see `entropy_bonus`); and
+     (``--pool-size``) games against past snapshots of the learner, not only its current self.
   5. With several processes each rank plays its own games (rank-derived seeds); the RAE
      baselines and the loss normaliser are computed over the global batch and gradients are
      averaged, so an update on 2 ranks × B games equals one process's on those 2B games (tested).
@@ -74,6 +77,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   train/return/G/p          mean return of role p in game G this step (learner's seats)
   train/baseline/G/p        RAE baseline b[G, p] after this step
   train/entropy_coef        the entropy bonus β_t of this step
+  train/pool_opponent       the update whose snapshot played the past-self games (with --pool-size)
   train/cpu_seconds         CPU time of the run so far (user + sys; what --max-cpu-minutes bounds)
   train/seconds_per_step, train/rollout_seconds, train/episodes_per_s, train/tokens_per_s
   losses/policy, losses/kl, losses/clip_frac, losses/grad_norm, losses/ratio_max
@@ -86,6 +90,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/tictactoe/{win,draw,loss,invalid}_vs_{random,perfect}
   eval/tictactoe/exact_not_lose_vs_perfect/p   P(draw or win) in seat p vs perfect play, exact
   eval/tictactoe/optimal_mass/p/move{k}         mass on value-keeping moves at the k-th move, exact
+  eval/tictactoe/greedy_not_lose_vs_perfect/p   the same P for the model's most probable legal move (0 or 1)
                                                 (both when trained on TicTacToe, direct mode)
   eval/negotiation/return_vs_heuristic, eval/negotiation/invalid   (when negotiation is trained on)
   eval/completion_len             mean completion length in the evaluation games
@@ -131,7 +136,15 @@ from spkit.lm_policy import LLMPolicy, direct_answers
 from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.rl.advantages import RoleBaseline
 from spkit.rl.losses import kl_k3, masked_mean, ppo_clip_loss
-from spkit.rl.selfplay import Episode, LMAgent, Turn, format_sft, outcome_rates, play_episodes
+from spkit.rl.selfplay import (
+    Episode,
+    LMAgent,
+    PastSelves,
+    Turn,
+    format_sft,
+    outcome_rates,
+    play_episodes,
+)
 from spkit.rl.tabular_pg import average_policy
 from spkit.run import History, Run, RunConfig
 from spkit.run.distributed import clip_grad_norm, gather_objects, global_sum, world
@@ -207,6 +220,11 @@ class Config(RunConfig):
     eval_temperature: float = param(1.0, "sampling temperature in evaluation games", gt=0, identity=False)
     kuhn_samples: int = param(32, "reasoning mode: completions per Kuhn infoset for the sampled table", ge=1)
     avg_every: int = param(1, "record the Kuhn policy table for the average every k steps (0 = never)", ge=0)
+    pool_size: int = param(0, "past selves: keep the last N snapshots of the policy and play --pool-frac of each "
+                              "step's games against one drawn uniformly (0 = off: pure self-play)", ge=0)
+    pool_every: int = param(10, "snapshot the policy into the past-selves pool every k steps", ge=1)
+    pool_frac: float = param(0.5, "share of each step's games played against a past self (learner's seat "
+                                  "alternates)", ge=0, le=1)
 
     PRESETS = {  # a class constant (no annotation), not a field
         "tiny": lambda: Config(),
@@ -248,18 +266,24 @@ def opponent_for(game: Game, kind: str, frozen: LMAgent | None):
     return HeuristicNegotiator()  # negotiation has no exact solver here; a fixed heuristic
 
 
-def collect(games: dict[str, Game], learner: LMAgent, opponents: dict, cfg: Config, seed: int) -> list[Episode]:
+def collect(games: dict[str, Game], learner: LMAgent, opponents: dict, cfg: Config, seed: int,
+            past: LMAgent | None = None) -> list[Episode]:
     """Step 1: `cfg.episodes` games of each training game; vs an opponent the learner's seat
-    alternates (game i: seat i % 2) so both roles are trained. With `cfg.min_turns` > 0, such
-    rounds repeat until the learner has taken at least `min_turns` turns (`subsample_turns`
-    then keeps exactly that many, after RAE has seen every game)."""
+    alternates (game i: seat i % 2) so both roles are trained. In self-play with a `past` self
+    (``--pool-size``), the last `pool_frac` of the games are played against it, the learner's
+    seat alternating. With `cfg.min_turns` > 0, such rounds repeat until the learner has taken at
+    least `min_turns` turns (`subsample_turns` then keeps exactly that many, after RAE has seen
+    every game)."""
     episodes: list[Episode] = []
     rnd = 0
     while rnd == 0 or learner_turns(episodes) < cfg.min_turns:
         for name, game in games.items():
             opp = opponents[name]
+            n_self = cfg.episodes - (round(cfg.pool_frac * cfg.episodes) if past is not None and opp is None else 0)
 
-            def seats(i: int, opp=opp):
+            def seats(i: int, opp=opp, n_self=n_self):
+                if opp is None and i >= n_self:  # against a past self
+                    return [learner, past] if (i - n_self) % 2 == 0 else [past, learner]
                 return [learner, learner] if opp is None else ([learner, opp] if i % 2 == 0 else [opp, learner])
 
             round_seed = derive_seed(seed, name) if rnd == 0 else derive_seed(seed, name, "round", rnd)
@@ -494,18 +518,26 @@ def kuhn_average(cfg: Config, tables: list[Table]) -> Table:
 def tictactoe_optimal_mass(model, tokenizer) -> dict[str, float]:
     """Exact (direct mode) play of the model against perfect play, per seat (`mass_on_optimal`):
     P(draw or win), and the reach-weighted probability mass on value-keeping moves at its k-th
-    move — where a model that loses to perfect play gives the game away."""
+    move — where a model that loses to perfect play gives the game away. Also the same for the
+    model's greedy play (its most probable legal move, as a player picking its best move would):
+    against deterministic perfect play that is one game per seat, so 0 or 1."""
     policy = LLMPolicy(model, tokenizer, "direct")
 
     def table(states):
         t = policy.table(states)
         return t.probs, t.legal_mass
 
+    def greedy(states):
+        probs = policy.table(states).probs
+        return [{a: float(a == max(p, key=p.get)) for a in p} for p in probs], [1.0] * len(states)
+
     m = {}
     for seat in (0, 1):
         r = mass_on_optimal(_eval_game("tictactoe"), table, seat)
         m[f"eval/tictactoe/exact_not_lose_vs_perfect/{seat}"] = r["not_lose"]
         m |= {f"eval/tictactoe/optimal_mass/{seat}/move{k + 1}": x for k, x in enumerate(r["by_move"])}
+        m[f"eval/tictactoe/greedy_not_lose_vs_perfect/{seat}"] = mass_on_optimal(
+            _eval_game("tictactoe"), greedy, seat)["not_lose"]
     return m
 
 
@@ -586,7 +618,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr)
     baseline = RoleBaseline(cfg.rae_alpha) if cfg.rae else None
     avg = PolicyTables()
-    run.track(model=model, tokenizer=tok, optimizer=optimizer, tables=avg, **({"baseline": baseline} if baseline else {}))
+    pool, past = past_selves(cfg)
+    run.track(model=model, tokenizer=tok, optimizer=optimizer, tables=avg, **({"baseline": baseline} if baseline else {}),
+              **({"pool": pool} if pool else {}))
 
     games = {g: load_game(g) for g in cfg.games}
     sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
@@ -611,7 +645,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t0 = time.perf_counter()
         if averaging and not avg.tables:  # rank 0 recorded it in its first evaluation; the others here
             record_table(0)
-        episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", t, run.rank))  # 1
+        against = pool.opponent(derive_seed(cfg.seed, "pool", t)) if pool else None  # the same on every rank
+        episodes = collect(games, learner, opponents, cfg, derive_seed(cfg.seed, "step", t, run.rank),
+                           past if against is not None else None)  # 1
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)  # 2-3
         beta = cfg.entropy_coef * (2 ** (-t / cfg.entropy_half_life) if cfg.entropy_half_life else 1.0)
@@ -626,12 +662,15 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         losses = update(model, optimizer, batch, cfg, ref_model, magnet) if global_sum(len(batch)) else {}  # 4: all ranks or none
         if averaging and (t + 1) % cfg.avg_every == 0:
             record_table(t + 1)
+        if pool:
+            pool.maybe_add(model, t + 1)
         return {**_train_metrics(episodes, pairs, batch, baseline, cfg),
                 "train/episodes": _count(avg, len(episodes)),
                 "train/seconds_per_step": time.perf_counter() - t0, "train/rollout_seconds": t_roll,
                 "train/episodes_per_s": len(episodes) / max(t_roll, 1e-9),
                 "train/tokens_per_s": sum(len(turn.completion_ids) for turn, _ in pairs) / max(t_roll, 1e-9),
                 "train/entropy_coef": beta, "train/cpu_seconds": _cpu(avg, clock),
+                **({"train/pool_opponent": float("nan") if against is None else against} if pool else {}),
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
     def evaluate_at(t: int) -> dict[str, float]:  # 5
@@ -643,6 +682,22 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         return cfg.max_cpu_minutes > 0 and metrics["train/cpu_seconds"] > 60 * cfg.max_cpu_minutes
 
     return run.loop(step, evaluate_at, out_of_cpu)
+
+
+def past_selves(cfg: Config) -> tuple[PastSelves | None, LMAgent | None]:
+    """``--pool-size``: the pool of past snapshots and the frozen agent that plays them."""
+    if not cfg.pool_size:
+        return None, None
+    if cfg.opponent != "self":
+        raise SpkitError("--pool-size: past selves are self-play's opponents; use it with --opponent self")
+    if cfg.lora:
+        raise SpkitError("--pool-size with --lora: the pool snapshots full weights; train without --lora")
+    from spkit.run import model_for
+
+    frozen, tok = model_for(cfg)
+    frozen.requires_grad_(False)
+    sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
+    return PastSelves(frozen, cfg.pool_size, cfg.pool_every), LMAgent(Sampler(frozen, tok), cfg.mode, sp, learner=False)
 
 
 def _cpu(avg: PolicyTables, clock: list[float]) -> float:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
 
-__all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates", "format_sft"]
+__all__ = ["LMAgent", "Turn", "Episode", "play_episodes", "outcome_rates", "format_sft", "PastSelves"]
 
 
 @dataclass
@@ -288,3 +289,63 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
         losses.append(loss.item())
     model.eval()
     return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
+
+
+class PastSelves:
+    """A pool of the learner's own past weights, to play some of each step's games against.
+
+    Pure self-play against the current policy can cycle: in TicTacToe the shared policy learns
+    one attacking line, its other seat learns the answer, the line changes, and the answer is
+    forgotten. Playing part of the games against snapshots drawn uniformly from the last `size`
+    (one every `every` steps) is the classic remedy (fictitious self-play; the 80/20 split of
+    current and past selves in large self-play systems): a policy must hold up against its
+    recent history, not only against its present. The opponent is still the model itself — no
+    outside player and no solver.
+
+    The snapshots live on the CPU (`size` copies of the weights); `opponent(step, seed)` loads
+    one into the frozen `model` given here. Checkpoints save them as safetensors
+    (`save_files` / `load_files`), so a resumed run draws the same opponents."""
+
+    def __init__(self, model: torch.nn.Module, size: int, every: int) -> None:
+        if size < 1 or every < 1:
+            raise SpkitError(f"PastSelves: size and every must be >= 1 (got {size}, {every})")
+        self.model, self.size, self.every = model, size, every
+        self.steps: list[int] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def maybe_add(self, model: torch.nn.Module, step: int) -> None:
+        """After update `step` (counted from 1): snapshot `model` every `every` steps."""
+        if step % self.every == 0:
+            self.steps.append(step)
+            self.weights.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            del self.steps[:-self.size], self.weights[:-self.size]
+
+    def opponent(self, seed: int) -> int | None:
+        """Load a snapshot drawn uniformly (by `seed`) into the pool's model; its step, or None
+        while the pool is empty."""
+        if not self.weights:
+            return None
+        i = random.Random(seed).randrange(len(self.weights))
+        self.model.load_state_dict(self.weights[i])
+        return self.steps[i]
+
+    def state_dict(self) -> dict:
+        return {"steps": list(self.steps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = list(state["steps"])
+
+    def save_files(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        for step, w in zip(self.steps, self.weights, strict=True):
+            save_file({k: v.contiguous() for k, v in w.items()}, str(path / f"step_{step:07d}.safetensors"))
+
+    def load_files(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        missing = [s for s in self.steps if not (path / f"step_{s:07d}.safetensors").exists()]
+        if missing:
+            raise SpkitError(f"checkpoint {path.parent}: the past-selves pool lacks snapshot(s) {missing}")
+        self.weights = [load_file(str(path / f"step_{s:07d}.safetensors")) for s in self.steps]
