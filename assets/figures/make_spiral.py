@@ -2,15 +2,16 @@
 
     python assets/figures/make_spiral.py
 
-Left: Kuhn Poker, exact NashConv of the average policy against updates — before (the README's
-main job, `spiral_kuhn_seed*`) and after: entropy half-life + magnet to the average + linear
-averaging (`spiral_kuhn_mmd_seed*`, stopped early), and the entropy bonus measured against the
-linear average policy (`spiral_kuhn_ref_seed*`, 10 CPU-minutes), with tabular CFR after 100
-iterations and the bias of the entropy bonus (the logit QRE at β = 0.2, `spkit.solvers.qre`). Middle: TicTacToe
-self-play (`spiral_tictactoe`), sampled draws vs perfect play and losses vs random, with the
-exact P(not losing) vs perfect play per seat of spkit-tiny and of the trained model
-(`spiral_tictactoe_analysis.json`). Right: the exact probability mass on value-keeping moves at
-the model's k-th move against perfect play, before and after.
+Left: Kuhn Poker, exact NashConv of the average policy against updates — before (the old main
+job, entropy bonus, `spiral_kuhn_seed*`) and after: entropy half-life + magnet + linear averaging
+(`spiral_kuhn_mmd_seed*`, stopped early), the entropy bonus measured against the linear average
+policy (`spiral_kuhn_ref_seed*`) and against the uniform average (`spiral_kuhn_ref_uniform_seed*`,
+the README's main command since), 10 CPU-minutes per run, with tabular CFR after 100 iterations
+and the bias of the entropy bonus (the logit QRE at β = 0.2, `spkit.solvers.qre`). Middle:
+TicTacToe self-play settings tried for defence on dev seed 100 (`spiral_ttt_*_seed100`), the
+exact P(not losing) against perfect play as X and as O over updates. Right: why, from
+`spiral_tictactoe_defence.json` — the share of the 82 opening positions whose most probable move
+is the model's favourite cell, and the gradient coupling of O's positions, before and after.
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ def main() -> None:
     fig, axes = plt.subplots(1, 3, figsize=(17, 4))
     ax = axes[0]
     after = {**{("mmd", s): r for s, r in kuhn_runs("spiral_kuhn_mmd").items()},
-             **{("ref", s): r for s, r in kuhn_runs("spiral_kuhn_ref").items()}}
+             **{("ref", s): r for s, r in kuhn_runs("spiral_kuhn_ref").items()},
+             **{("uni", s): r for s, r in kuhn_runs("spiral_kuhn_ref_uniform").items()}}
     horizon = max((series(r, AVG)[0][-1] for r in after.values()), default=730)
     for stem, label, color in (("spiral_kuhn", "before: entropy 0.2", "tab:gray"),
                                ("spiral_kuhn_mmd", "+ half-life, magnet, linear avg (stopped early)", "tab:red"),
                                ("spiral_kuhn_ref", "bonus against the linear average (--entropy-ref average)",
-                                "tab:blue")):
+                                "tab:blue"),
+                               ("spiral_kuhn_ref_uniform", "bonus against the uniform average (main command)",
+                                "tab:green")):
         for seed, rows in kuhn_runs(stem).items():
             x, y = series(rows, AVG)
             keep = [i for i, s in enumerate(x) if s <= horizon]
@@ -75,35 +79,35 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 
-    rows = read_metrics(RESULTS / "spiral_tictactoe.csv")
-    info = json.loads((RESULTS / "spiral_tictactoe.json").read_text())
-    exact = json.loads((RESULTS / "spiral_tictactoe_analysis.json").read_text())
-    start, trained = exact["spkit-tiny"], exact[next(k for k in exact if k != "spkit-tiny")]
     ax = axes[1]
-    for key, label in (("eval/tictactoe/draw_vs_perfect", "draws vs perfect"),
-                       ("eval/tictactoe/loss_vs_random", "losses vs random"),
-                       ("eval/tictactoe/invalid_vs_random", "games lost by an invalid move vs random")):
-        ax.plot(*series(rows, key), marker="o", ms=3, label=f"{label} ({info['config']['eval_games']} games)")
-    for seat, marker in ((0, "s"), (1, "^")):
-        key = f"eval/tictactoe/exact_not_lose_vs_perfect/{seat}"
-        ax.plot([0, info["updates"]], [start[key], trained[key]], marker, ls=":", c="k",
-                label=f"P(not lose) vs perfect as {'XO'[seat]}, exact")
-    ax.axhline(0.5, ls=":", c="tab:blue", lw=1, label="target: draws vs perfect 0.5")
-    ax.axhline(0.2, ls=":", c="tab:orange", lw=1, label="target: losses vs random 0.2")
-    ax.set(xlabel="update (64 games each)", ylim=(-0.02, 1.02), title="SPIRAL self-play on TicTacToe, spkit-tiny")
+    settings = sorted(RESULTS.glob("spiral_ttt_*_seed100.csv"))
+    for path, color in zip(settings, plt.cm.tab10.colors, strict=False):
+        rows = read_metrics(path)
+        info = json.loads(path.with_suffix(".json").read_text())
+        cpu = max((r.get("train/cpu_seconds", math.nan) for r in rows if math.isfinite(r.get("train/cpu_seconds", math.nan))),
+                  default=math.nan) / 60
+        name = path.stem.removeprefix("spiral_ttt_").removesuffix("_seed100")
+        for seat, style in ((0, "-"), (1, "--")):
+            ax.plot(*series(rows, f"eval/tictactoe/exact_not_lose_vs_perfect/{seat}"), style, color=color, lw=1.3,
+                    label=f"{name} ({info['updates']} updates, {cpu:.0f} CPU-min)" if seat == 0 else None)
+    ax.plot([], [], "k-", label="as X"), ax.plot([], [], "k--", label="as O")
+    ax.axhline(0.5, ls=":", c="tab:red", lw=1, label="target: draws vs perfect 0.5")
+    ax.set(xlabel="update (128 games each)", ylabel="P(not losing) vs perfect play (exact)", ylim=(-0.02, 1.02),
+           title="TicTacToe self-play settings, spkit-tiny, dev seed 100")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax = axes[2]
-    for res, style, label in ((start, "--", "spkit-tiny"), (trained, "-", f"after {info['updates']} updates")):
-        for seat, color in ((0, "tab:green"), (1, "tab:purple")):
-            ks = sorted(int(k.rsplit("move", 1)[1]) for k in res if k.startswith(f"eval/tictactoe/optimal_mass/{seat}/"))
-            ax.plot(ks, [res[f"eval/tictactoe/optimal_mass/{seat}/move{k}"] for k in ks], style, marker="o",
-                    color=color, label=f"as {'XO'[seat]}, {label}")
-    ax.set(xlabel="the model's k-th move", ylabel="mass on value-keeping moves", ylim=(-0.02, 1.02),
-           title="TicTacToe vs perfect play: where the game is given away (exact)")
-    ax.set_xticks(range(1, 6))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    defence = json.loads((RESULTS / "spiral_tictactoe_defence.json").read_text())
+    names = list(defence)
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [defence[n]["favourite_share"] for n in names], 0.4,
+           label="share of opening positions whose top move is the favourite cell")
+    ax.bar([i + 0.2 for i in x], [defence[n]["grad_cosine"] for n in names], 0.4,
+           label="gradient coupling of O's positions (mean cosine)")
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set(ylim=(0, 1.15), title="Why: one answer for every board (exact, 82 positions)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print("wrote", args.out)

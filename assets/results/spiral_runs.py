@@ -11,8 +11,11 @@ The names (NAME_seedS.csv / .json):
                                 averaging; a 10 CPU-minute budget per run
   spiral_kuhn_ref_seed{0,1,2}   the entropy bonus measured against the linear average policy
                                 (--entropy-ref average: MMD's moving magnet); 10 CPU-minutes per run
-  spiral_kuhn_ref_uniform_seed* the same against the uniform average (a slower magnet); seeds 0-1
-                                were stopped by a deadline before their budget (see their CSVs)
+  spiral_kuhn_ref_uniform_seed{0,1,2}  the same against the uniform average (a slower magnet);
+                                10 CPU-minutes per run (the README's main command since)
+  spiral_ttt_*_seed100          TicTacToe self-play settings tried for defence, on dev seed 100
+                                (format SFT first; 20 CPU-minutes each unless stopped: their CSVs
+                                say how far they got); spiral_tictactoe_defence.py analyses them
 `--collect-only` copies what the run directories hold (a run stopped before its budget, e.g. by a
 deadline, is collected as far as it got: its CSV says how many updates and CPU seconds).
 """
@@ -39,6 +42,15 @@ RUNS = {
     "kuhn_ref_uniform": ("--games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights uniform "
                          "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 "
                          "--threads 1 --checkpoint-every 25", (0, 1, 2)),
+    **{f"ttt_{name}": ("--games tictactoe --sft-steps 30 --sft-lr 1e-3 --episodes 128 --steps 100000 "
+                       f"--max-cpu-minutes 20 --eval-games 64 --threads 1 {flags}", (100,))
+       for name, flags in {
+           "lr3e-4": "--lr 3e-4 --entropy-coef 0.05 --eval-every 10 --checkpoint-every 10",
+           "lr1e-4": "--lr 1e-4 --entropy-coef 0.05 --eval-every 10 --checkpoint-every 10",
+           "ent0.2": "--lr 1e-4 --entropy-coef 0.2 --eval-every 20 --checkpoint-every 20",
+           "pool": "--lr 1e-4 --entropy-coef 0.05 --pool-size 10 --pool-every 10 --pool-frac 0.5 "
+                   "--eval-every 20 --checkpoint-every 20",
+       }.items()},
 }
 
 

@@ -96,8 +96,8 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/completion_len             mean completion length in the evaluation games
 
 Commands:
-  CPU:  spkit train spiral --games kuhn_poker --entropy-coef 0.2 --lr 1e-5 --steps 300 \
-            --eval-every 25 --threads 2 --out runs/spiral                     # the README's main job
+  CPU:  spkit train spiral --games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights uniform \
+            --lr 1e-5 --steps 600 --eval-every 25 --threads 1 --out runs/spiral   # the README's main job
         spkit train spiral --entropy-coef 0.2 --lr 1e-5 --max-minutes 10 --seed 1 --out runs/s1
         spkit train spiral --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear \
             --lr 1e-5 --max-cpu-minutes 10 --eval-games 0 --threads 1 --out runs/spiral_mmd  # Kuhn options
@@ -105,8 +105,10 @@ Commands:
             --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 --threads 1 \
             --out runs/spiral_ref        # the bonus's magnet is the (linear) average policy
         spkit train spiral --games tictactoe --episodes 64 --steps 40 --out runs/spiral_tictactoe
+        spkit train spiral --games tictactoe --sft-steps 30 --sft-lr 1e-3 --episodes 128 --lr 1e-4 \
+            --entropy-coef 0.05 --pool-size 10 --pool-every 10 --out runs/spiral_pool  # half the games vs past selves
         spkit train spiral --opponent random --out runs/spiral_random        # an ablation
-        spkit train spiral --out runs/spiral --steps 600 --resume            # continue a run
+        spkit train spiral --out runs/spiral --steps 900 --resume            # continue a run
         torchrun --nproc_per_node 2 -m spkit train spiral --steps 20         # 2 processes, gloo
         spkit train spiral --games textarena:TicTacToe-v0 --sft-steps 30 --sft-batch 16 --sft-lr 1e-3 \
             --steps 8 --episodes 32 --eval-every 0 --eval-games 64 --threads 1 \
