@@ -27,7 +27,8 @@ import numpy as np
 from spkit.games import load_game
 from spkit.games.base import CHANCE, TERMINAL
 from spkit.rl.advantages import RoleBaseline
-from spkit.rl.tabular_pg import _sample_episode, _softmax, average_policy
+from spkit.rl.preference_games import softmax
+from spkit.rl.tabular_pg import average_policy, reinforce_gradient
 from spkit.solvers.exploitability import game_tree, nash_conv
 from spkit.solvers.qre import logit_qre
 
@@ -112,20 +113,14 @@ def tabular(tree, mode: str, avg_weights: str, seed: int, updates: int = 450, lr
     theta = {k: np.zeros(len(a)) for k, a in acts.items()}
     tables, base, curve = [], RoleBaseline(0.95), []
     for t in range(updates):
-        pi = {k: _softmax(v) for k, v in theta.items()}
+        pi = {k: softmax(v) for k, v in theta.items()}
         tables.append({k: dict(zip(acts[k], map(float, pi[k]), strict=True)) for k in acts})
         w = [i + 1.0 for i in range(len(tables))] if avg_weights == "linear" else None
         avg = average_policy(tree, tables, w)
         log_ref = {k: np.log([max(avg[k][a], 1e-6) for a in acts[k]]) if mode == "average" else np.zeros(len(acts[k]))
                    for k in acts}
-        grad = {k: np.zeros(len(a)) for k, a in acts.items()}
-        for _ in range(GAMES):
-            visits, ret = _sample_episode(tree, pi, rng)
-            adv = {p: base.update(("g", p), ret[p]) for p in {v[0] for v in visits}}
-            for p, k, j in visits:
-                g = -pi[k].copy()
-                g[j] += 1.0
-                grad[k] += (adv[p] + BETA * (log_ref[k][j] - np.log(pi[k][j]))) * g
+        bonus = {k: BETA * (log_ref[k] - np.log(pi[k])) for k in acts}  # β·(log ρ(a|I) − log π(a|I))
+        grad = reinforce_gradient(tree, pi, rng, GAMES, base, lambda k, j, bonus=bonus: bonus[k][j])
         for k in acts:
             theta[k] += lr * grad[k] / GAMES
         if (t + 1) % 75 == 0:

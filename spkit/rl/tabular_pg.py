@@ -41,9 +41,10 @@ import numpy as np
 from spkit.games import load_game
 from spkit.games.base import CHANCE, TERMINAL
 from spkit.rl.advantages import RoleBaseline
+from spkit.rl.preference_games import softmax
 from spkit.solvers.exploitability import GameTree, Table, game_tree, nash_conv
 
-__all__ = ["own_reach", "average_policy", "PGHistory", "run_tabular_pg"]
+__all__ = ["own_reach", "average_policy", "PGHistory", "reinforce_gradient", "run_tabular_pg"]
 
 
 # ---- average policies ------------------------------------------------------------------------
@@ -106,11 +107,6 @@ class PGHistory:
     average: list[float] = field(default_factory=list)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def _sample_episode(tree: GameTree, pi: dict[str, np.ndarray], rng: np.random.Generator):
     """Walk one game: ([(player, infoset, action index)], terminal returns)."""
     i, visits = 0, []
@@ -122,6 +118,24 @@ def _sample_episode(tree: GameTree, pi: dict[str, np.ndarray], rng: np.random.Ge
             visits.append((p, tree.key[i], j))
         i = tree.children[i][j]
     return visits, tree.returns[i]
+
+
+def reinforce_gradient(
+    tree: GameTree, pi: dict[str, np.ndarray], rng: np.random.Generator, games: int, baseline: RoleBaseline,
+    bonus: Callable[[str, int], float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Σ over `games` sampled self-play games of (A + bonus(I, j))·∇_θ log π(a_j | I), per infoset:
+    REINFORCE on a softmax table with the role baseline (RAE: each advantage read before the
+    baseline moves). `bonus(I, j)` is an optional per-move reward shaping, e.g. an entropy bonus."""
+    grad = {k: np.zeros(len(v)) for k, v in pi.items()}
+    for _ in range(games):
+        visits, returns = _sample_episode(tree, pi, rng)
+        adv = {p: baseline.update(("g", p), returns[p]) for p in {v[0] for v in visits}}
+        for p, k, j in visits:
+            g = -pi[k].copy()  # ∇_θ log softmax(θ)_j = e_j − π
+            g[j] += 1.0
+            grad[k] += (adv[p] + (bonus(k, j) if bonus is not None else 0.0)) * g
+    return grad
 
 
 def run_tabular_pg(
@@ -159,7 +173,7 @@ def run_tabular_pg(
         return {k: dict(zip(actions[k], map(float, v), strict=True)) for k, v in pi.items()}
 
     for t in range(1, updates + 1):
-        pi = {k: _softmax(v) for k, v in theta.items()}
+        pi = {k: softmax(v) for k, v in theta.items()}
         reach: dict[str, float] = {}
         if reach_weighted:
             for p in range(tree.num_players):
@@ -168,14 +182,7 @@ def run_tabular_pg(
             x = reach.get(k, 0.0) if reach_weighted else 1.0
             sums[k] += x * pi[k]
             den[k] += x
-        grad = {k: np.zeros(n) for k, n in keys.items()}
-        for _ in range(games_per_update):
-            visits, returns = _sample_episode(tree, pi, rng)
-            adv = {p: baseline.update(("g", p), returns[p]) for p in {v[0] for v in visits}}
-            for p, k, j in visits:
-                g = -pi[k].copy()
-                g[j] += 1.0
-                grad[k] += adv[p] * g
+        grad = reinforce_gradient(tree, pi, rng, games_per_update, baseline)
         for k in keys:
             theta[k] += lr * grad[k] / games_per_update
             if entropy:  # exact entropy gradient at every infoset, once per update
@@ -183,7 +190,7 @@ def run_tabular_pg(
                 h = -(pi[k] * logp).sum()
                 theta[k] += lr * entropy * (-pi[k] * (logp + h))  # ∇_θ H(π(·|I)) for a softmax
         if t % eval_every == 0 or t == updates:
-            last = nash_conv(tree, table_of({k: _softmax(v) for k, v in theta.items()}))
+            last = nash_conv(tree, table_of({k: softmax(v) for k, v in theta.items()}))
             avg_pi = {k: sums[k] / den[k] if den[k] > 0 else np.full(len(sums[k]), 1 / len(sums[k]))
                       for k in keys}
             avg = nash_conv(tree, table_of(avg_pi))

@@ -22,29 +22,16 @@ from __future__ import annotations
 import numpy as np
 
 from spkit.errors import SpkitError
-from spkit.games.base import CHANCE, TERMINAL, Game
-from spkit.solvers.exploitability import GameTree, Table, _on_policy_values, _tree
+from spkit.games.base import Game
+from spkit.solvers.exploitability import (
+    GameTree,
+    Table,
+    _on_policy_values,
+    _tree,
+    counterfactual_reach,
+)
 
 __all__ = ["action_values", "logit_qre"]
-
-
-def _counterfactual_reach(tree: GameTree, table: Table, player: int) -> list[float]:
-    """Reach probability of every node due to chance and the players other than `player`."""
-    reach = [0.0] * len(tree)
-    reach[0] = 1.0
-    for i in range(len(tree)):
-        p = tree.player[i]
-        if p == TERMINAL:
-            continue
-        if p == CHANCE:
-            w = tree.chance_probs[i]
-        elif p == player:
-            w = [1.0] * len(tree.actions[i])
-        else:
-            w = [table[tree.key[i]][a] for a in tree.actions[i]]
-        for x, c in zip(w, tree.children[i], strict=True):
-            reach[c] = reach[i] * x
-    return reach
 
 
 def action_values(game_or_tree: Game | GameTree, table: Table) -> dict[str, np.ndarray]:
@@ -52,7 +39,7 @@ def action_values(game_or_tree: Game | GameTree, table: Table) -> dict[str, np.n
     expected return after playing a at I, conditioned on I being reached, under `table`."""
     tree = _tree(game_or_tree)
     values = _on_policy_values(tree, table)
-    reach = [_counterfactual_reach(tree, table, p) for p in range(tree.num_players)]
+    reach = [counterfactual_reach(tree, table, p) for p in range(tree.num_players)]
     num: dict[str, np.ndarray] = {}
     den: dict[str, float] = {}
     for i, (p, key) in enumerate(zip(tree.player, tree.key, strict=True)):
