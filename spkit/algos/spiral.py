@@ -89,9 +89,9 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/kuhn_poker/legal_mass      mean probability (direct) or share of samples answering legally
   eval/tictactoe/{win,draw,loss,invalid}_vs_{random,perfect}
   eval/tictactoe/exact_not_lose_vs_perfect/p   P(draw or win) in seat p vs perfect play, exact
+  eval/tictactoe/greedy_not_lose_vs_perfect/p  the same for the model's most probable legal move (0 or 1)
   eval/tictactoe/optimal_mass/p/move{k}         mass on value-keeping moves at the k-th move, exact
-  eval/tictactoe/greedy_not_lose_vs_perfect/p   the same P for the model's most probable legal move (0 or 1)
-                                                (both when trained on TicTacToe, direct mode)
+                                                (all three when trained on TicTacToe, direct mode)
   eval/negotiation/return_vs_heuristic, eval/negotiation/invalid   (when negotiation is trained on)
   eval/completion_len             mean completion length in the evaluation games
 
