@@ -299,7 +299,11 @@ class Sampler:
         """Sample one completion per prompt (repeat a prompt to get several samples).
 
         ``row_seeds`` (one per prompt, e.g. from `spkit.sampling.row_seed`) replaces the
-        ``(seed, row index)`` streams, so a row's sample is the same whatever batch it is in.
+        ``(seed, row index)`` streams, so a row draws the same random numbers whatever batch it
+        is in. Its logits still move in the last bits with the batch (a different matmul
+        blocking), which flips a sampled token where two candidates are that close: rare, but
+        seen (1 row of 16 in a preference-game batch of 8 vs 16), so tests that compare runs
+        batched differently sample in the same batches.
         """
         params = params or SamplingParams()
         prompts = list(prompts)

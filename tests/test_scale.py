@@ -225,8 +225,8 @@ from spkit.algos import spiral as A
 from spkit.run import distributed
 games, out = int(sys.argv[1]), sys.argv[2]
 seen, play = [], A.collect
-def global_batch(g, learner, opponents, cfg, seed):  # every process plays the same `games` games;
-    full = play(g, learner, opponents, dataclasses.replace(cfg, episodes=games), 1234 + len(seen))
+def global_batch(g, learner, opponents, cfg, seed, past=None):  # every process plays the same games;
+    full = play(g, learner, opponents, dataclasses.replace(cfg, episodes=games), 1234 + len(seen), past)
     return full[distributed.shard(len(full))]  # a rank trains on its contiguous share
 A.collect = global_batch
 C = A
@@ -267,6 +267,16 @@ def recording_init(self, *a, **kw):  # after the run loop's averaging hook: the 
     self.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
         torch.cat([p.grad.flatten() for p in self.model.parameters()]).clone()))
 PG.LMPreferenceRun.__init__ = recording_init
+if "RANK" not in os.environ:  # one process samples the rows in the two ranks' contiguous shards: a row's
+    from spkit.generation import Sampler  # logits move in the last bits with its batch, which can flip a near-tie
+    generate = Sampler.generate
+    def by_shard(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
+        h = (len(prompts) + 1) // 2
+        if row_seeds is None or len(prompts) < 2:
+            return generate(self, prompts, params, seed, progress, row_seeds)
+        return (generate(self, prompts[:h], params, seed, progress, row_seeds[:h])
+                + generate(self, prompts[h:], params, seed, progress, row_seeds[h:]))
+    Sampler.generate = by_shard
 cfg = sppo.Config(mode="lm", steps=1, topics=topics, K=4, inner_steps=2, eval_samples=4, eval_every=0,
                   tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
 sppo.train(cfg)

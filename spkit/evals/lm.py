@@ -216,9 +216,10 @@ class SpkitLM(LM):
         lm-eval asks for a task's ``repeats`` samples by passing the same request that many
         times in a row (then, on a short data-parallel rank, whole copies of the last one as
         padding, whose responses the vote filters drop). Counting the copies gives the repeat
-        number, so sample k of a document is the same whatever batch or rank it lands in: a
-        sampled run (ProcessBench's 8-sample vote) scores the same on one process as under
-        torchrun. Requests without lm-eval's metadata are named by their prompt.
+        number, so sample k of a document draws the same random numbers whatever batch or rank
+        it lands in: a sampled run (ProcessBench's 8-sample vote) scores the same on one process
+        as under torchrun up to float rounding of the logits, which can flip a near-tie token
+        (`Sampler.generate`). Requests without lm-eval's metadata are named by their prompt.
         """
         from spkit.sampling import row_seed
 
