@@ -98,7 +98,7 @@ def main() -> None:
     ax.legend(fontsize=7)
     ax = axes[2]
     defence = json.loads((RESULTS / "spiral_tictactoe_defence.json").read_text())
-    names = list(defence)
+    names = [n for n in defence if n != "format_sft"]  # models; format_sft: spkit-tiny after format SFT
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [defence[n]["favourite_share"] for n in names], 0.4,
            label="share of opening positions whose top move is the favourite cell")

@@ -1,7 +1,9 @@
 """Why SPIRAL self-play of spkit-tiny does not learn TicTacToe defence: exact measurements of
 models before and after self-play (the dev runs of `spiral_runs.py ttt_*`, dev seed 100).
 
-    python assets/results/spiral_tictactoe_defence.py spkit-tiny ttt_lr1e-4=runs/results/ttt_lr1e-4_seed100 ...
+    python assets/results/spiral_tictactoe_defence.py spkit-tiny lr3e-4=runs/results/ttt_lr3e-4_seed100 \
+        lr1e-4=runs/results/ttt_lr1e-4_seed100 ent0.2=runs/results/ttt_ent0.2_seed100 \
+        pool=runs/results/ttt_pool_seed100 --sft-steps 30,90,180
 
 For each model (a name, or LABEL=RUN_DIR whose `final/` or newest checkpoint is read):
   * exact play against perfect play per seat (`spiral.tictactoe_optimal_mass`): P(not losing) of
@@ -14,6 +16,9 @@ For each model (a name, or LABEL=RUN_DIR whose `final/` or newest checkpoint is 
   * coupling (``grad_cosine``): the mean pairwise cosine of the gradients of log p(9) − log p(1)
     at the 7 positions where O answers an opening on cells 2-8 (`lm_policy.gradient_similarity`).
     Near 1, a step that makes O prefer 9 over 1 in one position does it in all of them.
+With ``--sft-steps 30,90,180`` it also measures whether SPIRAL's format SFT (random legal moves,
+lr 1e-3, as in the dev runs) separates the positions: spkit-tiny after each cumulative number of
+SFT steps (key ``format_sft``).
 
 Writes spiral_tictactoe_defence.json here (with the CPU seconds each model took).
 """
@@ -32,6 +37,7 @@ from spkit.algos import spiral
 from spkit.games import load_game
 from spkit.lm_policy import LLMPolicy, gradient_similarity
 from spkit.models import load_model
+from spkit.rl.selfplay import format_sft
 
 
 def model_dir(arg: str) -> tuple[str, str]:
@@ -85,13 +91,34 @@ def coupling(model, tok, game) -> float:
     return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
 
+def sft_coupling(game, checkpoints: list[int]) -> dict[str, dict]:
+    """spkit-tiny after each cumulative count of format-SFT steps: coupling, state dependence."""
+    model, tok = load_model("spkit-tiny", device="cpu")
+    out, done = {}, 0
+    for target in checkpoints:
+        cfg = spiral.Config(sft_steps=target - done, sft_lr=1e-3, seed=100 + target)
+        t0 = time.process_time()
+        format_sft(model, tok, {"tictactoe": game}, cfg)
+        done = target
+        out[str(target)] = {"grad_cosine": coupling(model, tok, game), **state_dependence(model, tok, game),
+                            "cpu_seconds": time.process_time() - t0}
+        print("format SFT", target, {k: round(v, 3) if isinstance(v, float) else v for k, v in out[str(target)].items()})
+    return out
+
+
 def main() -> None:
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    sft = []
+    if "--sft-steps" in args:
+        i = args.index("--sft-steps")
+        sft = sorted(int(x) for x in args[i + 1].split(","))
+        del args[i: i + 2]
+    if not args:
         sys.exit(__doc__)
     torch.set_num_threads(1)
     game = load_game("tictactoe")
     out = {}
-    for arg in sys.argv[1:]:
+    for arg in args:
         label, path = model_dir(arg)
         model, tok = load_model(path, device="cpu")
         t0 = time.process_time()
@@ -100,6 +127,8 @@ def main() -> None:
         out[label] = res | {"model": path, "cpu_seconds": time.process_time() - t0}
         print(label, {k.split("tictactoe/")[-1]: (round(v, 3) if isinstance(v, float) else v)
                       for k, v in res.items() if "optimal_mass" not in k})
+    if sft:
+        out["format_sft"] = sft_coupling(game, sft)
     dest = Path(__file__).with_name("spiral_tictactoe_defence.json")
     dest.write_text(json.dumps(out, indent=1) + "\n")
     print("wrote", dest)
