@@ -620,12 +620,12 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr)
     baseline = RoleBaseline(cfg.rae_alpha) if cfg.rae else None
     avg = PolicyTables()
-    pool, past = past_selves(cfg)
+    sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
+    pool, past = past_selves(cfg, sp)
     run.track(model=model, tokenizer=tok, optimizer=optimizer, tables=avg, **({"baseline": baseline} if baseline else {}),
               **({"pool": pool} if pool else {}))
 
     games = {g: load_game(g) for g in cfg.games}
-    sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
     learner = LMAgent(Sampler(model, tok), cfg.mode, sp, learner=True)
     frozen = LMAgent(Sampler(ref_model, tok), cfg.mode, sp, learner=False) if ref_model is not None else None
     opponents = {g: opponent_for(game, cfg.opponent, frozen) for g, game in games.items()}
@@ -653,14 +653,15 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
         t_roll = time.perf_counter() - t0
         pairs = rae_advantages(episodes, baseline)  # 2-3
         beta = cfg.entropy_coef * (2 ** (-t / cfg.entropy_half_life) if cfg.entropy_half_life else 1.0)
-        ref = kuhn_ref_logprob(prompt_keys, kuhn_average(cfg, avg.tables)) if prompt_keys and avg.tables else None
+        average = (kuhn_average(cfg, avg.tables) if (prompt_keys or kuhn_states is not None) and avg.tables
+                   else None)  # π̄, the reference of the bonus (--entropy-ref average) and of the magnet
+        ref = kuhn_ref_logprob(prompt_keys, average) if prompt_keys and average is not None else None
         pairs = entropy_bonus(subsample_turns(pairs, cfg.min_turns, derive_seed(cfg.seed, "subsample", t, run.rank)),
                               beta, ref)
         batch = [(turn, a) for turn, a in pairs if a != 0.0 and turn.completion_ids]
         magnet = None
         if kuhn_states is not None:
-            target = kuhn_average(cfg, avg.tables)
-            magnet = functools.partial(magnet_kl, model, tok, kuhn_states, kuhn_keys, target)
+            magnet = functools.partial(magnet_kl, model, tok, kuhn_states, kuhn_keys, average)
         losses = update(model, optimizer, batch, cfg, ref_model, magnet) if global_sum(len(batch)) else {}  # 4: all ranks or none
         if averaging and (t + 1) % cfg.avg_every == 0:
             record_table(t + 1)
@@ -686,8 +687,9 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     return run.loop(step, evaluate_at, out_of_cpu)
 
 
-def past_selves(cfg: Config) -> tuple[PastSelves | None, LMAgent | None]:
-    """``--pool-size``: the pool of past snapshots and the frozen agent that plays them."""
+def past_selves(cfg: Config, sp: SamplingParams) -> tuple[PastSelves | None, LMAgent | None]:
+    """``--pool-size``: the pool of past snapshots and the frozen agent that plays them (sampling
+    as the learner does, `sp`)."""
     if not cfg.pool_size:
         return None, None
     if cfg.opponent != "self":
@@ -698,7 +700,6 @@ def past_selves(cfg: Config) -> tuple[PastSelves | None, LMAgent | None]:
 
     frozen, tok = model_for(cfg)
     frozen.requires_grad_(False)
-    sp = SamplingParams(max_new_tokens=cfg.resolved_max_new_tokens(), temperature=cfg.temperature)
     return PastSelves(frozen, cfg.pool_size, cfg.pool_every), LMAgent(Sampler(frozen, tok), cfg.mode, sp, learner=False)
 
 

@@ -302,8 +302,8 @@ class PastSelves:
     recent history, not only against its present. The opponent is still the model itself — no
     outside player and no solver.
 
-    The snapshots live on the CPU (`size` copies of the weights); `opponent(step, seed)` loads
-    one into the frozen `model` given here. Checkpoints save them as safetensors
+    The snapshots live on the CPU (`size` copies of the weights); `opponent(seed)` loads one
+    into the frozen `model` given here. Checkpoints save them as safetensors
     (`save_files` / `load_files`), so a resumed run draws the same opponents."""
 
     def __init__(self, model: torch.nn.Module, size: int, every: int) -> None:
