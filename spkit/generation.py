@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from spkit import parallel
 from spkit.engines.fused_llama import FusedLlamaEngine
 from spkit.errors import SpkitError
 from spkit.sampling import (
@@ -71,6 +72,7 @@ from spkit.sampling import (
     SamplingParams,
     box_end,
     plan_layout,
+    row_seed,
     row_uniforms,
     sample_tokens,
 )
@@ -312,6 +314,8 @@ class Sampler:
         bad = [type(p).__name__ for p in prompts if not isinstance(p, str)]
         if bad:
             raise SpkitError(f"prompts must be strings, got {bad[0]}")
+        if parallel.rollouts_split():
+            return self._generate_split(prompts, params, seed, progress, row_seeds)
         if self._vllm is not None:
             outs = self._vllm.generate(prompts, params, seed, row_seeds)
             return self._rescore(outs, params) if self._vllm.learner is not None else outs
@@ -328,6 +332,22 @@ class Sampler:
             toks, lps, slps, reasons = self._run(prompt_ids, params, seed, progress, row_seeds)
         return [self._finish(p, ids, t, lp, slp, r, params) for p, ids, t, lp, slp, r in
                 zip(prompts, prompt_ids, toks, lps, slps, reasons, strict=True)]
+
+    def _generate_split(self, prompts: list[str], params: SamplingParams, seed: int, progress: bool,
+                        row_seeds: Sequence[int] | None) -> list[Completion]:
+        """Inside a training step under torchrun (`spkit.parallel.split_rollouts`): this rank
+        samples its shard of the rows, each with the random stream it has in the whole batch
+        (rank 0's seed), and every rank returns the whole batch."""
+        if row_seeds is not None and len(row_seeds) != len(prompts):
+            raise SpkitError(f"{len(row_seeds)} row seeds for {len(prompts)} prompts")
+        seed = parallel.agree(parallel.fingerprint(prompts, params, row_seeds), seed)
+        seeds = list(row_seeds) if row_seeds is not None else [row_seed(seed, i) for i in range(len(prompts))]
+
+        def mine(rows: slice) -> list[Completion]:
+            with parallel.split_rollouts(False):
+                return self.generate(prompts[rows], params, seed, progress, seeds[rows])
+
+        return parallel.split_rows(len(prompts), mine)
 
     def _run(self, prompt_ids, params: SamplingParams, seed: int, progress: bool,
              row_seeds: Sequence[int] | None = None):

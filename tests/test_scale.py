@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -256,6 +257,21 @@ def test_spiral_update_on_two_ranks_equals_one_process_on_their_games(tmp_path):
     assert _rel(g["_half"][0], whole[0]) > 1e-2
 
 
+_SAMPLE_BY_SHARD = """
+if "RANK" not in os.environ:  # one process samples the rows in the two ranks' contiguous shards: a row's
+    from spkit.generation import Sampler  # logits move in the last bits with its batch, which can flip a near-tie
+    from spkit.sampling import row_seed
+    generate = Sampler.generate
+    def by_shard(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
+        h = (len(prompts) + 1) // 2
+        if len(prompts) < 2 or params is None or params.greedy:
+            return generate(self, prompts, params, seed, progress, row_seeds)
+        row_seeds = row_seeds or [row_seed(seed, i) for i in range(len(prompts))]
+        return (generate(self, prompts[:h], params, seed, progress, row_seeds[:h])
+                + generate(self, prompts[h:], params, seed, progress, row_seeds[h:]))
+    Sampler.generate = by_shard
+"""
+
 _PREFERENCE_GRADIENTS = """
 import os, sys, torch
 torch.set_num_threads(1)
@@ -267,17 +283,7 @@ def recording_init(self, *a, **kw):  # after the run loop's averaging hook: the 
     self.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(
         torch.cat([p.grad.flatten() for p in self.model.parameters()]).clone()))
 PG.LMPreferenceRun.__init__ = recording_init
-if "RANK" not in os.environ:  # one process samples the rows in the two ranks' contiguous shards: a row's
-    from spkit.generation import Sampler  # logits move in the last bits with its batch, which can flip a near-tie
-    generate = Sampler.generate
-    def by_shard(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
-        h = (len(prompts) + 1) // 2
-        if row_seeds is None or len(prompts) < 2:
-            return generate(self, prompts, params, seed, progress, row_seeds)
-        return (generate(self, prompts[:h], params, seed, progress, row_seeds[:h])
-                + generate(self, prompts[h:], params, seed, progress, row_seeds[h:]))
-    Sampler.generate = by_shard
-cfg = sppo.Config(mode="lm", steps=1, topics=topics, K=4, inner_steps=2, eval_samples=4, eval_every=0,
+{by_shard}cfg = sppo.Config(mode="lm", steps=1, topics=topics, K=4, inner_steps=2, eval_samples=4, eval_every=0,
                   tensorboard=False, plot=False, threads=1, seed=4, overwrite=True, out=out + "/run")
 sppo.train(cfg)
 torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
@@ -291,7 +297,7 @@ def test_lm_preference_learner_on_two_ranks_equals_one_process_on_the_whole_batc
     seeds), all gather the batch, the oracle draws once over it, and each rank differentiates its
     own rows: both inner steps' averaged gradients equal one process's; a smaller batch differs."""
     script = tmp_path / "run.py"
-    script.write_text(_PREFERENCE_GRADIENTS)
+    script.write_text(_PREFERENCE_GRADIENTS.format(by_shard=_SAMPLE_BY_SHARD))
     g = _gradients(script, tmp_path, ["4"], {"whole": ["4"], "half": ["2"]})
     whole = g["_whole"]
     assert torch.equal(g["0"], g["1"])
@@ -301,6 +307,76 @@ def test_lm_preference_learner_on_two_ranks_equals_one_process_on_the_whole_batc
     # √v, so coordinates with ~1e-7 gradients move by up to lr whatever their rounding
     assert _rel(g["0"][1], whole[1]) < 1e-3, _rel(g["0"][1], whole[1])
     assert _rel(g["_half"][0], whole[0]) > 1e-2
+
+
+_SPLIT_ROLLOUTS = """
+import os, sys, json, torch
+torch.set_num_threads(1)
+from spkit.algos import b_star as A
+from spkit.generation import Sampler
+from spkit.rl import verifiable as C
+from spkit import parallel
+seen, rows, out = [], [], sys.argv[1]
+sample = Sampler.generate
+def counting(self, prompts, params=None, seed=None, progress=False, row_seeds=None):
+    if not parallel.rollouts_split() and params is not None and not params.greedy:
+        rows.append(len(prompts))  # the rows this process samples itself
+    return sample(self, prompts, params, seed, progress, row_seeds)
+Sampler.generate = counting
+{by_shard}{record}cfg = A.Config(steps=1, problems=3, k=4, max_new_tokens=24, dev_per_level=1, dev_k=2, temperatures=(0.7,),
+               thetas=(0.5,), m=1, batch_size=6, lr=1e-3, eval_every=0, eval_limit=1, tensorboard=False,
+               plot=False, threads=1, seed=4)
+A.train(cfg)
+torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
+open(out + "/rows" + os.environ.get("RANK", "solo") + ".json", "w").write(json.dumps(rows))
+"""
+
+
+@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
+@needs_torchrun
+def test_a_trainer_whose_ranks_hold_one_batch_splits_its_rollouts_and_makes_the_same_update(tmp_path):
+    """B-STaR draws its data from seeds, so its ranks hold the same batch: inside the run loop's
+    `split_rollouts` scope each rank samples about half of every batch's rows and all gather the
+    batch, and the SFT step differentiates each rank's shard of the rows (normalised by the whole
+    batch). Every optimizer step's averaged gradient equals one process's (which samples in the
+    same two shards, see _SAMPLE_BY_SHARD), and the two ranks together sample its rows."""
+    script = tmp_path / "run.py"
+    script.write_text(_SPLIT_ROLLOUTS.format(by_shard=_SAMPLE_BY_SHARD, record=_RECORD_AT_CLIP))
+    g = _gradients(script, tmp_path, [], {"whole": []})
+    whole = g["_whole"]
+    assert torch.equal(g["0"], g["1"])
+    assert whole.abs().max() > 0  # the step kept samples and fine-tuned on them
+    for t in range(whole.shape[0]):
+        assert _rel(g["0"][t], whole[t]) < 1e-5, (t, _rel(g["0"][t], whole[t]))
+    r0, r1 = (json.loads((tmp_path / f"rows{r}.json").read_text()) for r in (0, 1))
+    solo = json.loads((tmp_path / "rowssolo.json").read_text())
+    assert sum(r0) + sum(r1) == sum(solo)  # the ranks sampled the batch between them, each half of it
+    assert 0.4 < sum(r0) / sum(solo) < 0.6, (r0, r1)
+
+
+def test_ranks_asking_for_different_rollouts_stop_with_one_line(monkeypatch):
+    """A trainer whose ranks drew different prompts inside a split step (data from the rank-seeded
+    global RNG) would gather a batch no process asked for: `agree` names the mismatch instead."""
+    from spkit import parallel
+    from spkit.errors import SpkitError
+
+    monkeypatch.setattr(parallel, "gather_objects", lambda obj: [obj, ("0123456789abcdef", 7)])
+    key = parallel.fingerprint(["Q: 1 + 1"], 3)
+    with pytest.raises(SpkitError, match="ranks asked for different rollouts") as e:
+        parallel.agree(key, 5)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(parallel, "gather_objects", lambda obj: [obj, (key, 7)])
+    assert parallel.agree(key, 5) == 5  # rank 0's value (its seed) on every rank
+
+
+def test_split_rows_does_this_ranks_share_and_gathers_every_row_in_order(monkeypatch):
+    from spkit import parallel
+
+    done = []
+    monkeypatch.setattr(parallel, "world", lambda: (1, 3))  # rank 1 of 3: rows 4..6 of 10
+    monkeypatch.setattr(parallel, "gather_objects", lambda mine: [list(range(4)), mine, list(range(7, 10))])
+    out = parallel.split_rows(10, lambda rows: done.append(rows) or list(range(rows.start, rows.stop)))
+    assert done == [slice(4, 7)] and out == list(range(10))
 
 
 _SHARDED_RUN = """

@@ -282,7 +282,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 5
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg), split_rollouts=False)  # 5
 
 
 def summary(history: History) -> str:

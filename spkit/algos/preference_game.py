@@ -398,5 +398,5 @@ class LMPreferenceRun:
                 m |= {AVG: e, AVG + "_lo": lo, AVG + "_hi": hi}
             return m
 
-        h = self.run_.loop(train_step, evaluate)
+        h = self.run_.loop(train_step, evaluate, split_rollouts=False)  # `sample` splits the rows itself
         return PreferenceHistory(h.rows, h.out_dir, h.final_dir, None, None, self.state.calls)

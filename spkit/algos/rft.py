@@ -129,7 +129,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 "train/rollout_seconds": t_roll, "train/seconds_per_step": time.perf_counter() - t0,
                 **{f"losses/{k}": v for k, v in losses.items()}}
 
-    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg))  # 4: the held-out evaluation
+    return ctx.run.loop(step, ctx.evaluator(cfg), V.sample_budget(cfg), split_rollouts=False)  # 4: the held-out evaluation
 
 
 def summary(history: History) -> str:

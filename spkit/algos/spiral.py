@@ -684,7 +684,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     def out_of_cpu(metrics: dict[str, float]) -> bool:
         return cfg.max_cpu_minutes > 0 and metrics["train/cpu_seconds"] > 60 * cfg.max_cpu_minutes
 
-    return run.loop(step, evaluate_at, out_of_cpu)
+    return run.loop(step, evaluate_at, out_of_cpu, split_rollouts=False)  # each rank plays its own games
 
 
 def past_selves(cfg: Config, sp: SamplingParams) -> tuple[PastSelves | None, LMAgent | None]:

@@ -45,10 +45,11 @@ from spkit.config import param
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, repeated_prompt_logprobs
+from spkit.parallel import global_sum, rollouts_split, shard, world
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import sft_loss
 from spkit.run import Run, RunConfig
-from spkit.run.distributed import clip_grad_norm, global_sum, world
+from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import Completion, SamplingParams, row_seed
 from spkit.tasks import arithmetic, datafiles
 
@@ -303,7 +304,12 @@ def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion
     The SFT step of every method that fine-tunes on its own filtered samples (RFT, STaR, B-STaR).
     Returns {"sft": mean loss over the epochs, "grad_norm": the last pre-clip norm}.
     Under torchrun the token mean is over every rank's completions (`global_batch`), so the
-    ranks' averaged gradient is one process's on all of them; a rank with none still steps."""
+    ranks' averaged gradient is one process's on all of them; a rank with none still steps.
+    Where the ranks hold the same rows (a step of a trainer whose rollouts the run loop splits,
+    `spkit.parallel.split_rollouts`), each rank differentiates its `shard` of them."""
+    if rollouts_split():
+        rows = shard(len(completion_ids))
+        prompt_ids, completion_ids = prompt_ids[rows], completion_ids[rows]
     n_tok = global_batch(len(completion_ids), float(sum(len(c) for c in completion_ids)))[1]
     stats = {"sft": 0.0, "grad_norm": 0.0}
     model.train()

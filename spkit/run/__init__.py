@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import torch
 
+from spkit import parallel
 from spkit.config import as_json, identity_diff, param, validate
 from spkit.errors import SpkitError
 from spkit.generation import set_default_backend
@@ -318,11 +319,16 @@ class Run:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None,
-             stop: Callable[[Metrics], bool] | None = None) -> History:
+             stop: Callable[[Metrics], bool] | None = None, split_rollouts: bool = True) -> History:
         """Run `step` from the start (or the resumed step) to `cfg.steps`, the time budget, or the
         first step whose metrics satisfy `stop` (an algorithm's own budget, e.g. samples drawn);
         the step that ends the run is evaluated and checkpointed like the last one. Ctrl-C ends
-        the run after the step under way, checkpointed, with one line naming the step."""
+        the run after the step under way, checkpointed, with one line naming the step.
+
+        Under torchrun each step runs inside `spkit.parallel.split_rollouts()`: the ranks hold the
+        same batch and every sampler splits its rows across them. A trainer that gives each rank
+        its own rows itself (GRPO, RFT, SPIRAL, the LM preference learners) passes
+        `split_rollouts=False`."""
         cfg = self.cfg
         ckpt = Checkpointer(self.out, cfg.keep_checkpoints) if self.out else None
         start, wall0 = self._restore(ckpt) if cfg.resume else (0, 0.0)
@@ -331,7 +337,8 @@ class Run:
         evaluate = evaluate or (lambda t: {})
         try:
             with self._stop_on_interrupt() as interrupted:
-                return self._steps(step, evaluate, stop, start, wall0, ckpt, logger, interrupted)
+                return self._steps(self._scoped(step, split_rollouts), evaluate, stop, start, wall0, ckpt,
+                                   logger, interrupted)
         finally:
             if logger is not None:
                 logger.close()
@@ -374,6 +381,14 @@ class Run:
                 break
         bar.close()
         return self._finish()
+
+    @staticmethod
+    def _scoped(step: Callable[[int], Metrics], split: bool) -> Callable[[int], Metrics]:
+        def scoped(t: int) -> Metrics:
+            with parallel.split_rollouts(split):
+                return step(t)
+
+        return scoped
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[threading.Event]:

@@ -4,74 +4,41 @@ Launch with `torchrun --nproc_per_node N -m spkit train ...`. Every rank holds t
 averages gradients before each optimizer step, so the replicas stay identical: `spkit.run.Run`
 does it for the optimizer a trainer gives `run.track` (a pre-step hook), and `clip_grad_norm`
 does it before clipping, so the norm clipped is the whole batch's. Rollouts are split across
-ranks: SPIRAL plays its games from rank-derived seeds and runs its RAE baselines and loss
-normaliser over the global batch (`gather_objects`, `global_sum`); the verifiable-reward trainers (GRPO and
-those built on its loop) draw one global batch of problems and sample their `shard` of it with
-the global batch's per-row randomness (`Sampler.generate(row_seeds=...)`), and normalise the loss
-by the global batch (`global_sum`), so 2 ranks × batch B make the update 1 rank × batch 2B
-makes (tested); the LM preference learners sample their shard, gather the batch and
-differentiate their own rows (`spkit.algos.preference_game.LMPreferenceRun`, tested). The other
-trainers still draw the same data on every rank. Rank 0 alone writes
-files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two CPU processes).
+ranks in one of two ways:
+
+* Each rank has its own rows. SPIRAL plays its games from rank-derived seeds and runs its RAE
+  baselines and loss normaliser over the global batch (`gather_objects`, `global_sum`); GRPO (and
+  the trainers on its loop) and RFT draw one global batch of problems and sample their `shard` of
+  it with the global batch's per-row randomness (`Sampler.generate(row_seeds=...)`), normalising
+  the loss by the global batch; the LM preference learners sample their shard, gather the batch
+  and differentiate their own rows (`spkit.algos.preference_game.LMPreferenceRun`). 2 ranks ×
+  batch B make the update 1 rank × batch 2B makes (tested for each).
+* The ranks hold one batch (every other trainer: its data comes from seeds). The run loop runs
+  its steps inside `spkit.parallel.split_rollouts`, where every `Sampler.generate` call samples
+  this rank's shard of the rows and gathers the batch, and the shared SFT step
+  (`spkit.rl.verifiable.sft_update`) differentiates this rank's shard of its rows; a trainer's own
+  loss runs on the whole batch on every rank (the same gradient on each, averaged). Tested
+  against one process on the same rows.
+
+Rank 0 alone writes files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two
+CPU processes). The rank bookkeeping itself (`world`, `shard`, `global_sum`, ...) is
+`spkit.parallel`, which the sampler uses too.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun set up; (rank, world size), (0, 1) without torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if "RANK" not in os.environ:
-        return 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) outside torchrun."""
-    return (dist.get_rank(), dist.get_world_size()) if _active() else (0, 1)
-
-
-def shard(n: int) -> slice:
-    """This rank's contiguous share of ``n`` items (the first ``n % world`` ranks get one more)."""
-    rank, size = world()
-    per, extra = divmod(n, size)
-    start = rank * per + min(rank, extra)
-    return slice(start, start + per + (rank < extra))
-
-
-def global_sum(x: float) -> float:
-    """The sum of ``x`` over ranks (``x`` itself outside torchrun): batch sizes and token counts
-    a loss is normalised by, and sample counts a budget is measured in."""
-    if not _active():
-        return float(x)
-    t = torch.tensor([float(x)], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return float(t.item())
-
-
-def gather_objects(obj) -> list:
-    """Every rank's ``obj`` (picklable, small: returns, class ids, counts), in rank order; ``[obj]``
-    outside torchrun. Used where a step needs the whole global batch's few numbers, e.g. a running
-    baseline that must see every rank's returns in one order."""
-    if not _active():
-        return [obj]
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+from spkit.parallel import (  # noqa: F401 - re-exported: the trainers import them from here
+    active,
+    gather_objects,
+    global_sum,
+    init_distributed,
+    rank0_decides,
+    shard,
+    world,
+)
 
 
 def all_reduce_grads(model: torch.nn.Module) -> None:
@@ -80,7 +47,7 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
     A parameter without a gradient on this rank (a rank whose shard of the batch was empty, or a
     parameter its data did not reach) takes part with zeros, so every rank makes the same
     collective calls whatever its data."""
-    if not _active():
+    if not active():
         return
     world = dist.get_world_size()
     for p in model.parameters():
@@ -157,12 +124,3 @@ class ShardedOptimizerState:
         for p, r in zip(self.params, self.owner, strict=True):
             if r != self.rank:
                 self.optimizer.state.pop(p, None)
-
-
-def rank0_decides(flag: bool) -> bool:
-    """Rank 0's value of `flag` on every rank (a time budget must stop all ranks at one step)."""
-    if not _active():
-        return flag
-    t = torch.tensor([float(flag)])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
