@@ -74,6 +74,10 @@ def _run_trainer(module: str, name: str, args: argparse.Namespace) -> int:
     mod = importlib.import_module(module)
     cfg = config_from_args(mod.Config, args, defaults={"out": f"runs/{name}"})
     hist = mod.train(cfg)
+    from spkit.parallel import world
+
+    if world()[0] != 0:  # torchrun: rank 0 reports (the others log nothing)
+        return 0
     if hasattr(mod, "summary"):
         print(mod.summary(hist))
     if hist.out_dir is not None:

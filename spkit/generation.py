@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from spkit import parallel
 from spkit.engines.fused_llama import FusedLlamaEngine
 from spkit.errors import SpkitError
+from spkit.models import inference_model
 from spkit.sampling import (
     Completion,
     Layout,
@@ -277,17 +278,19 @@ class Sampler:
         return self._cand_cache[key].to(device)
 
     def _engine(self) -> Engine:
-        """The fused engine when the model allows (and `fast` is not False), else HFEngine."""
+        """The fused engine when the model allows (and `fast` is not False), else HFEngine; on
+        the model's inference copy when it is sharded (`spkit.models.inference_model`)."""
+        model = inference_model(self.model)
         if self.fast is not False:
-            eng = FusedLlamaEngine.maybe(self.model)
+            eng = FusedLlamaEngine.maybe(model)
             if eng is not None:
                 return eng
             if self.fast:
                 raise SpkitError(
-                    f"fast=True but {type(self.model).__name__} is not a plain Llama/Qwen/"
+                    f"fast=True but {type(model).__name__} is not a plain Llama/Qwen/"
                     "Mistral-style model; use fast=None (auto) or fast=False"
                 )
-        return HFEngine(self.model)
+        return HFEngine(model)
 
     # -- main entry --
     def generate(

@@ -42,6 +42,7 @@ from spkit.errors import SpkitError
 from spkit.games.base import InvalidMove, State
 from spkit.games.policies import Policy, wilson_interval
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, is_free_text, parse_action
+from spkit.models import inference_model
 
 
 @dataclass
@@ -237,7 +238,7 @@ class LLMPolicy(Policy):
             C += answers
             owner += [j] * len(answers)
         with torch.no_grad():
-            lps = torch.tensor([float(x.sum()) for x in shared_prefix_logprobs(self.model, P, C)], dtype=torch.float64)
+            lps = torch.tensor([float(x.sum()) for x in shared_prefix_logprobs(inference_model(self.model), P, C)], dtype=torch.float64)
         probs, mass = [], []
         for j, s in enumerate(states):
             lp = lps[[i for i, o in enumerate(owner) if o == j]]  # softmax over legal answers, stable

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from spkit.errors import SpkitError
+from spkit.models import is_sharded
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,13 +116,15 @@ def shared_prefix_logprobs(
     Kuhn Poker prompt) is run once, with gradient, and its keys/values are broadcast to every
     row. Same numbers and gradients as the plain forward (tested), ~3x less compute on turns.
 
-    Falls back to `token_logprobs` for models without a `DynamicCache` forward or short prefixes.
-    `temperature` as in `token_logprobs`.
+    Falls back to `token_logprobs` for models without a `DynamicCache` forward, short prefixes
+    and FSDP2-sharded models (`--fsdp`: FSDP frees a block's gathered weights after each forward,
+    and the gradient flowing back through the cached keys/values would reach a forward whose
+    weights it no longer holds). `temperature` as in `token_logprobs`.
     """
     from spkit.sampling import plan_layout
 
     P = len(plan_layout(prompt_ids).prefix)
-    if len(prompt_ids) < 2 or P < min_prefix:  # noqa: SIM300 (reads as "prefix too short")
+    if len(prompt_ids) < 2 or P < min_prefix or is_sharded(model):  # noqa: SIM300 (reads as "prefix too short")
         return token_logprobs(model, prompt_ids, completion_ids, temperature=temperature)
     dev = next(model.parameters()).device
     cache, kw = _new_cache(model)
@@ -171,12 +174,13 @@ def repeated_prompt_logprobs(
     Each distinct prompt but its last token is one right-padded row of the first pass; the
     second pass runs [last prompt token][completion][pad] for every row, attending to its own
     prompt's keys (the padding of the first pass is masked), positions continuing its prompt.
-    Falls back to `token_logprobs` where no prompt repeats or a prompt has a single token.
-    `temperature` as in `token_logprobs`.
+    Falls back to `token_logprobs` where no prompt repeats, a prompt has a single token, or the
+    model is FSDP2-sharded (see `shared_prefix_logprobs`). `temperature` as in `token_logprobs`.
     """
     uniq: dict[tuple[int, ...], int] = {}
     which = [uniq.setdefault(tuple(p), len(uniq)) for p in prompt_ids]
-    if len(uniq) == len(prompt_ids) or min(len(p) for p in prompt_ids) < 2 or not any(completion_ids):
+    if (len(uniq) == len(prompt_ids) or min(len(p) for p in prompt_ids) < 2 or not any(completion_ids)
+            or is_sharded(model)):
         return token_logprobs(model, prompt_ids, completion_ids, temperature=temperature)
     dev = next(model.parameters()).device
     heads = [list(p[:-1]) for p in uniq]

@@ -210,6 +210,22 @@ def add_lora(model: PreTrainedModel, r: int, alpha: float | None = None) -> list
     return trainable
 
 
+INFERENCE_ATTR = "_spkit_inference"  # where a model sharded by spkit.run.fsdp keeps its full copy
+
+
+def inference_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module sampling and policy tables run on: `model` itself, or, for a model sharded with
+    FSDP2 (`--fsdp`, `spkit.run.fsdp`), its full copy, which follows every optimizer step. Every
+    FSDP forward is a collective; sampling, whose forwards differ in number across ranks, must
+    not run on the sharded model."""
+    return getattr(model, INFERENCE_ATTR, None) or model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True for a model sharded with FSDP2 by `spkit.run.fsdp.shard`."""
+    return getattr(model, INFERENCE_ATTR, None) is not None
+
+
 def has_lora(model: torch.nn.Module) -> bool:
     return any("lora_" in n for n, _ in model.named_parameters())
 

@@ -435,6 +435,82 @@ def test_sharded_optimizer_state_makes_the_unsharded_weights_and_resumes_exactly
     assert held[0][-1] + held[1][-1] == full[-1] <= len(plain) and min(held[0][-1], held[1][-1]) > 0
 
 
+_FSDP_RUN = """
+import os, sys, json, torch
+torch.set_num_threads(1)
+from spkit.algos import grpo
+from spkit.run import fsdp
+mode, steps, resume, out = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+shard = fsdp.shard
+def recording_shard(model, optimizer):  # how much of the model this rank holds once sharded
+    state = shard(model, optimizer)
+    mine = sum(p.to_local().numel() for p in model.parameters())
+    open(out + "/held" + os.environ["RANK"] + ".json", "w").write(json.dumps(
+        [mine, sum(p.numel() for p in model.parameters())]))
+    return state
+fsdp.shard = recording_shard
+cfg = grpo.Config(steps=steps, problems=2, k=4, max_new_tokens=24, eval_every=1, eval_limit=1, lr=1e-3,
+                  checkpoint_every=1, tensorboard=False, plot=False, threads=1, seed=4, dynamic_sampling=False,
+                  fsdp=mode == "fsdp", resume=resume, overwrite=not resume, out=out)
+grpo.train(cfg)
+"""
+
+
+@pytest.mark.slow  # four two-rank runs of spkit-tiny: ~60 s CPU
+@needs_torchrun
+def test_fsdp_shards_the_model_makes_the_ddp_update_and_resumes_exactly(tmp_path):
+    """`--fsdp` (FSDP2): each rank holds half of the weights (and so of their gradients and Adam
+    state), rollouts and rank 0's evaluations run on the full inference copy, and two GRPO steps
+    end at the weights DDP reaches (float rounding: FSDP's reduce-scatter and its plain forward
+    sum in another order than DDP's all-reduce and the shared-prompt forward). A run checkpointed
+    after step 1 and resumed ends exactly where a straight run does."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "run.py"
+    script.write_text(_FSDP_RUN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+
+    def two_ranks(out: str, mode: str, steps: int, resume: bool = False) -> None:
+        (tmp_path / out).mkdir(exist_ok=True)
+        r = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script), mode, str(steps),
+                            str(int(resume)), str(tmp_path / out)], capture_output=True, text=True, timeout=300,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def weights(out: str) -> dict[str, torch.Tensor]:
+        return load_file(next((tmp_path / out / "final").glob("*.safetensors")))
+
+    two_ranks("ddp", "ddp", 2)
+    two_ranks("straight", "fsdp", 2)
+    two_ranks("resumed", "fsdp", 1)  # checkpointed after step 1: the inference copy + gathered Adam state
+    two_ranks("resumed", "fsdp", 2, resume=True)
+    ddp, straight, resumed = weights("ddp"), weights("straight"), weights("resumed")
+    start = load_file(next(Path(grpo_start()).glob("*.safetensors")))
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k
+    moved = sum(float((ddp[k] - start[k]).norm() ** 2) for k in ddp) ** 0.5
+    apart = sum(float((straight[k] - ddp[k]).norm() ** 2) for k in ddp) ** 0.5
+    assert moved > 0.1 and apart / moved < 1e-3, (apart, moved)
+    held = [json.loads((tmp_path / "straight" / f"held{r}.json").read_text()) for r in (0, 1)]
+    assert held[0][1] == held[1][1] and held[0][0] + held[1][0] == held[0][1]  # each rank: its own half
+    assert 0.4 < held[0][0] / held[0][1] < 0.6
+    rows = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4 and "eval/strict" in rows[0]  # rank 0 evaluated at steps 0, 1, 2 (on the copy)
+
+
+def test_fsdp_refuses_what_it_cannot_run_with_one_line(tiny_dir, tmp_path, monkeypatch):
+    from spkit.algos import grpo, star
+    from spkit.errors import SpkitError
+    from spkit.run import fsdp
+
+    with pytest.raises(SpkitError, match="star does not support it yet"):
+        star.train(star.Config(model=str(tiny_dir), fsdp=True, steps=1))
+    with pytest.raises(SpkitError, match="cannot be combined with --lora"):
+        grpo.train(grpo.Config(model=str(tiny_dir), fsdp=True, lora=4, steps=1))
+    with pytest.raises(SpkitError, match="launch with torchrun"):
+        fsdp.shard(torch.nn.Linear(2, 2), None)
+
+
 def grpo_start() -> Path:
     from spkit.models import resolve_model_path
 

@@ -148,7 +148,7 @@ from spkit.rl.selfplay import (
     play_episodes,
 )
 from spkit.rl.tabular_pg import average_policy
-from spkit.run import History, Run, RunConfig
+from spkit.run import History, Run, RunConfig, fsdp
 from spkit.run.distributed import clip_grad_norm, gather_objects, global_sum, world
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
@@ -438,9 +438,13 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
     rows = merge_turns(batch)
     stats["rows"] = float(len(rows))
     model.train()
+    starts = range(0, len(rows), cfg.micro_batch)
+    lockstep = fsdp.passes(model, len(starts))  # FSDP2: as many passes as the busiest rank
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for i in range(0, len(rows), cfg.micro_batch):
+        for _ in range(lockstep - len(starts)):
+            fsdp.dummy_pass(model)
+        for i in starts:
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
@@ -611,7 +615,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     from spkit.run import model_for
 
     clock = [time.process_time()]  # loading counts towards the CPU budget
-    run = Run(cfg, "spiral", callback, PLOT_KEYS)
+    run = Run(cfg, "spiral", callback, PLOT_KEYS, fsdp_ready=True)
     model, tok = model_for(cfg)
     ref_model = None
     if cfg.opponent == "fixed" or cfg.kl_coef > 0:

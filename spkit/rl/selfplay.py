@@ -48,6 +48,8 @@ from spkit.games.policies import INVALID_BONUS, INVALID_PENALTY
 from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, shared_prefix_logprobs
+from spkit.models import inference_model
+from spkit.run import fsdp
 from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
@@ -288,6 +290,7 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
         opt.step()
         losses.append(loss.item())
     model.eval()
+    fsdp.refresh(model)  # --fsdp: this optimizer is not the run's; the sampler's copy follows it here
     return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
 
 
@@ -317,7 +320,8 @@ class PastSelves:
         """After update `step` (counted from 1): snapshot `model` every `every` steps."""
         if step % self.every == 0:
             self.steps.append(step)
-            self.weights.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            self.weights.append({k: v.detach().to("cpu", copy=True)  # FSDP: the full copy
+                                 for k, v in inference_model(model).state_dict().items()})
             del self.steps[:-self.size], self.weights[:-self.size]
 
     def opponent(self, seed: int) -> int | None:

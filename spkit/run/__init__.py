@@ -51,8 +51,9 @@ from spkit import parallel
 from spkit.config import as_json, identity_diff, param, validate
 from spkit.errors import SpkitError
 from spkit.generation import set_default_backend
-from spkit.models import add_lora, has_lora, load_model, save_adapter, save_merged
-from spkit.run.checkpoint import Checkpointer, finite_weights
+from spkit.models import add_lora, has_lora, inference_model, load_model, save_adapter, save_merged
+from spkit.run import fsdp
+from spkit.run.checkpoint import Checkpointer, finite_weights, load_optimizer_state
 from spkit.run.distributed import (
     ShardedOptimizerState,
     average_before_step,
@@ -100,6 +101,8 @@ class RunConfig:
                                      "~30% more compute)", identity=False)
     shard_optimizer: bool = param(False, "torchrun: keep each parameter's optimizer state on one rank only "
                                   "(ZeRO stage 1: Adam's state takes 1/N of the memory per GPU)", identity=False)
+    fsdp: bool = param(False, "torchrun: shard weights, gradients and optimizer state across the ranks with "
+                       "FSDP2, for models too large for one GPU (grpo, sec, rlsp, rft, spiral)", identity=False)
     device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
     dtype: str | None = param(None, "model dtype: float32 | bfloat16 | float16 (default: float32 on CPU, "
                               "bfloat16 where supported)")
@@ -191,6 +194,17 @@ def trained_models(root: str | os.PathLike | None = None) -> list[Path]:
     return sorted(found, key=lambda p: (updates(p), p.stat().st_mtime))
 
 
+def check_fsdp(cfg: RunConfig, name: str, ready: bool) -> None:
+    """One line, before any model loads, for an --fsdp run that cannot work."""
+    if not ready:
+        raise SpkitError(f"--fsdp: {name} does not support it yet (grpo, sec, rlsp, rft and spiral do: their "
+                         "updates run the same number of passes on every rank); use --shard-optimizer")
+    for flag, on in (("--lora", cfg.lora), ("--shard-optimizer", cfg.shard_optimizer),
+                     ("--backend vllm", cfg.backend == "vllm")):
+        if on:
+            raise SpkitError(f"--fsdp cannot be combined with {flag}")
+
+
 class Run:
     """One training run: set up by the constructor, driven by `loop` (see the module docstring)."""
 
@@ -201,8 +215,11 @@ class Run:
         callback: Callable[[int, Metrics], None] | None = None,
         plot_keys: tuple[str, ...] | list[str] = (),
         eval_at: Callable[[int], bool] | None = None,
+        fsdp_ready: bool = False,
     ) -> None:
         validate(cfg)
+        if cfg.fsdp:
+            check_fsdp(cfg, name, fsdp_ready)
         if cfg.resume and cfg.overwrite:
             raise SpkitError("--resume and --overwrite contradict each other; pass one")
         if cfg.resume and not cfg.out:
@@ -224,6 +241,7 @@ class Run:
         self.tokenizer: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.sharding: ShardedOptimizerState | None = None
+        self.fsdp: fsdp.Sharded | None = None
         self.state: dict[str, Stateful] = {}
         self.rows: list[Metrics] = []
 
@@ -272,8 +290,10 @@ class Run:
         in place (the trainer's samplers and closures see them), freezes its base weights and
         adds the adapters to `optimizer` as a new parameter group (the trainer's settings);
         `--grad-checkpointing` turns on the model's activation checkpointing; under torchrun the
-        ranks' gradients are averaged before each step, and `--shard-optimizer` spreads the
-        optimizer's state over the ranks (`distributed.ShardedOptimizerState`)."""
+        ranks' gradients are averaged before each step, `--shard-optimizer` spreads the
+        optimizer's state over the ranks (`distributed.ShardedOptimizerState`), and `--fsdp`
+        shards the model itself with FSDP2 (`spkit.run.fsdp`; trainers that declare
+        `fsdp_ready`)."""
         if model is not None and self.cfg.lora and not has_lora(model):
             adapters = add_lora(model, self.cfg.lora)
             if optimizer is not None:
@@ -282,7 +302,9 @@ class Run:
             if not getattr(model, "supports_gradient_checkpointing", False):
                 raise SpkitError(f"--grad-checkpointing: {type(model).__name__} does not support it")
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if model is not None and optimizer is not None and self.world > 1:
+        if model is not None and self.cfg.fsdp:  # FSDP2 reduces the gradients itself
+            self.fsdp = fsdp.shard(model, optimizer)
+        elif model is not None and optimizer is not None and self.world > 1:
             # torchrun: average the ranks' gradients before every step of the tracked optimizer,
             # so the replicas stay identical in every trainer without a line of its own
             optimizer.register_step_pre_hook(average_before_step(model))
@@ -293,7 +315,12 @@ class Run:
 
     def _restore(self, ckpt: Checkpointer) -> tuple[int, float]:
         """Load the newest good checkpoint into the tracked objects; (step, wall seconds so far)."""
-        saved = ckpt.load_latest(self.model, self.optimizer)
+        if self.fsdp is not None:  # weights into the full copy, then sharded from it
+            saved = ckpt.load_latest(self.fsdp.inference, None)
+            if saved is not None:
+                self.fsdp.load(load_optimizer_state(saved["path"]) if self.optimizer is not None else None)
+        else:
+            saved = ckpt.load_latest(self.model, self.optimizer)
         if saved is None:
             raise SpkitError(f"--resume: no complete checkpoint under {ckpt.root}")
         diffs = identity_diff(self.cfg, saved.get("config", {}))
@@ -309,13 +336,14 @@ class Run:
         return int(saved["step"]), float(saved["extra"].get("_wall", 0.0))
 
     def _save(self, ckpt: Checkpointer, step: int, wall: float, optimizer_state: dict | None = None) -> None:
-        if self.model is not None and not finite_weights(self.model):
+        model = inference_model(self.model) if self.model is not None else None
+        if model is not None and not finite_weights(model):
             raise SpkitError(f"step {step}: the weights hold NaN or inf (training diverged: is the "
                              "learning rate too high?); nothing was saved, the last good checkpoint is "
                              f"{ckpt.latest()} (--resume continues from it)")
         extra = {k: v.state_dict() for k, v in self.state.items()} | {"_wall": wall}
         files = {k: v for k, v in self.state.items() if hasattr(v, "save_files")}
-        ckpt.save(step, self.model, self.tokenizer, self.optimizer, extra, as_json(self.cfg), files, optimizer_state)
+        ckpt.save(step, model, self.tokenizer, self.optimizer, extra, as_json(self.cfg), files, optimizer_state)
 
     # ---- the loop ---------------------------------------------------------------------------------
     def loop(self, step: Callable[[int], Metrics], evaluate: Callable[[int], Metrics] | None = None,
@@ -369,7 +397,8 @@ class Run:
             if metrics:
                 self._log(logger, done, {**metrics, "train/wall_seconds": wall})
             if ckpt is not None and (done % cfg.checkpoint_every == 0 or last):
-                gathered = self.sharding.full_state_dict() if self.sharding is not None else None  # every rank
+                gathered = (self.sharding.full_state_dict() if self.sharding is not None  # every rank
+                            else self.fsdp.optimizer_state() if self.fsdp is not None and self.optimizer else None)
                 if self.rank == 0:
                     self._save(ckpt, done, wall0 + time.perf_counter() - self.t_begin, gathered)
             self._advance(bar, done, wall)
@@ -454,7 +483,7 @@ class Run:
             if self.model is not None:  # written aside, then renamed: never a half-written final/
                 final, tmp = self.out / "final", self.out / ".tmp_final"
                 shutil.rmtree(tmp, ignore_errors=True)
-                save_merged(self.model, self.tokenizer, tmp)  # LoRA: merged, loads in plain transformers
+                save_merged(inference_model(self.model), self.tokenizer, tmp)  # LoRA: merged; FSDP: the full copy
                 if has_lora(self.model):
                     save_adapter(self.model, tmp / "adapter")  # and the adapters alone, for peft
                 shutil.rmtree(final, ignore_errors=True)

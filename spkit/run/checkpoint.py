@@ -136,6 +136,15 @@ def load_checkpoint(
     return state
 
 
+def load_optimizer_state(path: str | os.PathLike) -> dict:
+    """The optimizer state a checkpoint holds (tensors only: `weights_only`); one line if bad."""
+    try:
+        return torch.load(Path(path) / "optimizer.pt", weights_only=True)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
+
+
 def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
     """Write a directory with `write(tmp)` beside `target`, then swap it in: a crash leaves the
     old directory or none, never a half-written one (a second model saved beside `final/`)."""

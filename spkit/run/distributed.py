@@ -39,6 +39,7 @@ from spkit.parallel import (  # noqa: F401 - re-exported: the trainers import th
     shard,
     world,
 )
+from spkit.run import fsdp
 
 
 def all_reduce_grads(model: torch.nn.Module) -> None:
@@ -47,7 +48,7 @@ def all_reduce_grads(model: torch.nn.Module) -> None:
     A parameter without a gradient on this rank (a rank whose shard of the batch was empty, or a
     parameter its data did not reach) takes part with zeros, so every rank makes the same
     collective calls whatever its data."""
-    if not active():
+    if not active() or fsdp.is_sharded(model):  # FSDP2 reduce-scatters in each backward
         return
     world = dist.get_world_size()
     for p in model.parameters():

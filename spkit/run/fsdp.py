@@ -1,0 +1,146 @@
+"""FSDP2 (`--fsdp`): parameters, gradients and optimizer state sharded across torchrun ranks.
+
+DDP keeps the whole model, its gradients and Adam's two moments on every GPU; FSDP2
+(`torch.distributed.fsdp.fully_shard`) keeps 1/N of each per rank and gathers one decoder
+block's weights at a time for its forward and backward. spkit shards each decoder block (the
+classes a transformers model lists in `_no_split_modules`) and then the whole model, as the
+PyTorch FSDP2 tutorial does.
+
+Two things make RL training under FSDP different from pre-training, and this module settles
+both:
+
+* Rollouts. Sampling runs many small forwards whose number differs across ranks (games end at
+  different turns, stop strings end completions early), and every FSDP forward is a collective
+  all ranks must join. So sampling never touches the sharded model: the rank keeps a full copy
+  of the weights for inference (`Sharded.inference`, no gradients; what vLLM holds in the
+  papers' setups), refreshed after each optimizer step, and `spkit.models.inference_model` hands
+  it to the `Sampler` and to policy tables. Checkpoints, the final model and rank 0's
+  evaluations read the copy too (it is the current weights, in plain transformers form).
+* The update. Each forward and backward of the sharded model is a collective, so every rank must
+  run the same number of them per step. The trainers that allow `--fsdp` do: their micro-batch
+  loops ask `passes` for the busiest rank's count and run `dummy_pass` (a zero loss through the
+  whole model) for the micro-batches they lack.
+
+Memory per GPU, by arithmetic: the inference copy (2 bytes per parameter in bf16) plus 1/N of
+the weights, gradients and Adam moments (8 bytes per parameter in bf16 with bf16 moments), plus
+one block's gathered weights and the activations. Equivalence with DDP is tested on two gloo
+processes (`tests/test_scale.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from spkit.errors import SpkitError
+from spkit.models import INFERENCE_ATTR, is_sharded
+from spkit.parallel import active
+
+__all__ = ["Sharded", "shard", "is_sharded", "passes", "dummy_pass"]
+
+
+@dataclass
+class Sharded:
+    """The sharded model's bookkeeping: its full copy for inference and the optimizer it steps."""
+
+    model: torch.nn.Module
+    inference: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+
+    def refresh(self, *_args) -> None:
+        """After every step of the tracked optimizer (a post-step hook) and a resume."""
+        refresh(self.model)
+
+    def optimizer_state(self) -> dict | None:
+        """The optimizer's whole state, keyed by parameter name, on rank 0 (None on the others;
+        a collective)."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        sd = get_optimizer_state_dict(self.model, self.optimizer,
+                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return sd if dist.get_rank() == 0 else None
+
+    def load(self, optimizer_state: dict | None) -> None:
+        """After the inference copy was loaded from a checkpoint: shard its weights (and the
+        optimizer's saved state) into the training model."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        full = {k: v for k, v in self.inference.state_dict().items()}
+        set_model_state_dict(self.model, full, options=StateDictOptions(full_state_dict=True))
+        if optimizer_state is not None and self.optimizer is not None:
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state,
+                                     options=StateDictOptions(full_state_dict=True))
+        self.refresh()
+
+
+def shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Sharded:
+    """Shard `model` in place with FSDP2 (each decoder block, then the root) and point
+    `optimizer`'s parameter groups at the sharded parameters (the trainer built it before, on
+    the full ones; it must not have stepped yet). Keeps a full copy for inference."""
+    if not active():
+        raise SpkitError("--fsdp shards the model across torchrun ranks; launch with "
+                         "torchrun --nproc_per_node N (N >= 2)")
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not layers:
+        raise SpkitError(f"--fsdp: {type(model).__name__} names no decoder block class (_no_split_modules)")
+    if optimizer is not None and optimizer.state:
+        raise SpkitError("--fsdp: the optimizer has already stepped; shard before the first step")
+    inference = copy.deepcopy(model).requires_grad_(False).eval()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    sharded = dict(model.named_parameters())
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            group["params"] = [sharded[names[id(p)]] for p in group["params"]]
+    state = Sharded(model, inference, optimizer)
+    object.__setattr__(model, INFERENCE_ATTR, inference)  # not a submodule: outside its parameters and state
+    if optimizer is not None:
+        optimizer.register_step_post_hook(state.refresh)
+    return state
+
+
+def refresh(model: torch.nn.Module) -> None:
+    """Copy a sharded model's current weights into its inference copy (a collective: each
+    sharded tensor is gathered); a no-op for other models. The run loop does it after each step
+    of the tracked optimizer; a trainer that steps another optimizer on the model calls it."""
+    if not is_sharded(model):
+        return
+    with torch.no_grad():
+        full = getattr(model, INFERENCE_ATTR).state_dict()
+        for name, value in model.state_dict().items():
+            tensor = value.full_tensor() if hasattr(value, "full_tensor") else value
+            if name in full:
+                full[name].copy_(tensor)
+
+
+def passes(model: torch.nn.Module, n: int) -> int:
+    """How many forward+backward passes this rank must run when it has `n` micro-batches: the
+    busiest rank's count under FSDP (a collective), `n` itself otherwise."""
+    if not is_sharded(model):
+        return n
+    t = torch.tensor([n], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def dummy_pass(model: torch.nn.Module) -> None:
+    """A forward and backward of zero loss through the whole model: the collectives of one
+    micro-batch, and no change to any gradient."""
+    dev = next(iter(getattr(model, INFERENCE_ATTR).parameters())).device
+    logits = model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=dev)).logits
+    (logits.float().sum() * 0.0).backward()
