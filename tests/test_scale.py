@@ -460,10 +460,10 @@ grpo.train(cfg)
 @needs_torchrun
 def test_fsdp_shards_the_model_makes_the_ddp_update_and_resumes_exactly(tmp_path):
     """`--fsdp` (FSDP2): each rank holds half of the weights (and so of their gradients and Adam
-    state), rollouts and rank 0's evaluations run on the full inference copy, and two GRPO steps
-    end at the weights DDP reaches (float rounding: FSDP's reduce-scatter and its plain forward
+    state), rollouts and rank 0's evaluations run on the full inference copy, and a GRPO step ends
+    at the weights DDP reaches (up to float rounding: FSDP's reduce-scatter and its plain forward
     sum in another order than DDP's all-reduce and the shared-prompt forward). A run checkpointed
-    after step 1 and resumed ends exactly where a straight run does."""
+    after step 1 and resumed ends step 2 exactly where a straight run does."""
     from safetensors.torch import load_file
 
     script = tmp_path / "run.py"
@@ -477,20 +477,23 @@ def test_fsdp_shards_the_model_makes_the_ddp_update_and_resumes_exactly(tmp_path
                            env=env)
         assert r.returncode == 0, r.stderr[-2000:]
 
-    def weights(out: str) -> dict[str, torch.Tensor]:
-        return load_file(next((tmp_path / out / "final").glob("*.safetensors")))
+    def weights(out: str, where: str = "final") -> dict[str, torch.Tensor]:
+        return load_file(next((tmp_path / out / where).glob("*.safetensors")))
 
-    two_ranks("ddp", "ddp", 2)
+    two_ranks("ddp", "ddp", 1)
     two_ranks("straight", "fsdp", 2)
     two_ranks("resumed", "fsdp", 1)  # checkpointed after step 1: the inference copy + gathered Adam state
     two_ranks("resumed", "fsdp", 2, resume=True)
-    ddp, straight, resumed = weights("ddp"), weights("straight"), weights("resumed")
-    start = load_file(next(Path(grpo_start()).glob("*.safetensors")))
+    straight, resumed = weights("straight"), weights("resumed")
     for k in straight:
         assert torch.equal(resumed[k], straight[k]), k
+    # step 1 against DDP: after it the weights differ in the last bits, and step 2's sampling
+    # from them can flip a near-tied token, so only the first update is compared
+    ddp, fsdp1 = weights("ddp"), weights("straight", "checkpoints/step_0000001")
+    start = load_file(next(Path(grpo_start()).glob("*.safetensors")))
     moved = sum(float((ddp[k] - start[k]).norm() ** 2) for k in ddp) ** 0.5
-    apart = sum(float((straight[k] - ddp[k]).norm() ** 2) for k in ddp) ** 0.5
-    assert moved > 0.1 and apart / moved < 1e-3, (apart, moved)
+    apart = sum(float((fsdp1[k] - ddp[k]).norm() ** 2) for k in ddp) ** 0.5
+    assert moved > 0.1 and apart / moved < 1e-4, (apart, moved)
     held = [json.loads((tmp_path / "straight" / f"held{r}.json").read_text()) for r in (0, 1)]
     assert held[0][1] == held[1][1] and held[0][0] + held[1][0] == held[0][1]  # each rank: its own half
     assert 0.4 < held[0][0] / held[0][1] < 0.6

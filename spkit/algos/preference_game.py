@@ -31,9 +31,11 @@ import numpy as np
 import torch
 
 from spkit.config import param
+from spkit.errors import SpkitError
 from spkit.games.preference_matrices import FAMILIES, make_preference
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, token_logprobs
+from spkit.models import is_sharded
 from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
 from spkit.run import History, Run, RunConfig, model_for
@@ -256,7 +258,7 @@ class LMPreferenceRun:
 
     def __init__(self, cfg: ProblemConfig, name: str, callback: Callable | None = None) -> None:
         self.cfg = cfg
-        self.run_ = Run(cfg, name, callback, plot_keys=[LAST, AVG])
+        self.run_ = Run(cfg, name, callback, plot_keys=[LAST, AVG], fsdp_ready=True)
         self.model, self.tok = model_for(cfg)
         self.ref = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lm_lr)
@@ -342,6 +344,9 @@ class LMPreferenceRun:
         """(B, T) token log-probs of the completions and the mask; under torchrun only this rank's
         shard of rows is differentiable (the others are gathered values, see the class note)."""
         rows = shard(len(batch.token_ids))
+        if rows.stop == rows.start and is_sharded(self.model):  # every FSDP forward needs every rank
+            raise SpkitError(f"--fsdp: a batch of {len(batch.token_ids)} completions leaves a rank without "
+                             "one; raise --topics or --K")
         mine = token_logprobs(model or self.model, batch.prompt_ids[rows], batch.token_ids[rows]
                               ) if rows.stop > rows.start else []
         lp = [torch.tensor(v) for part in gather_objects([x.detach().tolist() for x in mine]) for v in part]

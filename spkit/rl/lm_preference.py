@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from spkit.errors import SpkitError
+from spkit.models import inference_model
 from spkit.solvers.matrix import check_preference_matrix, exploitability
 
 __all__ = [
@@ -205,6 +206,7 @@ def mixture_generate(model, ref, prompt_ids: list[list[int]], coef: float, max_n
     a token in `stop_token_ids` (kept) or after `max_new_tokens`.
     """
     g = torch.Generator().manual_seed(seed)
+    model = inference_model(model)  # --fsdp: the full copy (sampling's forwards are not collectives)
     rows = [list(p) for p in prompt_ids]
     out: list[list[int]] = [[] for _ in rows]
     live = list(range(len(rows)))

@@ -102,7 +102,8 @@ class RunConfig:
     shard_optimizer: bool = param(False, "torchrun: keep each parameter's optimizer state on one rank only "
                                   "(ZeRO stage 1: Adam's state takes 1/N of the memory per GPU)", identity=False)
     fsdp: bool = param(False, "torchrun: shard weights, gradients and optimizer state across the ranks with "
-                       "FSDP2, for models too large for one GPU (grpo, sec, rlsp, rft, spiral)", identity=False)
+                       "FSDP2, for models too large for one GPU (grpo, sec, rlsp, rft, spiral, the --mode lm "
+                       "preference learners)", identity=False)
     device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
     dtype: str | None = param(None, "model dtype: float32 | bfloat16 | float16 (default: float32 on CPU, "
                               "bfloat16 where supported)")
@@ -197,8 +198,8 @@ def trained_models(root: str | os.PathLike | None = None) -> list[Path]:
 def check_fsdp(cfg: RunConfig, name: str, ready: bool) -> None:
     """One line, before any model loads, for an --fsdp run that cannot work."""
     if not ready:
-        raise SpkitError(f"--fsdp: {name} does not support it yet (grpo, sec, rlsp, rft and spiral do: their "
-                         "updates run the same number of passes on every rank); use --shard-optimizer")
+        raise SpkitError(f"--fsdp: {name} does not support it yet (grpo, sec, rlsp, rft, spiral and the --mode lm "
+                         "preference learners do); use --shard-optimizer")
     for flag, on in (("--lora", cfg.lora), ("--shard-optimizer", cfg.shard_optimizer),
                      ("--backend vllm", cfg.backend == "vllm")):
         if on:
