@@ -31,6 +31,7 @@ import torch
 
 from spkit import corpus
 from spkit.config import as_json, param
+from spkit.models import inference_model
 from spkit.run import History, Run, RunConfig
 from spkit.seeding import derive_seed
 from spkit.tokenizer import train_bpe
@@ -163,8 +164,9 @@ def held_out_loss(model, tok, cfg: Config, rows: int = 64):
 
     @torch.no_grad()
     def evaluate(t: int) -> dict[str, float]:
-        model.eval()
-        losses = [model(input_ids=x, labels=x).loss.item() * len(x) for x in data.split(cfg.batch)]
+        m = inference_model(model)  # rank 0 alone: under --fsdp, the full copy
+        m.eval()
+        losses = [m(input_ids=x, labels=x).loss.item() * len(x) for x in data.split(cfg.batch)]
         return {"eval/loss": sum(losses) / len(data)}
 
     return evaluate

@@ -501,13 +501,37 @@ def test_fsdp_shards_the_model_makes_the_ddp_update_and_resumes_exactly(tmp_path
     assert len(rows) == 4 and "eval/strict" in rows[0]  # rank 0 evaluated at steps 0, 1, 2 (on the copy)
 
 
+@pytest.mark.slow  # two two-rank runs of spkit-tiny: ~30 s CPU
+@needs_torchrun
+def test_fsdp_under_a_trainer_whose_ranks_hold_one_batch_makes_the_ddp_step(tmp_path):
+    """B-STaR under --fsdp: split rollouts on the inference copy, several SFT optimizer steps on
+    the sharded model (each rank its shard of the rows, padded to the busiest rank's passes);
+    its first step ends at DDP's weights up to float rounding."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKIT_NO_PROGRESS": "1"}
+    args = ["--steps", "1", "--problems", "3", "--k", "4", "--max-new-tokens", "24", "--dev-per-level", "1",
+            "--dev-k", "2", "--temperatures", "0.7", "--thetas", "0.5", "--batch-size", "5",
+            "--lr", "1e-3", "--eval-limit", "1", "--threads", "1", "--seed", "4", "--no-plot", "--no-tensorboard"]
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"])):
+        r = subprocess.run([_TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "spkit", "train", "b_star",
+                            *args, *extra, "--out", str(tmp_path / name)], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    ddp, sharded = (load_file(next((tmp_path / n / "final").glob("*.safetensors"))) for n in ("ddp", "fsdp"))
+    start = load_file(next(Path(grpo_start()).glob("*.safetensors")))
+    moved = sum(float((ddp[k] - start[k]).norm() ** 2) for k in ddp) ** 0.5
+    apart = sum(float((sharded[k] - ddp[k]).norm() ** 2) for k in ddp) ** 0.5
+    assert moved > 0.1 and apart / moved < 1e-4, (apart, moved)
+
+
 def test_fsdp_refuses_what_it_cannot_run_with_one_line(tiny_dir, tmp_path, monkeypatch):
-    from spkit.algos import grpo, star
+    from spkit.algos import grpo, sppo
     from spkit.errors import SpkitError
     from spkit.run import fsdp
 
-    with pytest.raises(SpkitError, match="star does not support it yet"):
-        star.train(star.Config(model=str(tiny_dir), fsdp=True, steps=1))
+    with pytest.raises(SpkitError, match="sppo tracks no model to shard"):
+        sppo.train(sppo.Config(fsdp=True, steps=1))
     with pytest.raises(SpkitError, match="cannot be combined with --lora"):
         grpo.train(grpo.Config(model=str(tiny_dir), fsdp=True, lora=4, steps=1))
     with pytest.raises(SpkitError, match="launch with torchrun"):

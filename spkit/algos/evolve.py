@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import torch
 
 from spkit.config import param
+from spkit.models import inference_model
 from spkit.rl import correction as C
 from spkit.rl import verifiable as V
 from spkit.rl.losses import dpo_loss, sequence_logps, sft_loss
@@ -199,11 +200,11 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     ctx = V.start(cfg, "evolve", callback, PLOT_KEYS, lr=cfg.lr)
     task, model, optimizer, counter, sampler, params = (
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
-    ref_model = copy.deepcopy(model).requires_grad_(False)  # π_ref: the iteration's start
+    ref_model = copy.deepcopy(inference_model(model)).requires_grad_(False)  # π_ref: the iteration's start
 
     def step(t: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        ref_model.load_state_dict(model.state_dict())  # this iteration's reference: π_t
+        ref_model.load_state_dict(inference_model(model).state_dict())  # this iteration's reference: π_t
         problems = task.train_problems(cfg.problems, derive_seed(cfg.seed, "problems", t))
         ch = sample_chains(sampler, problems, cfg, params, derive_seed(cfg.seed, "sample", t))  # 1
         eps = ch.episodes

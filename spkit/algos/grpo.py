@@ -199,13 +199,9 @@ def update(model, optimizer, batch: Batch, cfg: Config, ref_model=None,
                 ref[sl.start] = V.padded_logprobs(ref_model, P[sl], C[sl], cfg.temperature)[0]
     stats = {"policy": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
     model.train()
-    slices = V.microbatches(len(comps), cfg.micro_batch)
-    lockstep = fsdp.passes(model, len(slices))  # FSDP2: as many passes as the busiest rank
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(lockstep - len(slices)):
-            fsdp.dummy_pass(model)
-        for sl in slices:
+        for sl in fsdp.lockstep(model, V.microbatches(len(comps), cfg.micro_batch)):
             logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
             T = logp.shape[1]
             old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]], T).to(logp.device)  # (b, T)
@@ -265,7 +261,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     from spkit.run import model_for
 
     hooks = hooks or Hooks()
-    ctx = V.start(cfg, name, callback, plot_keys or PLOT_KEYS, lr=cfg.lr, fsdp_ready=True, **hooks.state)
+    ctx = V.start(cfg, name, callback, plot_keys or PLOT_KEYS, lr=cfg.lr, **hooks.state)
     task, model, optimizer, counter, sampler, params = (
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
     ref_model = None

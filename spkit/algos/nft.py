@@ -72,7 +72,7 @@ from spkit.logprobs import pad_right
 from spkit.rl import verifiable as V
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import nft_loss
-from spkit.run import History
+from spkit.run import History, fsdp
 from spkit.run.distributed import clip_grad_norm, global_sum
 from spkit.sampling import behaviour_logprobs
 from spkit.seeding import derive_seed
@@ -136,7 +136,7 @@ def update(model, optimizer, batch: grpo.Batch, cfg: Config, max_len: int = V.EV
     model.train()
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for sl in V.microbatches(len(comps), cfg.micro_batch):
+        for sl in fsdp.lockstep(model, V.microbatches(len(comps), cfg.micro_batch)):
             logp, mask = V.padded_logprobs(model, P[sl], C[sl], cfg.temperature)  # (b, T)
             old = pad_right([behaviour_logprobs(c, cfg.temperature) for c in comps[sl]],
                             logp.shape[1]).to(logp.device)  # (b, T): π_old at the rollout's T

@@ -258,7 +258,7 @@ class LMPreferenceRun:
 
     def __init__(self, cfg: ProblemConfig, name: str, callback: Callable | None = None) -> None:
         self.cfg = cfg
-        self.run_ = Run(cfg, name, callback, plot_keys=[LAST, AVG], fsdp_ready=True)
+        self.run_ = Run(cfg, name, callback, plot_keys=[LAST, AVG])
         self.model, self.tok = model_for(cfg)
         self.ref = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lm_lr)

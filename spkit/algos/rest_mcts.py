@@ -88,6 +88,7 @@ import torch
 
 from spkit.config import param
 from spkit.generation import Sampler
+from spkit.models import inference_model
 from spkit.rl import verifiable as V
 from spkit.run import History
 from spkit.run.checkpoint import replace_dir
@@ -148,7 +149,7 @@ class ValueModel:
         config.num_labels, config.architectures = 1, None
         config.pad_token_id = tokenizer.pad_token_id
         model = AutoModelForSequenceClassification.from_config(config)
-        model.base_model.load_state_dict(policy.base_model.state_dict())
+        model.base_model.load_state_dict(inference_model(policy).base_model.state_dict())
         torch.nn.init.zeros_(model.score.weight)
         return cls(model.to(next(policy.parameters()).device), tokenizer, lr)
 

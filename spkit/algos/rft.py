@@ -105,7 +105,7 @@ PLOT_KEYS = ["eval/strict", "eval/flexible", "train/reward", "train/kept", "loss
 
 def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Run RFT; return every logged row. `callback(step, metrics)` after each logged step."""
-    ctx = V.start(cfg, "rft", callback, PLOT_KEYS, lr=cfg.lr, fsdp_ready=True)
+    ctx = V.start(cfg, "rft", callback, PLOT_KEYS, lr=cfg.lr)
     task, model, optimizer, counter, sampler, params = (
         ctx.task, ctx.model, ctx.optimizer, ctx.counter, ctx.sampler, ctx.params)
 

@@ -60,6 +60,7 @@ import torch
 
 from spkit.config import param
 from spkit.generation import Sampler
+from spkit.models import inference_model
 from spkit.rl import instruct
 from spkit.rl import self_judge as J
 from spkit.rl.pairs import Pair, best_worst, dpo_update
@@ -152,7 +153,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
                 if s0[lo] < rejected[i][0]:
                     rejected[i] = (s0[lo], o0[lo])
                     anchored += 1
-            fut = copy.deepcopy(ctx.model)  # 3b
+            fut = copy.deepcopy(inference_model(ctx.model)).requires_grad_(True)  # 3b (--fsdp: the full copy)
             fopt = torch.optim.Adam(fut.parameters(), lr=cfg.lr)
             dpo_update(fut, fopt, _pairs(chosen, rejected), cfg.beta, 0.0, cfg.epochs, cfg.micro_batch,
                        cfg.max_grad_norm)

@@ -438,13 +438,9 @@ def update(model, optimizer, batch: list[tuple[Turn, float]], cfg: Config, ref_m
     rows = merge_turns(batch)
     stats["rows"] = float(len(rows))
     model.train()
-    starts = range(0, len(rows), cfg.micro_batch)
-    lockstep = fsdp.passes(model, len(starts))  # FSDP2: as many passes as the busiest rank
     for _ in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(lockstep - len(starts)):
-            fsdp.dummy_pass(model)
-        for i in starts:
+        for i in fsdp.lockstep(model, range(0, len(rows), cfg.micro_batch)):
             mb = rows[i: i + cfg.micro_batch]
             P, C = [t.prompt_ids for t, _, _ in mb], [t.completion_ids for t, _, _ in mb]
             T = max(len(c) for c in C)
@@ -615,7 +611,7 @@ def train(cfg: Config, callback: Callable[[int, dict[str, float]], None] | None 
     from spkit.run import model_for
 
     clock = [time.process_time()]  # loading counts towards the CPU budget
-    run = Run(cfg, "spiral", callback, PLOT_KEYS, fsdp_ready=True)
+    run = Run(cfg, "spiral", callback, PLOT_KEYS)
     model, tok = model_for(cfg)
     ref_model = None
     if cfg.opponent == "fixed" or cfg.kl_coef > 0:

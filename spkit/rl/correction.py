@@ -49,6 +49,7 @@ from torch import Tensor
 
 from spkit.config import param
 from spkit.generation import Sampler
+from spkit.models import inference_model
 from spkit.rl import verifiable as V
 from spkit.sampling import Completion, SamplingParams
 from spkit.seeding import derive_seed
@@ -176,7 +177,7 @@ class FrozenReference:
         return self._model
 
     def reset_to(self, model) -> None:
-        self.model.load_state_dict(model.state_dict())
+        self.model.load_state_dict(inference_model(model).state_dict())  # --fsdp: the full copy
 
     def state_dict(self) -> dict:
         return {}

@@ -49,7 +49,6 @@ from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.models import inference_model
-from spkit.run import fsdp
 from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
@@ -290,7 +289,6 @@ def format_sft(model, tokenizer, games: dict[str, Game], cfg) -> dict[str, float
         opt.step()
         losses.append(loss.item())
     model.eval()
-    fsdp.refresh(model)  # --fsdp: this optimizer is not the run's; the sampler's copy follows it here
     return {"sft/loss_first": losses[0], "sft/loss_last": losses[-1]} if losses else {}
 
 

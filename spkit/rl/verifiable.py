@@ -313,13 +313,9 @@ def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion
     n_tok = global_batch(len(completion_ids), float(sum(len(c) for c in completion_ids)))[1]
     stats = {"sft": 0.0, "grad_norm": 0.0}
     model.train()
-    slices = microbatches(len(prompt_ids), micro_batch)
-    lockstep = fsdp.passes(model, len(slices))  # FSDP2: as many passes as the busiest rank
     for _ in range(epochs):
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(lockstep - len(slices)):
-            fsdp.dummy_pass(model)
-        for sl in slices:
+        for sl in fsdp.lockstep(model, microbatches(len(prompt_ids), micro_batch)):
             logp, mask = padded_logprobs(model, prompt_ids[sl], completion_ids[sl])  # (b, T)
             share = float(mask.sum()) / max(n_tok, 1.0)  # exact token mean over all micro-batches
             loss = sft_loss(logp, mask) * share
@@ -441,7 +437,7 @@ class Start:
 
 
 def start(cfg: VerifiableConfig, name: str, callback: Callable | None, plot_keys: list[str],
-          lr: float | None, fsdp_ready: bool = False, **state: Any) -> Start:
+          lr: float | None, **state: Any) -> Start:
     """The start every verifiable-reward trainer shares, in this order: the task (its data files
     checked before any model loads), the run (seeds, directory, lock), the model, Adam at `lr`
     (None: the trainer makes its own), the sample counter, what a checkpoint holds (those, plus
@@ -449,7 +445,7 @@ def start(cfg: VerifiableConfig, name: str, callback: Callable | None, plot_keys
     from spkit.run import model_for
 
     task = task_of(cfg)
-    run = Run(cfg, name, callback, plot_keys, fsdp_ready=fsdp_ready)
+    run = Run(cfg, name, callback, plot_keys)
     model, tok = model_for(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr) if lr is not None else None
     counter = SampleCounter()

@@ -102,8 +102,7 @@ class RunConfig:
     shard_optimizer: bool = param(False, "torchrun: keep each parameter's optimizer state on one rank only "
                                   "(ZeRO stage 1: Adam's state takes 1/N of the memory per GPU)", identity=False)
     fsdp: bool = param(False, "torchrun: shard weights, gradients and optimizer state across the ranks with "
-                       "FSDP2, for models too large for one GPU (grpo, sec, rlsp, rft, spiral, the --mode lm "
-                       "preference learners)", identity=False)
+                       "FSDP2, for models too large for one GPU", identity=False)
     device: str | None = param(None, "cpu | cuda | mps (default: the best available)", identity=False)
     dtype: str | None = param(None, "model dtype: float32 | bfloat16 | float16 (default: float32 on CPU, "
                               "bfloat16 where supported)")
@@ -195,11 +194,8 @@ def trained_models(root: str | os.PathLike | None = None) -> list[Path]:
     return sorted(found, key=lambda p: (updates(p), p.stat().st_mtime))
 
 
-def check_fsdp(cfg: RunConfig, name: str, ready: bool) -> None:
+def check_fsdp(cfg: RunConfig) -> None:
     """One line, before any model loads, for an --fsdp run that cannot work."""
-    if not ready:
-        raise SpkitError(f"--fsdp: {name} does not support it yet (grpo, sec, rlsp, rft, spiral and the --mode lm "
-                         "preference learners do); use --shard-optimizer")
     for flag, on in (("--lora", cfg.lora), ("--shard-optimizer", cfg.shard_optimizer),
                      ("--backend vllm", cfg.backend == "vllm")):
         if on:
@@ -216,11 +212,10 @@ class Run:
         callback: Callable[[int, Metrics], None] | None = None,
         plot_keys: tuple[str, ...] | list[str] = (),
         eval_at: Callable[[int], bool] | None = None,
-        fsdp_ready: bool = False,
     ) -> None:
         validate(cfg)
         if cfg.fsdp:
-            check_fsdp(cfg, name, fsdp_ready)
+            check_fsdp(cfg)
         if cfg.resume and cfg.overwrite:
             raise SpkitError("--resume and --overwrite contradict each other; pass one")
         if cfg.resume and not cfg.out:
@@ -293,8 +288,7 @@ class Run:
         `--grad-checkpointing` turns on the model's activation checkpointing; under torchrun the
         ranks' gradients are averaged before each step, `--shard-optimizer` spreads the
         optimizer's state over the ranks (`distributed.ShardedOptimizerState`), and `--fsdp`
-        shards the model itself with FSDP2 (`spkit.run.fsdp`; trainers that declare
-        `fsdp_ready`)."""
+        shards the model itself with FSDP2 (`spkit.run.fsdp`)."""
         if model is not None and self.cfg.lora and not has_lora(model):
             adapters = add_lora(model, self.cfg.lora)
             if optimizer is not None:
@@ -359,6 +353,8 @@ class Run:
         its own rows itself (GRPO, RFT, SPIRAL, the LM preference learners) passes
         `split_rollouts=False`."""
         cfg = self.cfg
+        if cfg.fsdp and self.fsdp is None:
+            raise SpkitError(f"--fsdp: {self.name} tracks no model to shard (a tabular run?)")
         ckpt = Checkpointer(self.out, cfg.keep_checkpoints) if self.out else None
         start, wall0 = self._restore(ckpt) if cfg.resume else (0, 0.0)
         logger = MetricLogger(self.out, cfg.tensorboard, start if cfg.resume else None) if self.writes else None
@@ -381,6 +377,7 @@ class Run:
         cfg = self.cfg
         if start > 0 and rank0_decides(stop is not None and bool(self.rows) and stop(self.rows[-1])):
             return self._finish()  # resuming a run that had already met its own budget: nothing to add
+        evaluate = self._guarded(evaluate)
         first = evaluate(0) if start == 0 and self.rank == 0 else {}
         if first:  # the untrained start, as the baseline of every curve
             self._log(logger, 0, first)
@@ -411,6 +408,25 @@ class Run:
                 break
         bar.close()
         return self._finish()
+
+    def _guarded(self, evaluate: Callable[[int], Metrics]) -> Callable[[int], Metrics]:
+        """Under --fsdp, rank 0 evaluates alone, so a forward of the sharded model (a collective)
+        would wait for ranks that never come: it stops with one line instead."""
+        if self.fsdp is None:
+            return evaluate
+
+        def refuse(module, args, kwargs) -> None:
+            raise SpkitError(f"--fsdp: {self.name}'s evaluation ran the sharded model, which needs every rank; "
+                             "evaluate on spkit.models.inference_model(model)")
+
+        def guarded(t: int) -> Metrics:
+            hook = self.model.register_forward_pre_hook(refuse, with_kwargs=True)
+            try:
+                return evaluate(t)
+            finally:
+                hook.remove()
+
+        return guarded
 
     @staticmethod
     def _scoped(step: Callable[[int], Metrics], split: bool) -> Callable[[int], Metrics]:

@@ -18,8 +18,8 @@ both:
   evaluations read the copy too (it is the current weights, in plain transformers form).
 * The update. Each forward and backward of the sharded model is a collective, so every rank must
   run the same number of them per step. The trainers that allow `--fsdp` do: their micro-batch
-  loops ask `passes` for the busiest rank's count and run `dummy_pass` (a zero loss through the
-  whole model) for the micro-batches they lack.
+  loops go through `lockstep`, which runs `dummy_pass` (a zero loss through the whole model) for
+  the micro-batches a rank has fewer than the busiest one.
 
 Memory per GPU, by arithmetic: the inference copy (2 bytes per parameter in bf16) plus 1/N of
 the weights, gradients and Adam moments (8 bytes per parameter in bf16 with bf16 moments), plus
@@ -30,16 +30,22 @@ processes (`tests/test_scale.py`).
 from __future__ import annotations
 
 import copy
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from spkit.errors import SpkitError
 from spkit.models import INFERENCE_ATTR, is_sharded
 from spkit.parallel import active
 
-__all__ = ["Sharded", "shard", "is_sharded", "passes", "dummy_pass"]
+__all__ = ["Sharded", "shard", "is_sharded", "refresh", "lockstep", "dummy_pass"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,10 +55,6 @@ class Sharded:
     model: torch.nn.Module
     inference: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
-
-    def refresh(self, *_args) -> None:
-        """After every step of the tracked optimizer (a post-step hook) and a resume."""
-        refresh(self.model)
 
     def optimizer_state(self) -> dict | None:
         """The optimizer's whole state, keyed by parameter name, on rank 0 (None on the others;
@@ -80,13 +82,18 @@ class Sharded:
         if optimizer_state is not None and self.optimizer is not None:
             set_optimizer_state_dict(self.model, self.optimizer, optimizer_state,
                                      options=StateDictOptions(full_state_dict=True))
-        self.refresh()
+        refresh(self.model)
 
 
 def shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Sharded:
     """Shard `model` in place with FSDP2 (each decoder block, then the root) and point
     `optimizer`'s parameter groups at the sharded parameters (the trainer built it before, on
     the full ones; it must not have stepped yet). Keeps a full copy for inference."""
+    done = getattr(model, "_spkit_fsdp", None)
+    if done is not None:  # tracked again (a trainer adding state)
+        if optimizer is not None and optimizer is not done.optimizer:
+            raise SpkitError("--fsdp: the model was sharded with another optimizer; track one optimizer")
+        return done
     if not active():
         raise SpkitError("--fsdp shards the model across torchrun ranks; launch with "
                          "torchrun --nproc_per_node N (N >= 2)")
@@ -109,15 +116,35 @@ def shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Sh
             group["params"] = [sharded[names[id(p)]] for p in group["params"]]
     state = Sharded(model, inference, optimizer)
     object.__setattr__(model, INFERENCE_ATTR, inference)  # not a submodule: outside its parameters and state
-    if optimizer is not None:
-        optimizer.register_step_post_hook(state.refresh)
+    object.__setattr__(model, "_spkit_fsdp", state)
+    _follow(model)
     return state
+
+
+_SHARDED: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # param id -> model
+
+
+def _follow(model: torch.nn.Module) -> None:
+    """Make the inference copy follow every change of the weights: a step of any optimizer over
+    them (the run's, a trainer's fresh Adam per round, SPIRAL's format SFT: a global post-step
+    hook) and a `load_state_dict` (a trainer resetting its model)."""
+    if not _SHARDED:
+        register_optimizer_step_post_hook(_after_step)
+    for p in model.parameters():
+        _SHARDED[id(p)] = model
+    model.register_load_state_dict_post_hook(lambda module, keys: refresh(module))
+
+
+def _after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    stepped = {id(m): m for g in optimizer.param_groups for p in g["params"] if (m := _SHARDED.get(id(p)))}
+    for model in stepped.values():
+        refresh(model)
 
 
 def refresh(model: torch.nn.Module) -> None:
     """Copy a sharded model's current weights into its inference copy (a collective: each
-    sharded tensor is gathered); a no-op for other models. The run loop does it after each step
-    of the tracked optimizer; a trainer that steps another optimizer on the model calls it."""
+    sharded tensor is gathered); a no-op for other models. Runs after every optimizer step and
+    `load_state_dict` of the model (`_follow`)."""
     if not is_sharded(model):
         return
     with torch.no_grad():
@@ -128,14 +155,21 @@ def refresh(model: torch.nn.Module) -> None:
                 full[name].copy_(tensor)
 
 
-def passes(model: torch.nn.Module, n: int) -> int:
-    """How many forward+backward passes this rank must run when it has `n` micro-batches: the
-    busiest rank's count under FSDP (a collective), `n` itself otherwise."""
+def lockstep(model: torch.nn.Module, microbatches: Sequence[T]) -> Sequence[T]:
+    """`microbatches`, this rank's forward+backward passes of one optimizer step, after running
+    as many zero-loss passes as it has fewer than the busiest rank (FSDP: every forward and
+    backward is a collective). Without FSDP it returns them at once::
+
+        for sl in fsdp.lockstep(model, V.microbatches(n, size)):
+            loss(model, sl).backward()
+    """
     if not is_sharded(model):
-        return n
-    t = torch.tensor([n], dtype=torch.int64)
+        return microbatches
+    t = torch.tensor([len(microbatches)], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
+    for _ in range(int(t.item()) - len(microbatches)):
+        dummy_pass(model)
+    return microbatches
 
 
 def dummy_pass(model: torch.nn.Module) -> None:
