@@ -13,13 +13,16 @@ both:
   different turns, stop strings end completions early), and every FSDP forward is a collective
   all ranks must join. So sampling never touches the sharded model: the rank keeps a full copy
   of the weights for inference (`Sharded.inference`, no gradients; what vLLM holds in the
-  papers' setups), refreshed after each optimizer step, and `spkit.models.inference_model` hands
-  it to the `Sampler` and to policy tables. Checkpoints, the final model and rank 0's
-  evaluations read the copy too (it is the current weights, in plain transformers form).
+  papers' setups) and `spkit.models.inference_model` hands it to the `Sampler` and to policy
+  tables. The copy follows every step of any optimizer over the model's weights and every
+  `load_state_dict` of it (`_follow`). Checkpoints, the final model and rank 0's evaluations
+  read the copy too (it is the current weights, in plain transformers form), and so does a
+  trainer that copies the model (a reference, a value model's backbone).
 * The update. Each forward and backward of the sharded model is a collective, so every rank must
-  run the same number of them per step. The trainers that allow `--fsdp` do: their micro-batch
-  loops go through `lockstep`, which runs `dummy_pass` (a zero loss through the whole model) for
-  the micro-batches a rank has fewer than the busiest one.
+  run the same number of them per step. Where ranks hold different rows (GRPO, NFT, RFT's and
+  the split-rollout trainers' SFT step, SPIRAL), the micro-batch loops go through `lockstep`,
+  which runs `dummy_pass` (a zero loss through the whole model) for the micro-batches a rank
+  has fewer than the busiest one; elsewhere every rank runs the same loop on the same batch.
 
 Memory per GPU, by arithmetic: the inference copy (2 bytes per parameter in bf16) plus 1/N of
 the weights, gradients and Adam moments (8 bytes per parameter in bf16 with bf16 moments), plus
