@@ -312,9 +312,9 @@ def test_lm_preference_learner_on_two_ranks_equals_one_process_on_the_whole_batc
 _SPLIT_ROLLOUTS = """
 import os, sys, json, torch
 torch.set_num_threads(1)
-from spkit.algos import b_star as A
+from spkit.algos import {algo} as A
 from spkit.generation import Sampler
-from spkit.rl import verifiable as C
+from spkit.rl import {clip_module} as C
 from spkit import parallel
 seen, rows, out = [], [], sys.argv[1]
 sample = Sampler.generate
@@ -323,31 +323,37 @@ def counting(self, prompts, params=None, seed=None, progress=False, row_seeds=No
         rows.append(len(prompts))  # the rows this process samples itself
     return sample(self, prompts, params, seed, progress, row_seeds)
 Sampler.generate = counting
-{by_shard}{record}cfg = A.Config(steps=1, problems=3, k=4, max_new_tokens=24, dev_per_level=1, dev_k=2, temperatures=(0.7,),
-               thetas=(0.5,), m=1, batch_size=6, lr=1e-3, eval_every=0, eval_limit=1, tensorboard=False,
-               plot=False, threads=1, seed=4)
+{by_shard}{record}cfg = A.Config(steps=1, lr=1e-3, eval_every=0, eval_limit=1, tensorboard=False, plot=False, threads=1,
+               seed=4, {extra})
 A.train(cfg)
 torch.save(torch.stack(seen), out + "/grad" + os.environ.get("RANK", "solo") + ".pt")
 open(out + "/rows" + os.environ.get("RANK", "solo") + ".json", "w").write(json.dumps(rows))
 """
 
 
-@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU
+@pytest.mark.slow  # three fresh interpreters with spkit-tiny: ~30 s CPU each case
 @needs_torchrun
-def test_a_trainer_whose_ranks_hold_one_batch_splits_its_rollouts_and_makes_the_same_update(tmp_path):
-    """B-STaR draws its data from seeds, so its ranks hold the same batch: inside the run loop's
-    `split_rollouts` scope each rank samples about half of every batch's rows and all gather the
-    batch, and the SFT step differentiates each rank's shard of the rows (normalised by the whole
-    batch). Every optimizer step's averaged gradient equals one process's (which samples in the
-    same two shards, see _SAMPLE_BY_SHARD), and the two ranks together sample its rows."""
+@pytest.mark.parametrize("algo,clip_module,extra", [
+    ("b_star", "verifiable", "problems=3, k=4, max_new_tokens=24, dev_per_level=1, dev_k=2, temperatures=(0.7,), "
+                             "thetas=(0.5,), m=1, batch_size=6"),
+    ("online_iterative_dpo", "pairs", "prompts=16, k=4, max_new_tokens=32, micro_batch=3")])
+def test_a_trainer_whose_ranks_hold_one_batch_splits_its_rollouts_and_makes_the_same_update(
+        algo, clip_module, extra, tmp_path):
+    """B-STaR and online iterative DPO draw their data from seeds, so their ranks hold the same
+    batch: inside the run loop's `split_rollouts` scope each rank samples about half of every
+    batch's rows and all gather the batch, and the shared SFT and DPO steps differentiate each
+    rank's shard of the rows (weighted by the whole batch). Every optimizer step's averaged
+    gradient equals one process's (which samples in the same two shards, see _SAMPLE_BY_SHARD),
+    and the two ranks together sample its rows."""
     script = tmp_path / "run.py"
-    script.write_text(_SPLIT_ROLLOUTS.format(by_shard=_SAMPLE_BY_SHARD, record=_RECORD_AT_CLIP))
+    script.write_text(_SPLIT_ROLLOUTS.format(by_shard=_SAMPLE_BY_SHARD, record=_RECORD_AT_CLIP, algo=algo,
+                                             clip_module=clip_module, extra=extra))
     g = _gradients(script, tmp_path, [], {"whole": []})
     whole = g["_whole"]
     assert torch.equal(g["0"], g["1"])
     assert whole.abs().max() > 0  # the step kept samples and fine-tuned on them
-    for t in range(whole.shape[0]):
-        assert _rel(g["0"][t], whole[t]) < 1e-5, (t, _rel(g["0"][t], whole[t]))
+    for t in range(whole.shape[0]):  # rows scored in other micro-batches differ in the last bits, which
+        assert _rel(g["0"][t], whole[t]) < 1e-4, (t, _rel(g["0"][t], whole[t]))  # DPO's sigmoid scales up
     r0, r1 = (json.loads((tmp_path / f"rows{r}.json").read_text()) for r in (0, 1))
     solo = json.loads((tmp_path / "rowssolo.json").read_text())
     assert sum(r0) + sum(r1) == sum(solo)  # the ranks sampled the batch between them, each half of it

@@ -8,6 +8,9 @@ current iterate, as in RLHF Workflow's scripts, SPaR and Self-Rewarding's iterat
 given. The loss per pair is `spkit.rl.losses.dpo_loss` on summed sequence log-probs, plus
 `sft_coef` × the chosen response's token-mean negative log-likelihood (SPaR's SFT term); pairs
 are micro-batched with exact row weights, so the gradient does not depend on `micro_batch`.
+Where the ranks hold the same pairs (a step of a trainer whose rollouts the run loop splits,
+`spkit.parallel.split_rollouts`), each rank differentiates its `shard` of them, weighted by the
+whole batch, and the ranks' gradients are averaged before the step.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
+from spkit.models import inference_model
+from spkit.parallel import global_sum, rollouts_split, shard, world
 from spkit.rl.losses import dpo_loss, masked_mean, sequence_logps
 from spkit.rl.verifiable import microbatches, padded_logprobs
-from spkit.run.distributed import clip_grad_norm
+from spkit.run import fsdp
+from spkit.run.distributed import all_reduce_grads, clip_grad_norm
 
 __all__ = ["Pair", "sequence_logprobs", "dpo_update", "best_worst"]
 
@@ -51,25 +57,29 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
     the last pre-clip gradient norm and the last epoch's pair accuracy (h > 0) and margin."""
     if not pairs:
         return {}
-    P = [list(p.prompt_ids) for p in pairs]
-    W = [list(p.chosen_ids) for p in pairs]
-    L = [list(p.rejected_ids) for p in pairs]
+    n, split = len(pairs), rollouts_split()
+    rows = shard(n) if split else slice(0, n)  # this rank's share of the batch's pairs
+    n_share = n / world()[1] if split else n  # the ranks' gradients are averaged before the step
+    P = [list(p.prompt_ids) for p in pairs[rows]]
+    W = [list(p.chosen_ids) for p in pairs[rows]]
+    L = [list(p.rejected_ids) for p in pairs[rows]]
     model.eval()
-    ref_w, ref_l = ref if ref is not None else (sequence_logprobs(model, P, W), sequence_logprobs(model, P, L))
-    n = len(pairs)
+    now = inference_model(model)  # π_t; under --fsdp its full copy (no collective forwards)
+    ref_w, ref_l = ((ref[0][rows], ref[1][rows]) if ref is not None
+                    else (sequence_logprobs(now, P, W), sequence_logprobs(now, P, L)))
     stats = {"dpo": 0.0, "sft": 0.0, "grad_norm": 0.0, "pair_acc": 0.0, "margin": 0.0}
     model.train()
     for _ in range(epochs):
         optimizer.zero_grad(set_to_none=True)
         acc = margin = 0.0
-        for sl in microbatches(n, micro_batch):
+        for sl in fsdp.lockstep(model, microbatches(len(P), micro_batch)):
             m = sl.stop - sl.start
             lw, mw = padded_logprobs(model, P[sl] + P[sl], W[sl] + L[sl])  # chosen rows, then rejected
             seq = sequence_logps(lw, mw)
             cw, cl = seq[:m], seq[m:]
             dpo = dpo_loss(cw, cl, ref_w[sl], ref_l[sl], beta)
             sft = masked_mean(-lw[:m], mw[:m], dim=-1).mean()
-            loss = (dpo + sft_coef * sft) * (m / n)
+            loss = (dpo + sft_coef * sft) * (m / n_share)
             loss.backward()
             stats["dpo"] += dpo.item() * m / n / epochs
             stats["sft"] += sft.item() * m / n / epochs
@@ -78,8 +88,12 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
             margin += float(h.sum())
         if max_grad_norm > 0:
             stats["grad_norm"] = clip_grad_norm(model, max_grad_norm)
+        else:
+            all_reduce_grads(model)  # `model` may be a copy no run loop averages (Self-Rewarding's)
         optimizer.step()
         stats["pair_acc"], stats["margin"] = acc / n, margin / n
+    if split:  # each rank summed its own pairs: the whole batch's numbers (every rank calls it)
+        stats.update({k: global_sum(v) for k, v in stats.items() if k != "grad_norm"})
     model.eval()
     return stats
 

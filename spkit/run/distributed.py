@@ -15,10 +15,10 @@ ranks in one of two ways:
   batch B make the update 1 rank × batch 2B makes (tested for each).
 * The ranks hold one batch (every other trainer: its data comes from seeds). The run loop runs
   its steps inside `spkit.parallel.split_rollouts`, where every `Sampler.generate` call samples
-  this rank's shard of the rows and gathers the batch, and the shared SFT step
-  (`spkit.rl.verifiable.sft_update`) differentiates this rank's shard of its rows; a trainer's own
-  loss runs on the whole batch on every rank (the same gradient on each, averaged). Tested
-  against one process on the same rows.
+  this rank's shard of the rows and gathers the batch, and the shared SFT and DPO steps
+  (`spkit.rl.verifiable.sft_update`, `spkit.rl.pairs.dpo_update`) differentiate this rank's
+  shard of their rows; a trainer's own loss runs on the whole batch on every rank (the same
+  gradient on each, averaged). Tested against one process on the same rows.
 
 Rank 0 alone writes files and logs. NCCL on GPUs, gloo on the CPU (the test suite runs two
 CPU processes). The rank bookkeeping itself (`world`, `shard`, `global_sum`, ...) is
