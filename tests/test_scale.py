@@ -531,6 +531,23 @@ def test_fsdp_under_a_trainer_whose_ranks_hold_one_batch_makes_the_ddp_step(tmp_
     assert moved > 0.1 and apart / moved < 1e-4, (apart, moved)
 
 
+def test_an_evaluation_that_runs_the_sharded_model_stops_with_one_line():
+    """Under --fsdp rank 0 evaluates alone; a forward of the sharded model there would wait for
+    ranks that never come. The run loop's guard turns that hang into one line, and lets an
+    evaluation on the inference copy (here: another module) through."""
+    from spkit.errors import SpkitError
+    from spkit.run import Run, RunConfig
+
+    run = Run(RunConfig(), "probe")
+    run.model, run.fsdp = torch.nn.Linear(2, 2), object()  # as if sharded
+    copy_ = torch.nn.Linear(2, 2)
+    with pytest.raises(SpkitError, match="probe's evaluation ran the sharded model") as e:
+        run._guarded(lambda t: {"y": run.model(torch.ones(1, 2)).sum().item()})(0)
+    assert "\n" not in str(e.value)
+    assert "y" in run._guarded(lambda t: {"y": copy_(torch.ones(1, 2)).sum().item()})(0)
+    run.model(torch.ones(1, 2))  # the guard is gone after the evaluation
+
+
 def test_fsdp_refuses_what_it_cannot_run_with_one_line(tiny_dir, tmp_path, monkeypatch):
     from spkit.algos import grpo, sppo
     from spkit.errors import SpkitError

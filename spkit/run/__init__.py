@@ -15,7 +15,8 @@ An algorithm file writes what is particular to its paper — how to set up, one 
         return run.loop(step=lambda t: ..., evaluate=lambda t: ...)
 
 `Run` owns everything else, once: threads and seeds (`seed + rank` per process), gradient
-averaging across torchrun ranks (before each step of the tracked optimizer), the run
+averaging across torchrun ranks (before each step of the tracked optimizer), rollouts split
+across the ranks (`spkit.parallel.split_rollouts`), ZeRO-1 and FSDP2 (`--fsdp`), the run
 directory and its identity (`run.json`; a fresh run refuses a directory holding another run
 unless `--overwrite`, a resume refuses a checkpoint whose config differs and says which fields),
 a lock against two processes writing one directory, atomic checkpoints and exact `--resume`
