@@ -123,6 +123,23 @@ spiral.train(spiral.Config(model=sys.argv[1], steps=4, episodes=3, eval_every=0,
 """
 
 
+def test_a_second_models_weights_round_trip_and_a_bad_directory_is_one_line(tmp_path):
+    """`save_tensors` / `load_weights`: how trainers keep a second model (a frozen reference, a
+    value model) in their checkpoints."""
+    from spkit.run.checkpoint import load_weights, save_tensors
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    save_tensors(a.state_dict(), tmp_path / "ref" / "model.safetensors")
+    load_weights(b, tmp_path / "ref")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    (tmp_path / "empty").mkdir()
+    for where, why in (("empty", "no \\*.safetensors file"), ("ref", "do not match the model: size mismatch")):
+        other = torch.nn.Linear(4, 2) if where == "ref" else b
+        with pytest.raises(SpkitError, match=f"checkpoint .*{where} is unreadable: .*{why}") as e:
+            load_weights(other, tmp_path / where)
+        assert "\n" not in str(e.value)
+
+
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tiny_dir, tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)

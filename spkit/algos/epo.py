@@ -98,7 +98,7 @@ from spkit.rl import verifiable as V
 from spkit.rl.losses import reward_weighted_nll
 from spkit.rl.selfplay import Episode, LMAgent, play_episodes
 from spkit.run import History, Run, RunConfig
-from spkit.run.checkpoint import replace_dir
+from spkit.run.checkpoint import load_weights, replace_dir
 from spkit.sampling import Completion, SamplingParams
 from spkit.seeding import derive_seed
 
@@ -339,9 +339,7 @@ class FrozenActor:
         self.tokenizer.save_pretrained(path)
 
     def load_files(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        load_weights(self.model, path)
 
 
 # ---- 2. Relabel: key turns, process rewards, scaled discounted returns ---------------------------

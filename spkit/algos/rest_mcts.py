@@ -91,7 +91,7 @@ from spkit.generation import Sampler
 from spkit.models import inference_model
 from spkit.rl import verifiable as V
 from spkit.run import History
-from spkit.run.checkpoint import replace_dir
+from spkit.run.checkpoint import load_optimizer_state, load_weights, replace_dir
 from spkit.run.distributed import all_reduce_grads
 from spkit.sampling import SamplingParams
 from spkit.seeding import derive_seed
@@ -177,10 +177,8 @@ class ValueModel:
         torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
 
     def load_files(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        load_weights(self.model, path)
+        self.optimizer.load_state_dict(load_optimizer_state(path))
 
     def _logits(self, texts: Sequence[str]) -> torch.Tensor:
         """(B,) head outputs at each text's last token (right-padded batch)."""

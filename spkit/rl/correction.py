@@ -51,6 +51,7 @@ from spkit.config import param
 from spkit.generation import Sampler
 from spkit.models import inference_model
 from spkit.rl import verifiable as V
+from spkit.run.checkpoint import load_weights, save_tensors
 from spkit.sampling import Completion, SamplingParams
 from spkit.seeding import derive_seed
 from spkit.tasks import correction
@@ -186,15 +187,10 @@ class FrozenReference:
         pass
 
     def save_files(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path / "model.safetensors"))
+        save_tensors(self.model.state_dict(), path / "model.safetensors")
 
     def load_files(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        load_weights(self.model, path)
 
 
 def with_warmup(ctx: V.Start, cfg: CorrectionConfig, method_step: Callable[[int], dict[str, float]],

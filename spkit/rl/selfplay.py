@@ -49,6 +49,7 @@ from spkit.games.prompts import ANSWER_PREFIX, format_prompt, parse_action
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, shared_prefix_logprobs
 from spkit.models import inference_model
+from spkit.run.checkpoint import save_tensors
 from spkit.run.distributed import clip_grad_norm
 from spkit.sampling import SamplingParams, behaviour_logprobs
 from spkit.seeding import derive_seed
@@ -338,11 +339,8 @@ class PastSelves:
         self.steps = list(state["steps"])
 
     def save_files(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        path.mkdir(parents=True, exist_ok=True)
         for step, w in zip(self.steps, self.weights, strict=True):
-            save_file({k: v.contiguous() for k, v in w.items()}, str(path / f"step_{step:07d}.safetensors"))
+            save_tensors(w, path / f"step_{step:07d}.safetensors")
 
     def load_files(self, path: Path) -> None:
         from safetensors.torch import load_file

@@ -109,23 +109,11 @@ def load_checkpoint(
     path: str | os.PathLike, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load the weights (safetensors), optimizer state and RNG states of one checkpoint."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         state = json.loads((path / STATE_FILE).read_text())
         if model is not None:
-            weights = sorted(path.glob("*.safetensors"))
-            if not weights:
-                raise FileNotFoundError("no *.safetensors file")
-            tensors: dict[str, torch.Tensor] = {}
-            for w in weights:
-                tensors.update(load_file(w))
-            missing, unexpected = model.load_state_dict(tensors, strict=False)
-            if [k for k in missing if "lm_head" not in k] or unexpected:  # lm_head may be tied
-                raise ValueError(f"weights do not match the model: missing={missing[:3]}")
-            if getattr(model.config, "tie_word_embeddings", False):
-                model.tie_weights()
+            _load_weights(model, path)
         if optimizer is not None:
             optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         set_rng_state(state["rng"])
@@ -134,6 +122,45 @@ def load_checkpoint(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
     return state
+
+
+def _load_weights(model: torch.nn.Module, directory: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = sorted(directory.glob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError("no *.safetensors file")
+    tensors: dict[str, torch.Tensor] = {}
+    for w in weights:
+        tensors.update(load_file(w))
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # shapes: the first line names no tensor, the next one does
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise ValueError(f"weights do not match the model: {lines[1] if len(lines) > 1 else lines[0]}") from None
+    if [k for k in missing if "lm_head" not in k] or unexpected:  # lm_head may be tied
+        raise ValueError(f"weights do not match the model: missing={missing[:3]}")
+    if getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        model.tie_weights()
+
+
+def load_weights(model: torch.nn.Module, directory: str | os.PathLike) -> None:
+    """Load a directory's safetensors weights into `model`: a second model a trainer keeps in
+    its checkpoints (`save_files` / `load_files`: a frozen reference, a value model, an actor).
+    One line if they are missing or do not fit the model."""
+    try:
+        _load_weights(model, Path(directory))
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SpkitError(f"checkpoint {directory} is unreadable: {msg}") from None
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], file: str | os.PathLike) -> None:
+    """`tensors` as one safetensors file (contiguous copies; its directory made)."""
+    from safetensors.torch import save_file
+
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(file))
 
 
 def load_optimizer_state(path: str | os.PathLike) -> dict:
