@@ -13,6 +13,8 @@ The names (NAME_seedS.csv / .json):
                                 (--entropy-ref average: MMD's moving magnet); 10 CPU-minutes per run
   spiral_kuhn_ref_uniform_seed{0,1,2}  the same against the uniform average (a slower magnet);
                                 10 CPU-minutes per run (the README's main command since)
+  spiral_kuhn_ref_uniform_b03_seed{0,1,2}  the same at entropy coefficient 0.3 (chosen on dev seed
+                                100 over 0.2 and 0.4: spiral_kuhn_tried.jsonl); 10 CPU-minutes per run
   spiral_ttt_*_seed100          TicTacToe self-play settings tried for defence, on dev seed 100
                                 (format SFT first; 20 CPU-minutes each unless stopped: their CSVs
                                 say how far they got); spiral_tictactoe_defence.py analyses them
@@ -42,6 +44,9 @@ RUNS = {
     "kuhn_ref_uniform": ("--games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights uniform "
                          "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 "
                          "--threads 1 --checkpoint-every 25", (0, 1, 2)),
+    "kuhn_ref_uniform_b03": ("--games kuhn_poker --entropy-coef 0.3 --entropy-ref average --avg-weights uniform "
+                             "--lr 1e-5 --steps 100000 --max-cpu-minutes 10 --eval-every 25 --eval-games 0 "
+                             "--threads 1 --checkpoint-every 25", (0, 1, 2)),
     **{f"ttt_{name}": ("--games tictactoe --sft-steps 30 --sft-lr 1e-3 --episodes 128 --steps 100000 "
                        f"--max-cpu-minutes 20 --eval-games 64 --threads 1 {flags}", (100,))
        for name, flags in {
