@@ -5,8 +5,9 @@
 Left: Kuhn Poker, exact NashConv of the average policy against updates — before (the old main
 job, entropy bonus, `spiral_kuhn_seed*`) and after: entropy half-life + magnet + linear averaging
 (`spiral_kuhn_mmd_seed*`, stopped early), the entropy bonus measured against the linear average
-policy (`spiral_kuhn_ref_seed*`) and against the uniform average (`spiral_kuhn_ref_uniform_seed*`,
-the README's main command since), 10 CPU-minutes per run, with tabular CFR after 100 iterations
+policy (`spiral_kuhn_ref_seed*`) and against the uniform average (`spiral_kuhn_ref_uniform_seed*`;
+at coefficient 0.3 `spiral_kuhn_ref_uniform_b03_seed*`, the README's main command since), 10
+CPU-minutes per run, with tabular CFR after 100 iterations
 and the bias of the entropy bonus (the logit QRE at β = 0.2, `spkit.solvers.qre`). Middle:
 TicTacToe self-play settings tried for defence on dev seed 100 (`spiral_ttt_*_seed100`), the
 exact P(not losing) against perfect play as X and as O over updates. Right: why, from
@@ -57,14 +58,16 @@ def main() -> None:
     ax = axes[0]
     after = {**{("mmd", s): r for s, r in kuhn_runs("spiral_kuhn_mmd").items()},
              **{("ref", s): r for s, r in kuhn_runs("spiral_kuhn_ref").items()},
-             **{("uni", s): r for s, r in kuhn_runs("spiral_kuhn_ref_uniform").items()}}
+             **{("uni", s): r for s, r in kuhn_runs("spiral_kuhn_ref_uniform").items()},
+             **{("b03", s): r for s, r in kuhn_runs("spiral_kuhn_ref_uniform_b03").items()}}
     horizon = max((series(r, AVG)[0][-1] for r in after.values()), default=730)
     for stem, label, color in (("spiral_kuhn", "before: entropy 0.2", "tab:gray"),
                                ("spiral_kuhn_mmd", "+ half-life, magnet, linear avg (stopped early)", "tab:red"),
                                ("spiral_kuhn_ref", "bonus against the linear average (--entropy-ref average)",
                                 "tab:blue"),
-                               ("spiral_kuhn_ref_uniform", "bonus against the uniform average (main command)",
-                                "tab:green")):
+                               ("spiral_kuhn_ref_uniform", "bonus against the uniform average", "tab:green"),
+                               ("spiral_kuhn_ref_uniform_b03", "the same at coefficient 0.3 (main command)",
+                                "tab:purple")):
         for seed, rows in kuhn_runs(stem).items():
             x, y = series(rows, AVG)
             keep = [i for i, s in enumerate(x) if s <= horizon]

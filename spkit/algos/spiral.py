@@ -96,7 +96,7 @@ Metrics (`metrics.csv`, TensorBoard, the `callback(step, metrics)` argument of `
   eval/completion_len             mean completion length in the evaluation games
 
 Commands:
-  CPU:  spkit train spiral --games kuhn_poker --entropy-coef 0.2 --entropy-ref average --avg-weights uniform \
+  CPU:  spkit train spiral --games kuhn_poker --entropy-coef 0.3 --entropy-ref average --avg-weights uniform \
             --lr 1e-5 --steps 600 --eval-every 25 --threads 1 --out runs/spiral   # the README's main job
         spkit train spiral --entropy-coef 0.2 --lr 1e-5 --max-minutes 10 --seed 1 --out runs/s1
         spkit train spiral --entropy-coef 0.2 --entropy-half-life 50 --magnet-coef 2 --avg-weights linear \
