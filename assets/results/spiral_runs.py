@@ -12,9 +12,10 @@ The names (NAME_seedS.csv / .json):
   spiral_kuhn_ref_seed{0,1,2}   the entropy bonus measured against the linear average policy
                                 (--entropy-ref average: MMD's moving magnet); 10 CPU-minutes per run
   spiral_kuhn_ref_uniform_seed{0,1,2}  the same against the uniform average (a slower magnet);
-                                10 CPU-minutes per run (the README's main command since)
+                                10 CPU-minutes per run
   spiral_kuhn_ref_uniform_b03_seed{0,1,2}  the same at entropy coefficient 0.3 (chosen on dev seed
                                 100 over 0.2 and 0.4: spiral_kuhn_tried.jsonl); 10 CPU-minutes per run
+                                (the README's main command since)
   spiral_ttt_*_seed100          TicTacToe self-play settings tried for defence, on dev seed 100
                                 (format SFT first; 20 CPU-minutes each unless stopped: their CSVs
                                 say how far they got); spiral_tictactoe_defence.py analyses them
