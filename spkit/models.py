@@ -210,7 +210,7 @@ def add_lora(model: PreTrainedModel, r: int, alpha: float | None = None) -> list
     return trainable
 
 
-INFERENCE_ATTR = "_spkit_inference"  # where a model sharded by spkit.run.fsdp keeps its full copy
+SHARDED_ATTR = "_spkit_sharded"  # a model sharded by spkit.run.fsdp: its `Sharded` (full copy: .inference)
 
 
 def inference_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -218,12 +218,13 @@ def inference_model(model: torch.nn.Module) -> torch.nn.Module:
     FSDP2 (`--fsdp`, `spkit.run.fsdp`), its full copy, which follows every optimizer step. Every
     FSDP forward is a collective; sampling, whose forwards differ in number across ranks, must
     not run on the sharded model."""
-    return getattr(model, INFERENCE_ATTR, None) or model
+    sharded = getattr(model, SHARDED_ATTR, None)
+    return sharded.inference if sharded is not None else model
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True for a model sharded with FSDP2 by `spkit.run.fsdp.shard`."""
-    return getattr(model, INFERENCE_ATTR, None) is not None
+    return getattr(model, SHARDED_ATTR, None) is not None
 
 
 def has_lora(model: torch.nn.Module) -> bool:

@@ -111,6 +111,12 @@ def rollouts_split() -> bool:
     return _SPLIT[0]
 
 
+def own_rows(n: int) -> slice:
+    """The rows of a batch of `n` this rank computes on: its `shard` inside `split_rollouts()`,
+    where every rank holds the same batch; all of them elsewhere."""
+    return shard(n) if rollouts_split() else slice(0, n)
+
+
 def fingerprint(*parts) -> str:
     """A short digest of a request's inputs (their `repr`), to compare across ranks."""
     return hashlib.sha1(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -36,6 +36,7 @@ from spkit.games.preference_matrices import FAMILIES, make_preference
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, token_logprobs
 from spkit.models import is_sharded
+from spkit.parallel import split_rollouts
 from spkit.rl import lm_preference as lmp
 from spkit.rl import preference_games as pg
 from spkit.run import History, Run, RunConfig, model_for
@@ -279,11 +280,9 @@ class LMPreferenceRun:
         samples its shard, then all gather (a collective: every rank must call it; rank 0's
         evaluation passes False). Row i draws from row_seed(seed, i) whichever rank samples it."""
         prompts = [p for p in self.prompts for _ in range(n)]
-        rows = shard(len(prompts)) if split else slice(0, len(prompts))
-        mine = self.sampler.generate(prompts[rows], self.params, seed=seed,
-                                     row_seeds=[row_seed(seed, i) for i in range(rows.start, rows.stop)]
-                                     ) if rows.stop > rows.start else []
-        outs = [c for part in gather_objects(mine) for c in part] if split else mine
+        with split_rollouts(split):  # the sampler samples this rank's rows and gathers the batch
+            outs = self.sampler.generate(prompts, self.params, seed=seed,
+                                         row_seeds=[row_seed(seed, i) for i in range(len(prompts))])
         return outs, np.array([lmp.classify(o.text) for o in outs])
 
     def rollout(self, t: int, tag: str = "sample", K: int | None = None, record: bool = True) -> LMBatch:

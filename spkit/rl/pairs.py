@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from spkit.models import inference_model
-from spkit.parallel import global_sum, rollouts_split, shard, world
+from spkit.parallel import global_sum, own_rows, rollouts_split
 from spkit.rl.losses import dpo_loss, masked_mean, sequence_logps
-from spkit.rl.verifiable import microbatches, padded_logprobs
+from spkit.rl.verifiable import global_batch, microbatches, padded_logprobs
 from spkit.run import fsdp
 from spkit.run.distributed import all_reduce_grads, clip_grad_norm
 
@@ -57,9 +57,7 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
     the last pre-clip gradient norm and the last epoch's pair accuracy (h > 0) and margin."""
     if not pairs:
         return {}
-    n, split = len(pairs), rollouts_split()
-    rows = shard(n) if split else slice(0, n)  # this rank's share of the batch's pairs
-    n_share = n / world()[1] if split else n  # the ranks' gradients are averaged before the step
+    n, rows = len(pairs), own_rows(len(pairs))  # this rank's share of the batch's pairs
     P = [list(p.prompt_ids) for p in pairs[rows]]
     W = [list(p.chosen_ids) for p in pairs[rows]]
     L = [list(p.rejected_ids) for p in pairs[rows]]
@@ -67,6 +65,7 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
     now = inference_model(model)  # π_t; under --fsdp its full copy (no collective forwards)
     ref_w, ref_l = ((ref[0][rows], ref[1][rows]) if ref is not None
                     else (sequence_logprobs(now, P, W), sequence_logprobs(now, P, L)))
+    n_share = global_batch(len(P), 0.0)[0]  # the whole batch's pairs / world: the step averages ranks
     stats = {"dpo": 0.0, "sft": 0.0, "grad_norm": 0.0, "pair_acc": 0.0, "margin": 0.0}
     model.train()
     for _ in range(epochs):
@@ -92,7 +91,7 @@ def dpo_update(model, optimizer, pairs: Sequence[Pair], beta: float = 0.1, sft_c
             all_reduce_grads(model)  # `model` may be a copy no run loop averages (Self-Rewarding's)
         optimizer.step()
         stats["pair_acc"], stats["margin"] = acc / n, margin / n
-    if split:  # each rank summed its own pairs: the whole batch's numbers (every rank calls it)
+    if rollouts_split():  # each rank summed its own pairs: the whole batch's numbers (every rank calls it)
         stats.update({k: global_sum(v) for k, v in stats.items() if k != "grad_norm"})
     model.eval()
     return stats

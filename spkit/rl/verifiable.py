@@ -45,7 +45,7 @@ from spkit.config import param
 from spkit.errors import SpkitError
 from spkit.generation import Sampler
 from spkit.logprobs import pad_right, repeated_prompt_logprobs
-from spkit.parallel import global_sum, rollouts_split, shard, world
+from spkit.parallel import global_sum, own_rows, world
 from spkit.rl.advantages import _grouped
 from spkit.rl.losses import sft_loss
 from spkit.run import Run, RunConfig, fsdp
@@ -307,9 +307,8 @@ def sft_update(model, optimizer, prompt_ids: Sequence[Sequence[int]], completion
     ranks' averaged gradient is one process's on all of them; a rank with none still steps.
     Where the ranks hold the same rows (a step of a trainer whose rollouts the run loop splits,
     `spkit.parallel.split_rollouts`), each rank differentiates its `shard` of them."""
-    if rollouts_split():
-        rows = shard(len(completion_ids))
-        prompt_ids, completion_ids = prompt_ids[rows], completion_ids[rows]
+    rows = own_rows(len(completion_ids))
+    prompt_ids, completion_ids = prompt_ids[rows], completion_ids[rows]
     n_tok = global_batch(len(completion_ids), float(sum(len(c) for c in completion_ids)))[1]
     stats = {"sft": 0.0, "grad_norm": 0.0}
     model.train()

@@ -119,8 +119,7 @@ def load_checkpoint(
         set_rng_state(state["rng"])
         state["path"] = str(path)  # where `files` saved by `save` are read back from
     except Exception as e:  # safetensors / json / torch errors all mean "this checkpoint is bad"
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
+        raise unreadable(path, e) from None
     return state
 
 
@@ -151,8 +150,7 @@ def load_weights(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     try:
         _load_weights(model, Path(directory))
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SpkitError(f"checkpoint {directory} is unreadable: {msg}") from None
+        raise unreadable(directory, e) from None
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], file: str | os.PathLike) -> None:
@@ -168,8 +166,13 @@ def load_optimizer_state(path: str | os.PathLike) -> dict:
     try:
         return torch.load(Path(path) / "optimizer.pt", weights_only=True)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SpkitError(f"checkpoint {path} is unreadable: {msg}") from None
+        raise unreadable(path, e) from None
+
+
+def unreadable(path: str | os.PathLike, e: Exception) -> SpkitError:
+    """The one-line error for a checkpoint that does not load: its path and the cause's first line."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return SpkitError(f"checkpoint {path} is unreadable: {msg}")
 
 
 def replace_dir(target: Path, write: Callable[[Path], None]) -> None:

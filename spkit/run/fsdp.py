@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from spkit.errors import SpkitError
-from spkit.models import INFERENCE_ATTR, is_sharded
+from spkit.models import SHARDED_ATTR, inference_model, is_sharded
 from spkit.parallel import active
 
 __all__ = ["Sharded", "shard", "is_sharded", "refresh", "lockstep", "dummy_pass"]
@@ -80,8 +80,7 @@ class Sharded:
             set_optimizer_state_dict,
         )
 
-        full = {k: v for k, v in self.inference.state_dict().items()}
-        set_model_state_dict(self.model, full, options=StateDictOptions(full_state_dict=True))
+        set_model_state_dict(self.model, self.inference.state_dict(), options=StateDictOptions(full_state_dict=True))
         if optimizer_state is not None and self.optimizer is not None:
             set_optimizer_state_dict(self.model, self.optimizer, optimizer_state,
                                      options=StateDictOptions(full_state_dict=True))
@@ -92,7 +91,7 @@ def shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Sh
     """Shard `model` in place with FSDP2 (each decoder block, then the root) and point
     `optimizer`'s parameter groups at the sharded parameters (the trainer built it before, on
     the full ones; it must not have stepped yet). Keeps a full copy for inference."""
-    done = getattr(model, "_spkit_fsdp", None)
+    done = getattr(model, SHARDED_ATTR, None)
     if done is not None:  # tracked again (a trainer adding state)
         if optimizer is not None and optimizer is not done.optimizer:
             raise SpkitError("--fsdp: the model was sharded with another optimizer; track one optimizer")
@@ -118,8 +117,7 @@ def shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> Sh
         for group in optimizer.param_groups:
             group["params"] = [sharded[names[id(p)]] for p in group["params"]]
     state = Sharded(model, inference, optimizer)
-    object.__setattr__(model, INFERENCE_ATTR, inference)  # not a submodule: outside its parameters and state
-    object.__setattr__(model, "_spkit_fsdp", state)
+    object.__setattr__(model, SHARDED_ATTR, state)  # an attribute, not a submodule: the copy stays out of its state
     _follow(model)
     return state
 
@@ -151,7 +149,7 @@ def refresh(model: torch.nn.Module) -> None:
     if not is_sharded(model):
         return
     with torch.no_grad():
-        full = getattr(model, INFERENCE_ATTR).state_dict()
+        full = inference_model(model).state_dict()
         for name, value in model.state_dict().items():
             tensor = value.full_tensor() if hasattr(value, "full_tensor") else value
             if name in full:
@@ -178,6 +176,6 @@ def lockstep(model: torch.nn.Module, microbatches: Sequence[T]) -> Sequence[T]:
 def dummy_pass(model: torch.nn.Module) -> None:
     """A forward and backward of zero loss through the whole model: the collectives of one
     micro-batch, and no change to any gradient."""
-    dev = next(iter(getattr(model, INFERENCE_ATTR).parameters())).device
+    dev = next(inference_model(model).parameters()).device
     logits = model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=dev)).logits
     (logits.float().sum() * 0.0).backward()
